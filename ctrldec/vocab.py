@@ -1,0 +1,282 @@
+"""Token id -> the exact bytes the token adds to the output.
+
+Constraints run on bytes, not on token strings: a byte-level BPE token can end in the middle of a
+UTF-8 character, and a SentencePiece token spells a space as ``▁`` and raw bytes as ``<0xNN>``.
+``TokenizerInfo`` holds that mapping for one tokenizer; it is built once per tokenizer (the first
+lifetime of DESIGN.md) and cached on disk under ``ctrldec.models.cache_dir()``, keyed by a hash of
+the tokenizer.
+
+>>> info = TokenizerInfo([b"a", b"b", b"ab", b""], special_ids={3}, eos_token_ids=[3])
+>>> info.decode_bytes([2, 0, 3])
+b'aba'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TokenizerError
+
+__all__ = ["TokenizerInfo", "byte_level_alphabet"]
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+_CACHE_FORMAT = 1
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """The GPT-2 byte-level alphabet: printable character -> the byte it stands for.
+
+    Printable Latin-1 characters stand for themselves; the other 68 bytes (controls, space, ...)
+    are shifted to code points 256 and up, which is why a space is spelled ``Ġ`` in such vocabularies.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + shifted)] = b
+            shifted += 1
+    return table
+
+
+_BYTE_LEVEL = byte_level_alphabet()
+
+
+def _byte_level_bytes(token_id: int, text: str) -> bytes:
+    try:
+        return bytes(_BYTE_LEVEL[ch] for ch in text)
+    except KeyError as e:
+        raise TokenizerError(
+            f"cannot map token {token_id} {text!r} to bytes: character {e.args[0]!r} is outside the "
+            "byte-level BPE alphabet"
+        ) from None
+
+
+def _sentencepiece_bytes(text: str) -> bytes:
+    m = _BYTE_TOKEN.match(text)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    return text.replace("▁", " ").encode("utf-8")
+
+
+def _tokenizer_json(tokenizer: Any) -> dict | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    return json.loads(backend.to_str())
+
+
+def _component_types(component: Any) -> set[str]:
+    """Every ``type`` named in a tokenizers component (decoders nest inside ``Sequence``)."""
+    found: set[str] = set()
+    if isinstance(component, dict):
+        if "type" in component:
+            found.add(component["type"])
+        for value in component.values():
+            found |= _component_types(value)
+    elif isinstance(component, list):
+        for value in component:
+            found |= _component_types(value)
+    return found
+
+
+def _detect_kind(tokenizer: Any, spec: dict | None, tokens: Sequence[str | None]) -> str:
+    if spec is not None:
+        model_type = spec.get("model", {}).get("type")
+        decoder = _component_types(spec.get("decoder"))
+        pre = _component_types(spec.get("pre_tokenizer"))
+        if "ByteLevel" in decoder or "ByteLevel" in pre:
+            return "byte_level"
+        if decoder & {"ByteFallback", "Metaspace"} or "Metaspace" in pre:
+            return "sentencepiece"
+        if model_type == "WordPiece" or "WordPiece" in decoder:
+            raise TokenizerError(
+                "cannot map tokens to bytes: this is a WordPiece tokenizer (continuation pieces like "
+                "'##ing' do not say which bytes they add); use a byte-level BPE or SentencePiece tokenizer"
+            )
+    if getattr(tokenizer, "sp_model", None) is not None or getattr(tokenizer, "vocab_file", "").endswith(".model"):
+        return "sentencepiece"
+    sample = [t for t in tokens if t]
+    if sample and sum("▁" in t for t in sample) > len(sample) // 10:
+        return "sentencepiece"
+    if sample and sum("Ġ" in t for t in sample) > len(sample) // 20:
+        return "byte_level"
+    raise TokenizerError(
+        f"cannot map tokens of {type(tokenizer).__name__} to bytes: neither byte-level BPE "
+        "(GPT-2/Llama-3 style) nor SentencePiece (▁ and <0xNN>) was recognised"
+    )
+
+
+class TokenizerInfo:
+    """The bytes each token id adds to the output, for one tokenizer (and one logits width).
+
+    ``token_bytes[i]`` is empty for special tokens and for padding ids beyond the tokenizer; those
+    are never allowed inside constrained text. ``vocab_size`` equals the model's logits width when
+    one was given to ``from_huggingface``.
+    """
+
+    def __init__(
+        self,
+        token_bytes: Sequence[bytes],
+        *,
+        special_ids: Iterable[int] = (),
+        eos_token_ids: Iterable[int] = (),
+        kind: str = "custom",
+        encode: Callable[[str], list[int]] | None = None,
+    ) -> None:
+        self.token_bytes: list[bytes] = list(token_bytes)
+        self.special_ids = frozenset(special_ids)
+        self.eos_token_ids = tuple(dict.fromkeys(eos_token_ids))
+        self.kind = kind
+        self._encode = encode
+        for eos in self.eos_token_ids:
+            if not 0 <= eos < len(self.token_bytes):
+                raise TokenizerError(f"EOS token id {eos} is outside the vocabulary of {len(self.token_bytes)} ids")
+        digest = hashlib.sha256()
+        digest.update(f"{kind}|{sorted(self.special_ids)}|{self.eos_token_ids}|".encode())
+        for b in self.token_bytes:
+            digest.update(len(b).to_bytes(2, "little"))
+            digest.update(b)
+        self.hash = digest.hexdigest()[:24]
+        self._table: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_bytes)
+
+    def __repr__(self) -> str:
+        return f"TokenizerInfo(kind={self.kind!r}, vocab_size={self.vocab_size}, eos={list(self.eos_token_ids)})"
+
+    # -- building ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_huggingface(
+        cls,
+        tokenizer: Any,
+        *,
+        vocab_size: int | None = None,
+        eos_token_ids: Iterable[int] | None = None,
+        cache: bool = True,
+    ) -> TokenizerInfo:
+        """Build (or load from the disk cache) the byte table of a Hugging Face tokenizer.
+
+        ``vocab_size``: the model's logits width, when it differs from ``len(tokenizer)``; ids past
+        the tokenizer are padding (no bytes, never allowed), ids past ``vocab_size`` are dropped.
+        ``eos_token_ids``: the ids that end generation (default: the tokenizer's EOS).
+        """
+        n_tok = len(tokenizer)
+        width = n_tok if vocab_size is None else int(vocab_size)
+        if eos_token_ids is None:
+            eos_token_ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+        eos = [e for e in eos_token_ids if e is not None]
+        special = set(tokenizer.all_special_ids)
+        for tid, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+            if getattr(added, "special", False):
+                special.add(tid)
+        encode = _make_encoder(tokenizer)
+        spec = _tokenizer_json(tokenizer)
+        key = None
+        if cache and spec is not None:
+            key = hashlib.sha256(
+                json.dumps([spec, sorted(special), width, type(tokenizer).__name__], sort_keys=True).encode()
+            ).hexdigest()[:24]
+            loaded = _load_cached(key)
+            if loaded is not None:
+                token_bytes, kind = loaded
+                return cls(token_bytes, special_ids=special, eos_token_ids=eos, kind=kind, encode=encode)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(n_tok)))
+        kind = _detect_kind(tokenizer, spec, tokens)
+        added = getattr(tokenizer, "added_tokens_decoder", {})
+        token_bytes: list[bytes] = []
+        for tid in range(width):
+            text = tokens[tid] if tid < n_tok else None
+            if text is None or tid in special:
+                token_bytes.append(b"")
+            elif tid in added:
+                token_bytes.append(added[tid].content.encode("utf-8"))
+            elif kind == "byte_level":
+                token_bytes.append(_byte_level_bytes(tid, text))
+            else:
+                token_bytes.append(_sentencepiece_bytes(text))
+        if key is not None:
+            _store_cached(key, token_bytes, kind)
+        return cls(token_bytes, special_ids=special, eos_token_ids=eos, kind=kind, encode=encode)
+
+    # -- use ----------------------------------------------------------------------------------------
+
+    def decode_bytes(self, token_ids: Iterable[int]) -> bytes:
+        """The bytes a sequence of tokens adds to the output (special tokens add none)."""
+        tb = self.token_bytes
+        return b"".join(tb[t] for t in token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        """The tokenizer's own (canonical) tokenization of ``text``, special-token names kept as text."""
+        if self._encode is None:
+            raise TokenizerError("this TokenizerInfo was built without a tokenizer, so it cannot encode text")
+        return self._encode(text)
+
+    def byte_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(bytes, lengths)``: token bytes padded into a ``uint8[vocab, max_len]`` matrix, and lengths."""
+        if self._table is None:
+            lengths = np.fromiter((len(b) for b in self.token_bytes), dtype=np.int32, count=self.vocab_size)
+            width = max(1, int(lengths.max(initial=0)))
+            flat = np.frombuffer(b"".join(self.token_bytes), dtype=np.uint8)
+            rows = np.repeat(np.arange(self.vocab_size), lengths)
+            starts = np.cumsum(lengths) - lengths
+            cols = np.arange(len(flat)) - np.repeat(starts, lengths)
+            table = np.zeros((self.vocab_size, width), dtype=np.uint8)
+            table[rows, cols] = flat
+            self._table = (table, lengths)
+        return self._table
+
+
+def _make_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+    def encode(text: str) -> list[int]:
+        try:
+            out = tokenizer(text, add_special_tokens=False, split_special_tokens=True)
+        except TypeError:
+            out = tokenizer(text, add_special_tokens=False)
+        return list(out["input_ids"])
+
+    return encode
+
+
+def _cache_path(key: str) -> Path:
+    from .models import cache_dir
+
+    return cache_dir() / "tokenizers" / f"{key}.v{_CACHE_FORMAT}.npz"
+
+
+def _load_cached(key: str) -> tuple[list[bytes], str] | None:
+    path = _cache_path(key)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            blob = data["blob"].tobytes()
+            offsets = data["offsets"]
+            kind = str(data["kind"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)], kind
+
+
+def _store_cached(key: str, token_bytes: list[bytes], kind: str) -> None:
+    path = _cache_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        offsets = np.zeros(len(token_bytes) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in token_bytes], out=offsets[1:])
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+        np.savez(tmp, blob=np.frombuffer(b"".join(token_bytes), dtype=np.uint8), offsets=offsets, kind=np.array(kind))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an optimisation; a read-only home must not break decoding
