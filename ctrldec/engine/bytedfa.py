@@ -1,0 +1,229 @@
+"""Regular expressions as DFAs over bytes.
+
+``interegular`` compiles a regex into an FSM over *characters* (character classes plus
+``anything_else``), but byte-level BPE tokens can end in the middle of a multi-byte UTF-8
+character. This module expands every character transition into its UTF-8 byte paths, so that a
+token's bytes can be fed one at a time. The result is a trimmed DFA (every live state can still
+reach an accepting state) stored as a ``int32[n_states, 256]`` numpy table, -1 meaning dead.
+
+>>> dfa = compile_regex("é|ab")
+>>> dfa.matches("é".encode()), dfa.matches(b"ab"), dfa.matches(b"a")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import interegular
+import numpy as np
+
+__all__ = ["ByteDFA", "compile_regex", "without_empty", "RegexCompileError"]
+
+_MAX_CODEPOINT = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+
+
+class RegexCompileError(ValueError):
+    """interegular could not compile the pattern (lookaround, backreference, bad syntax, ...)."""
+
+
+@dataclass(frozen=True)
+class ByteDFA:
+    """A trimmed DFA over bytes: ``trans[state, byte]`` is the next state or -1; start is state 0."""
+
+    trans: np.ndarray  # int32[n, 256]
+    accepting: np.ndarray  # bool[n]
+
+    @property
+    def n_states(self) -> int:
+        return len(self.accepting)
+
+    @property
+    def empty(self) -> bool:
+        """True when the language is empty (the start state is dead)."""
+        return self.n_states == 0
+
+    def matches(self, data: bytes) -> bool:
+        state = 0
+        if self.empty:
+            return False
+        for b in data:
+            state = int(self.trans[state, b])
+            if state < 0:
+                return False
+        return bool(self.accepting[state])
+
+
+def _ranges(codepoints: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cp in sorted(codepoints):
+        if out and out[-1][1] + 1 == cp:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
+    return out
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    lo = 0
+    for a, b in ranges:
+        if a > lo:
+            out.append((lo, a - 1))
+        lo = b + 1
+    if lo <= _MAX_CODEPOINT:
+        out.append((lo, _MAX_CODEPOINT))
+    return out
+
+
+def _without_surrogates(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    s0, s1 = _SURROGATES
+    out = []
+    for a, b in ranges:
+        if b < s0 or a > s1:
+            out.append((a, b))
+            continue
+        if a < s0:
+            out.append((a, s0 - 1))
+        if b > s1:
+            out.append((s1 + 1, b))
+    return out
+
+
+def _utf8_sequences(lo: int, hi: int) -> list[tuple[tuple[int, int], ...]]:
+    """Split a code point range into byte-range sequences, each a cartesian product of byte ranges.
+
+    The classic construction (as in RE2 and Rust's regex-syntax): split at the UTF-8 length
+    boundaries, then wherever the continuation bytes of ``lo`` and ``hi`` do not span full ranges.
+    """
+    for boundary in (0x7F, 0x7FF, 0xFFFF):
+        if lo <= boundary < hi:
+            return _utf8_sequences(lo, boundary) + _utf8_sequences(boundary + 1, hi)
+    if hi <= 0x7F:
+        return [((lo, hi),)]
+    n = 2 if hi <= 0x7FF else 3 if hi <= 0xFFFF else 4
+    for i in range(1, n):
+        mask = (1 << (6 * i)) - 1
+        if lo & ~mask != hi & ~mask:
+            if lo & mask:
+                return _utf8_sequences(lo, lo | mask) + _utf8_sequences((lo | mask) + 1, hi)
+            if hi & mask != mask:
+                return _utf8_sequences(lo, (hi & ~mask) - 1) + _utf8_sequences(hi & ~mask, hi)
+    a, b = chr(lo).encode("utf-8"), chr(hi).encode("utf-8")
+    return [tuple(zip(a, b))]
+
+
+def _class_sequences(fsm: interegular.FSM) -> dict[int, list[tuple[tuple[int, int], ...]]]:
+    """Byte-range sequences of every symbol class of the FSM's alphabet."""
+    by_class: dict[int, list[int]] = {}
+    explicit: list[int] = []
+    other_class = None
+    for symbol, cls in fsm.alphabet.items():
+        if symbol is interegular.fsm.anything_else:
+            other_class = cls
+            continue
+        by_class.setdefault(cls, []).append(ord(symbol))
+        explicit.append(ord(symbol))
+    ranges = {cls: _ranges(cps) for cls, cps in by_class.items()}
+    if other_class is not None:
+        ranges[other_class] = _complement(_ranges(explicit))
+    return {
+        cls: [seq for a, b in _without_surrogates(rs) for seq in _utf8_sequences(a, b)] for cls, rs in ranges.items()
+    }
+
+
+class _Builder:
+    """Builds the byte DFA: FSM states keep their numbers, intermediate UTF-8 states are added."""
+
+    def __init__(self, n_fsm_states: int) -> None:
+        self.rows: list[np.ndarray] = [np.full(256, -1, dtype=np.int32) for _ in range(n_fsm_states)]
+        self.memo: dict[frozenset, int] = {}
+
+    def new_state(self) -> int:
+        self.rows.append(np.full(256, -1, dtype=np.int32))
+        return len(self.rows) - 1
+
+    def fill(self, row: np.ndarray, entries: list[tuple[tuple[tuple[int, int], ...], int]]) -> None:
+        """Set ``row`` so that each (byte-range sequence, target) entry leads to its target."""
+        cuts = sorted({c for seq, _ in entries for c in (seq[0][0], seq[0][1] + 1)})
+        for lo, hi in zip(cuts, cuts[1:]):
+            here = [(seq, t) for seq, t in entries if seq[0][0] <= lo and hi - 1 <= seq[0][1]]
+            if not here:
+                continue
+            if len(here[0][0]) == 1:
+                row[lo:hi] = here[0][1]
+            else:
+                row[lo:hi] = self.intermediate(frozenset((seq[1:], t) for seq, t in here))
+
+    def intermediate(self, entries: frozenset) -> int:
+        state = self.memo.get(entries)
+        if state is None:
+            state = self.memo[entries] = self.new_state()
+            self.fill(self.rows[state], list(entries))
+        return state
+
+
+def _trim(trans: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the states reachable from ``start`` that can reach an accepting state; renumber from 0."""
+    n = len(accepting)
+    reach = np.zeros(n, dtype=bool)
+    reach[start] = True
+    frontier = [start]
+    while frontier:
+        nxt = np.unique(trans[frontier])
+        nxt = nxt[(nxt >= 0) & ~reach[np.maximum(nxt, 0)]]
+        reach[nxt] = True
+        frontier = nxt.tolist()
+    live = accepting.copy()
+    while True:
+        succ_live = np.where(trans >= 0, live[np.maximum(trans, 0)], False).any(axis=1)
+        grown = live | succ_live
+        if (grown == live).all():
+            break
+        live = grown
+    keep = reach & live
+    if not keep[start]:
+        return np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)
+    order = [start] + [s for s in np.flatnonzero(keep).tolist() if s != start]
+    renumber = np.full(n + 1, -1, dtype=np.int32)
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    new = renumber[np.where(trans[order] >= 0, trans[order], n)]
+    return new.astype(np.int32), accepting[order]
+
+
+@lru_cache(maxsize=4096)
+def compile_regex(pattern: str) -> ByteDFA:
+    """Compile a regex (interegular's syntax: no lookarounds, no backreferences) to a byte DFA.
+
+    The DFA matches whole strings (the pattern is implicitly anchored). Results are memoised per
+    pattern, so terminals shared by many grammars are compiled once per process.
+    """
+    try:
+        fsm = interegular.parse_pattern(pattern).to_fsm()
+    except Exception as e:  # interegular raises several types, none of them documented
+        raise RegexCompileError(str(e) or type(e).__name__) from None
+    states = sorted(fsm.states)
+    index = {s: i for i, s in enumerate(states)}
+    sequences = _class_sequences(fsm)
+    builder = _Builder(len(states))
+    for s in states:
+        entries = [(seq, index[t]) for cls, t in fsm.map.get(s, {}).items() for seq in sequences.get(cls, [])]
+        builder.fill(builder.rows[index[s]], entries)
+    trans = np.stack(builder.rows)
+    accepting = np.zeros(len(trans), dtype=bool)
+    accepting[[index[s] for s in fsm.finals]] = True
+    trans, accepting = _trim(trans, accepting, index[fsm.initial])
+    return ByteDFA(trans, accepting)
+
+
+def without_empty(dfa: ByteDFA) -> ByteDFA:
+    """The same language minus the empty string (a lexeme cannot be empty)."""
+    if dfa.empty or not dfa.accepting[0]:
+        return dfa
+    # A fresh, non-accepting start state with the old start's transitions.
+    trans = np.vstack([dfa.trans[0:1], dfa.trans])
+    trans = np.where(trans >= 0, trans + 1, -1).astype(np.int32)
+    trans, accepting = _trim(trans, np.concatenate([[False], dfa.accepting]), 0)
+    return ByteDFA(trans, accepting)

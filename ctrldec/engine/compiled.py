@@ -1,0 +1,540 @@
+"""A grammar compiled for one tokenizer, and the per-sequence ``Matcher``.
+
+How a full token mask is computed (see ``docs/engine.md`` for the measurements):
+
+* For a lexer state ``D`` the whole vocabulary is run through the lexer automaton once, vectorised
+  with numpy, and split into three kinds of tokens: tokens that stay inside the current lexeme
+  (allowed iff the lexeme can still end as a terminal the parser accepts: a bitset test), tokens
+  that die (never allowed), and tokens that end the lexeme as terminal ``T`` part-way through.
+* Tokens of the third kind are grouped by ``T``; after the parser shifts ``T`` (which depends on
+  the stack) the rest of their bytes is classified the same way from the new parser state's
+  lexer start, recursively. A classification depends only on (lexer state, terminal path, parser
+  states along it), so it is computed once and cached for the life of the compiled grammar.
+* At run time a mask is an OR of a few precomputed bitmasks, chosen by a handful of parser steps
+  on the actual stack. The result is cached per (stack node, lexer state): stacks are interned,
+  so a state seen before costs one dict lookup.
+
+This is exact for the lexing rules of ``lexer.py``: tokens spanning several terminals (``"},`` in
+JSON) are checked terminal by terminal against the real stack, and LALR's merged lookaheads are
+resolved by simulating reductions on the stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeadEndError, InvalidTokenError
+from ..vocab import TokenizerInfo
+from .grammar import GrammarTables
+from .lalr import ACCEPT, Stack
+
+__all__ = ["CompiledGrammar", "Matcher"]
+
+# Interned stack nodes and their caches are dropped (and rebuilt on demand) past this many nodes.
+_MAX_STACK_NODES = 300_000
+_MAX_POOLED_MASKS = 50_000
+_MAX_FORCED_BYTES = 512
+
+
+class _Group:
+    """Tokens classified from one lexer state along one terminal path; see the module docstring."""
+
+    __slots__ = ("always", "stays", "emits", "children")
+
+    def __init__(self) -> None:
+        self.always: np.ndarray | None = None
+        self.stays: list[tuple[int, np.ndarray]] = []
+        self.emits: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.children: dict[tuple[int, int], _Group] = {}
+
+
+class ByteAutomaton:
+    """Grammar tables plus the per-stack caches needed to run bytes through them (no tokenizer).
+
+    ``CompiledGrammar`` extends it with token masks; on its own it checks whole texts.
+    """
+
+    def __init__(self, tables: GrammarTables) -> None:
+        self.tables = tables
+        self.parse = tables.parse
+        self.lexer = tables.lexer
+        self._ignore = [t.ignore for t in self.lexer.terminals]
+        self._root = self._new_root()
+
+    def _new_root(self) -> Stack:
+        return Stack(self.parse.start_state, None, [0])
+
+    def _start(self) -> tuple[Stack, int]:
+        if self._root.tree[0] > _MAX_STACK_NODES:
+            self._root = self._new_root()
+        return self._root, self.lexer.start[self._root.state]
+
+    def matches(self, data: bytes) -> bool:
+        """Is ``data`` a complete sentence of the language?"""
+        r = self._step(*self._start(), data)
+        return r is not None and self._is_accepting(*r)
+
+    def is_prefix(self, data: bytes) -> bool:
+        """Can ``data`` be continued into a sentence?"""
+        r = self._step(*self._start(), data)
+        return r is not None and self._viable(*r)
+
+    # -- parser side -------------------------------------------------------------------------------
+
+    def _acceptable(self, node: Stack) -> int:
+        """Bitset of terminals the stack really shifts next (plus the ``%ignore`` bit)."""
+        bits = node.acceptable
+        if bits is None:
+            bits = 1 << self.lexer.ignore_bit
+            feed, end = self.parse.feed, self.parse.end
+            for t in self.parse.actions[node.state]:
+                if t != end and feed(node, t) is not None:
+                    bits |= 1 << t
+            node.acceptable = bits
+        return bits
+
+    def _step(self, node: Stack, lex: int, data: bytes | Sequence[int]) -> tuple[Stack, int] | None:
+        """Consume bytes from (stack, lexer state); None if a byte cannot be lexed or parsed."""
+        trans, accept, eager, start = self.lexer.trans_list, self.lexer.accept, self.lexer.eager, self.lexer.start
+        feed, ignore = self.parse.feed, self._ignore
+        for b in data:
+            nxt = trans[lex][b]
+            if nxt < 0:
+                t = accept[lex]
+                if t < 0:
+                    return None
+                if not ignore[t]:
+                    node = feed(node, t)  # type: ignore[assignment]
+                    if node is None:
+                        return None
+                nxt = trans[start[node.state]][b]
+                if nxt < 0:
+                    return None
+            lex = nxt
+            if eager[lex]:
+                t = accept[lex]
+                if not ignore[t]:
+                    node = feed(node, t)  # type: ignore[assignment]
+                    if node is None:
+                        return None
+                lex = start[node.state]
+        return node, lex
+
+    def _viable(self, node: Stack, lex: int) -> bool:
+        return bool(self.lexer.completable[lex] & self._acceptable(node))
+
+    def _is_accepting(self, node: Stack, lex: int) -> bool:
+        """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
+        if not self.lexer.is_start[lex]:
+            t = self.lexer.accept[lex]
+            if t < 0:
+                return False
+            if not self._ignore[t]:
+                node = self.parse.feed(node, t)  # type: ignore[assignment]
+                if node is None:
+                    return False
+        return self.parse.feed(node, self.parse.end) is ACCEPT
+
+    def completion(self, data: bytes, *, max_states: int = 20_000) -> bytes | None:
+        """A shortest suffix that turns ``data`` into a sentence, or None if there is none.
+
+        Breadth-first over (stack, lexer state); gives up (None) after ``max_states`` states.
+        A witness can be checked by any parser of the grammar, which makes it a useful oracle.
+        """
+        r = self._step(*self._start(), data)
+        if r is None:
+            return None
+        seen = {(id(r[0]), r[1])}
+        frontier: list[tuple[Stack, int, bytes]] = [(r[0], r[1], b"")]
+        while frontier and len(seen) < max_states:
+            nxt: list[tuple[Stack, int, bytes]] = []
+            for node, lex, path in frontier:
+                if self._is_accepting(node, lex):
+                    return path
+                bits = self._next_bytes(node, lex)
+                while bits:
+                    b = (bits & -bits).bit_length() - 1
+                    bits &= bits - 1
+                    step = self._step(node, lex, (b,))
+                    key = (id(step[0]), step[1])  # type: ignore[index]
+                    if key not in seen:
+                        seen.add(key)
+                        nxt.append((step[0], step[1], path + bytes((b,))))  # type: ignore[index]
+            frontier = nxt
+        return None
+
+    def _next_bytes(self, node: Stack, lex: int) -> int:
+        """Bitset of the bytes that keep the text viable."""
+        bits = node.next_bytes.get(lex)
+        if bits is None:
+            bits = 0
+            for b in range(256):
+                r = self._step(node, lex, (b,))
+                if r is not None and self._viable(*r):
+                    bits |= 1 << b
+            node.next_bytes[lex] = bits
+        return bits
+
+class CompiledGrammar(ByteAutomaton):
+    """Grammar tables bound to a tokenizer: token masks and the checks ``Matcher`` needs.
+
+    Build it through a constraint (``Grammar(...).compile(tokenizer)``), which caches it per
+    (constraint, tokenizer). Masks are filled lazily and cached for the life of this object.
+    """
+
+    def __init__(self, tables: GrammarTables, info: TokenizerInfo) -> None:
+        super().__init__(tables)
+        self.info = info
+        self.vocab_size = info.vocab_size
+        self.words = (self.vocab_size + 31) // 32
+        tb, tl = info.byte_table()
+        self._tok_bytes = np.ascontiguousarray(np.pad(tb, ((0, 0), (0, 1))))  # a spare column for vector reads
+        self._tok_len = tl
+        self._token_ids = np.flatnonzero(tl > 0).astype(np.int64)
+        self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
+        self._groups: dict[int, _Group] = {}
+        self._pool: dict[bytes, np.ndarray] = {}
+        self._sorted_tokens: list[bytes] | None = None
+
+    def matcher(self) -> Matcher:
+        """A fresh matcher at the start of the language."""
+        return Matcher(self, *self._start())
+
+    # -- token masks -------------------------------------------------------------------------------
+
+    def _pack(self, ids: np.ndarray) -> np.ndarray:
+        flags = np.zeros(self.words * 32, dtype=bool)
+        flags[ids] = True
+        return np.packbits(flags, bitorder="little").view(np.uint32)
+
+    def _classify(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
+        """Run tokens ``idx`` from byte offsets ``pos`` through the lexer from lexer state ``start``."""
+        tb, tl = self._tok_bytes, self._tok_len
+        trans, accept, eager = self.lexer.trans, self.lexer.accept_np, self.lexer.eager_np
+        group = _Group()
+        done = pos >= tl[idx]
+        if done.any():
+            group.always = self._pack(idx[done])
+            idx, pos = idx[~done], pos[~done]
+        cur = np.full(len(idx), start, dtype=np.int32)
+        stay_idx, stay_lex, em_t, em_idx, em_pos = [], [], [], [], []
+        while len(idx):
+            nxt = trans[cur, tb[idx, pos]]
+            dead = nxt < 0
+            if dead.any():
+                ended = accept[cur[dead]]
+                ok = ended >= 0
+                em_t.append(ended[ok])
+                em_idx.append(idx[dead][ok])
+                em_pos.append(pos[dead][ok])  # the byte that ended the lexeme starts the next one
+                live = ~dead
+                idx, pos, nxt = idx[live], pos[live], nxt[live]
+            pos = pos + 1
+            cur = nxt
+            ends = eager[cur]
+            if ends.any():
+                em_t.append(accept[cur[ends]])
+                em_idx.append(idx[ends])
+                em_pos.append(pos[ends])
+                keep = ~ends
+                idx, pos, cur = idx[keep], pos[keep], cur[keep]
+            fin = pos >= tl[idx]
+            if fin.any():
+                stay_idx.append(idx[fin])
+                stay_lex.append(cur[fin])
+                keep = ~fin
+                idx, pos, cur = idx[keep], pos[keep], cur[keep]
+        if stay_idx:
+            s_idx, s_lex = np.concatenate(stay_idx), np.concatenate(stay_lex)
+            by_bits: dict[int, list[np.ndarray]] = {}
+            for lex in np.unique(s_lex).tolist():
+                by_bits.setdefault(self.lexer.completable[lex], []).append(s_idx[s_lex == lex])
+            group.stays = [(bits, self._pack(np.concatenate(parts))) for bits, parts in by_bits.items()]
+        if em_t:
+            e_t, e_idx, e_pos = np.concatenate(em_t), np.concatenate(em_idx), np.concatenate(em_pos)
+            for t in np.unique(e_t).tolist():
+                sel = e_t == t
+                group.emits.append((t, e_idx[sel], e_pos[sel]))
+        return group
+
+    def _collect(self, group: _Group, node: Stack, out: np.ndarray) -> None:
+        if group.always is not None:
+            np.bitwise_or(out, group.always, out=out)
+        if group.stays:
+            acceptable = self._acceptable(node)
+            for bits, words in group.stays:
+                if bits & acceptable:
+                    np.bitwise_or(out, words, out=out)
+        for t, idx, pos in group.emits:
+            nxt = node if self._ignore[t] else self.parse.feed(node, t)
+            if nxt is None:
+                continue
+            key = (t, nxt.state)  # type: ignore[union-attr]
+            child = group.children.get(key)
+            if child is None:
+                child = group.children[key] = self._classify(idx, pos, self.lexer.start[nxt.state])  # type: ignore[union-attr]
+            self._collect(child, nxt, out)  # type: ignore[arg-type]
+
+    def _mask(self, node: Stack, lex: int) -> np.ndarray:
+        mask = node.masks.get(lex)
+        if mask is None:
+            group = self._groups.get(lex)
+            if group is None:
+                group = self._groups[lex] = self._classify(self._token_ids, np.zeros(len(self._token_ids), np.int64), lex)
+            out = np.zeros(self.words, dtype=np.uint32)
+            self._collect(group, node, out)
+            if self._is_accepting(node, lex):
+                np.bitwise_or(out, self._eos_words, out=out)
+            key = out.tobytes()
+            mask = self._pool.get(key)
+            if mask is None:
+                if len(self._pool) > _MAX_POOLED_MASKS:
+                    self._pool.clear()
+                out.flags.writeable = False
+                mask = self._pool[key] = out
+            node.masks[lex] = mask
+        return mask
+
+    # -- fast-forward --------------------------------------------------------------------------------
+
+    def _extendable(self, tail: bytes) -> bool:
+        """Does some token start with ``tail`` and go on? (Then a token could cross the boundary.)"""
+        import bisect
+
+        if self._sorted_tokens is None:
+            self._sorted_tokens = sorted(set(self.info.token_bytes))
+        toks = self._sorted_tokens
+        i = bisect.bisect_right(toks, tail)
+        return i < len(toks) and toks[i].startswith(tail)
+
+
+class Matcher:
+    """The state of one sequence under a grammar: which tokens may come next.
+
+    Cheap to fork (the state is two references and a persistent history). See DESIGN.md for the
+    protocol. ``accepts`` is much cheaper than ``fill_mask`` on a cold state: it runs only the
+    token's own bytes.
+
+    >>> import ctrldec                                                     # doctest: +SKIP
+    >>> m = ctrldec.Regex(r"[0-9]{3}").compile(info).matcher()             # doctest: +SKIP
+    >>> m.accepts(info.encode("12")[0]), m.is_accepting()                  # doctest: +SKIP
+    (True, False)
+    """
+
+    __slots__ = ("grammar", "_node", "_lex", "_trail", "_length", "_ended")
+
+    def __init__(self, grammar: CompiledGrammar, node: Stack, lex: int) -> None:
+        self.grammar = grammar
+        self._node = node
+        self._lex = lex
+        self._trail: tuple | None = None  # (previous trail, node, lex, ended, token)
+        self._length = 0
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"Matcher(tokens={self._length}, accepting={self.is_accepting()}, ended={self._ended})"
+
+    @property
+    def ended(self) -> bool:
+        """True once EOS was advanced."""
+        return self._ended
+
+    @property
+    def num_tokens(self) -> int:
+        """How many tokens were advanced (EOS included)."""
+        return self._length
+
+    def fork(self) -> Matcher:
+        """An independent copy (O(1): the history is persistent)."""
+        other = Matcher.__new__(Matcher)
+        other.grammar, other._node, other._lex = self.grammar, self._node, self._lex
+        other._trail, other._length, other._ended = self._trail, self._length, self._ended
+        return other
+
+    def accepts(self, token_id: int) -> bool:
+        """Would ``token_id`` keep the output viable? No state change."""
+        g = self.grammar
+        if self._ended:
+            return False
+        if token_id in g.info.eos_token_ids:
+            return g._is_accepting(self._node, self._lex)
+        mask = self._node.masks.get(self._lex)
+        if mask is not None:
+            return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1) if 0 <= token_id < g.vocab_size else False
+        if not 0 <= token_id < g.vocab_size:
+            return False
+        data = g.info.token_bytes[token_id]
+        if not data:
+            return False
+        r = g._step(self._node, self._lex, data)
+        return r is not None and g._viable(*r)
+
+    def advance(self, token_id: int) -> None:
+        """Consume one token; raises ``InvalidTokenError`` if the constraint does not allow it."""
+        g = self.grammar
+        if not self.accepts(token_id):
+            raise InvalidTokenError(
+                f"token {token_id} {g.info.token_bytes[token_id] if 0 <= token_id < g.vocab_size else b''!r} "
+                f"is not allowed after {self._length} tokens ({self._describe()})"
+            )
+        self._trail = (self._trail, self._node, self._lex, self._ended, token_id)
+        self._length += 1
+        if token_id in g.info.eos_token_ids:
+            self._ended = True
+            return
+        self._node, self._lex = g._step(self._node, self._lex, g.info.token_bytes[token_id])  # type: ignore[misc]
+
+    def advance_bytes(self, data: bytes) -> bool:
+        """Consume raw bytes that are not a token (e.g. a prompt's forced prefix); False if invalid.
+
+        Not recorded in the history: ``rollback`` cannot undo it.
+        """
+        r = self.grammar._step(self._node, self._lex, data)
+        if r is None or not self.grammar._viable(*r):
+            return False
+        self._node, self._lex = r
+        return True
+
+    def rollback(self, n: int = 1) -> None:
+        """Undo the last ``n`` advanced tokens."""
+        if not 0 <= n <= self._length:
+            raise ValueError(f"cannot roll back {n} tokens: only {self._length} were advanced")
+        for _ in range(n):
+            self._trail, self._node, self._lex, self._ended, _ = self._trail  # type: ignore[misc]
+        self._length -= n
+
+    def tokens(self, last: int | None = None) -> list[int]:
+        """The advanced token ids (the last ``last`` of them)."""
+        out = []
+        trail = self._trail
+        while trail is not None and (last is None or len(out) < last):
+            out.append(trail[4])
+            trail = trail[0]
+        return out[::-1]
+
+    def is_accepting(self) -> bool:
+        """May the output end here (is EOS allowed)?"""
+        return not self._ended and self.grammar._is_accepting(self._node, self._lex)
+
+    def is_done(self) -> bool:
+        """Must the output end here: EOS advanced, or EOS is the only allowed continuation."""
+        if self._ended:
+            return True
+        g = self.grammar
+        return g._is_accepting(self._node, self._lex) and g._next_bytes(self._node, self._lex) == 0
+
+    def mask(self) -> np.ndarray:
+        """The allowed-token bitmask: ``uint32[ceil(vocab/32)]``, bit ``i % 32`` of word ``i // 32``.
+
+        Read-only and shared between matchers; EOS bits are set when the output may end.
+        """
+        g = self.grammar
+        if self._ended:
+            return np.zeros(g.words, dtype=np.uint32)
+        return g._mask(self._node, self._lex)
+
+    def fill_mask(self, out: Any) -> bool:
+        """Write the allowed-token bitmask into ``out`` (numpy or torch, 32-bit words, any length).
+
+        Words past the tokenizer's vocabulary (a model whose logits are wider) are zeroed; a
+        shorter ``out`` is trimmed. Returns False when no token at all is allowed (a dead end).
+        """
+        mask = self.mask()
+        target = out.numpy() if hasattr(out, "numpy") else out
+        target = target.view(np.uint32)
+        n = min(len(target), len(mask))
+        target[:n] = mask[:n]
+        target[n:] = 0
+        return bool(mask.any())
+
+    def allowed_token_ids(self) -> np.ndarray:
+        """The allowed token ids, ascending."""
+        bits = np.unpackbits(self.mask().view(np.uint8), bitorder="little")[: self.grammar.vocab_size]
+        return np.flatnonzero(bits)
+
+    def forced_bytes(self) -> bytes:
+        """The bytes the grammar fixes from here (stops where there is a choice, or the text may end)."""
+        g = self.grammar
+        if self._ended:
+            return b""
+        node, lex = self._node, self._lex
+        out = bytearray()
+        while len(out) < _MAX_FORCED_BYTES and not g._is_accepting(node, lex):
+            bits = g._next_bytes(node, lex)
+            if bits == 0 or bits & (bits - 1):
+                break
+            b = bits.bit_length() - 1
+            out.append(b)
+            node, lex = g._step(node, lex, (b,))  # type: ignore[misc]
+        return bytes(out)
+
+    def forced_tokens(self) -> list[int]:
+        """Tokens the grammar fixes from here, in the tokenizer's canonical tokenization.
+
+        The forced bytes are re-tokenized together with the last committed tokens, and only the
+        tokens after those, up to a boundary no token can cross, are returned (ALGORITHMS.md,
+        fast-forward): feeding them is what the model would have seen without the constraint.
+        """
+        forced = self.forced_bytes()
+        if not forced:
+            return []
+        g = self.grammar
+        info = g.info
+        # A forced multi-byte character may be cut at the end: tokenize whole characters only.
+        text = forced.decode("utf-8", errors="ignore")
+        while text and not forced.startswith(text.encode("utf-8")):
+            text = text[:-1]
+        if not text:
+            return []
+        body = text.encode("utf-8")
+        tail_ids: list[int] = []
+        tail_text = ""
+        for k in (3, 2, 1, 0):
+            ids = self.tokens(k) if k else []
+            if any(t in info.special_ids for t in ids):
+                continue
+            try:
+                tail_text = info.decode_bytes(ids).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            tail_ids = ids
+            break
+        ids = info.encode(tail_text + text)
+        if ids[: len(tail_ids)] != tail_ids:
+            return []  # the new text re-merges the committed tokens: no safe canonical split
+        out = ids[len(tail_ids) :]
+        complete = len(body) == len(forced) and self._is_done_after(forced)
+        if out and not complete and self._boundary_unsafe(body, out):
+            out.pop()
+        # Keep only a prefix whose bytes are a prefix of the forced bytes (tokenizers may normalise).
+        total = b""
+        for i, t in enumerate(out):
+            total += info.token_bytes[t]
+            if not forced.startswith(total):
+                return out[:i]
+        return out
+
+    def _is_done_after(self, data: bytes) -> bool:
+        g = self.grammar
+        r = g._step(self._node, self._lex, data)
+        return r is not None and g._is_accepting(*r) and g._next_bytes(*r) == 0
+
+    def _boundary_unsafe(self, body: bytes, ids: list[int]) -> bool:
+        """Could a token cross the end of ``body`` once more text follows?"""
+        g = self.grammar
+        last = g.info.token_bytes[ids[-1]]
+        start = len(body) - len(last)
+        return any(g._extendable(body[j:]) for j in range(max(0, start), len(body)))
+
+    def _describe(self) -> str:
+        g = self.grammar
+        expected = [g.parse.terminal_names[t] for t in range(len(g.parse.terminal_names)) if g._acceptable(self._node) >> t & 1]
+        return f"expecting {', '.join(expected) or 'the end'}; inside a lexeme of {g.lexer.describe(self._lex)}"
+
+    def check_not_dead(self) -> None:
+        """Raise ``DeadEndError`` if no token (EOS included) is allowed."""
+        if not self._ended and not self.mask().any():
+            raise DeadEndError(f"no token is allowed and the output may not end here ({self._describe()})")

@@ -1,0 +1,187 @@
+"""Compiling a Lark grammar into tokenizer-independent tables: terminal DFAs, LALR tables, lexer.
+
+This is the per-constraint part of compilation (DESIGN.md lifetimes); ``CompiledGrammar`` adds the
+tokenizer. Lark does the grammar analysis (its grammar loader and LALR(1) construction); ctrldec
+replaces Lark's regex-based lexer with byte DFAs built by ``interegular``, so that a prefix that
+stops in the middle of a terminal, or of a UTF-8 character, can be continued.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lark.common import ParserConf
+from lark.exceptions import GrammarError as LarkGrammarError
+from lark.exceptions import LarkError
+from lark.lexer import PatternStr
+from lark.load_grammar import load_grammar
+from lark.parsers.lalr_analysis import LALR_Analyzer, Shift
+
+from ..errors import GrammarError
+from .bytedfa import ByteDFA, RegexCompileError, compile_regex
+from .lalr import ParseTables
+from .lexer import LexerAutomaton, Terminal
+
+__all__ = ["GrammarTables", "compile_lark"]
+
+_LINE = re.compile(r"\bline (\d+)")
+
+
+@dataclass
+class GrammarTables:
+    """Everything about a grammar that does not depend on a tokenizer."""
+
+    source: str
+    parse: ParseTables
+    lexer: LexerAutomaton
+
+    @property
+    def terminals(self) -> list[Terminal]:
+        return self.lexer.terminals
+
+
+def _find_line(text: str, *needles: str) -> int | None:
+    """The first line of ``text`` containing one of ``needles`` as a whole word, else any match."""
+    for needle in needles:
+        if not needle:
+            continue
+        word = re.compile(r"(?<![\w$])" + re.escape(needle) + r"(?![\w])")
+        for i, line in enumerate(text.splitlines(), 1):
+            if word.search(line):
+                return i
+    return None
+
+
+def _definition_line(text: str, name: str) -> int | None:
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.match(r"\s*[?!]?" + re.escape(name) + r"(\.\-?\d+)?\s*:", line):
+            return i
+    return None
+
+
+def _terminal_line(text: str, term) -> int | None:
+    raw = getattr(term.pattern, "raw", None)
+    return _definition_line(text, term.name) or (_find_line(text, raw) if raw else None)
+
+
+def _load(text: str, start: str):
+    try:
+        grammar, _ = load_grammar(text, "<grammar>", None, False)
+        return grammar.compile([start], set())
+    except LarkGrammarError as e:
+        message = str(e).strip().splitlines()[0]
+        m = _LINE.search(str(e))
+        line = int(m.group(1)) if m else None
+        undefined = re.search(r"(?:Rule|Terminal) '([^']+)' used but not defined", message)
+        if undefined and line is None:
+            line = _find_line(text, undefined.group(1))
+        raise GrammarError(f"grammar error: {message}", line=line) from None
+    except LarkError as e:
+        m = _LINE.search(str(e))
+        raise GrammarError(
+            f"grammar syntax error: {str(e).strip().splitlines()[0]}", line=int(m.group(1)) if m else None
+        ) from None
+
+
+def _check_productive(text: str, rules, terminal_ok: set[str], start: str) -> None:
+    """Raise if the start rule can never derive a finished sentence (the language is empty)."""
+    productive: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for rule in rules:
+            lhs = rule.origin.name
+            if lhs in productive:
+                continue
+            if all(s.name in terminal_ok if s.is_term else s.name in productive for s in rule.expansion):
+                productive.add(lhs)
+                changed = True
+    if start not in productive:
+        raise GrammarError(
+            f"the grammar's language is empty: rule '{start}' can never be completed "
+            "(every alternative needs a rule that never finishes, or a terminal that matches nothing)",
+            line=_definition_line(text, start),
+        )
+
+
+def compile_lark(text: str, start: str = "start", *, terminal_dfas: dict[str, ByteDFA] | None = None) -> GrammarTables:
+    """Compile Lark grammar text (LALR(1)) into ``GrammarTables``.
+
+    ``terminal_dfas`` replaces the automaton of named terminals after Lark's analysis (``Regex``
+    uses it for patterns Lark would refuse, and the JSON Schema compiler for built automata).
+    Raises ``GrammarError`` naming the rule or terminal and its line.
+    """
+    terms, rules, ignore = _load(text, start)
+    if not any(r.origin.name == start for r in rules):
+        raise GrammarError(f"the grammar has no rule '{start}' to start from")
+    names = [t.name for t in terms]
+    terminals: list[Terminal] = []
+    given = terminal_dfas or {}
+    for t in terms:
+        pattern = t.pattern.to_regexp()
+        try:
+            if t.name in given:
+                dfa = given[t.name]
+            else:
+                re.compile(pattern)
+                dfa = compile_regex(pattern)
+        except re.error as e:
+            raise GrammarError(f"terminal {t.name} has an invalid regex /{pattern}/: {e}", line=_terminal_line(text, t)) from None
+        except RegexCompileError as e:
+            raise GrammarError(
+                f"terminal {t.name} uses a regex feature ctrldec cannot compile to an automaton "
+                f"(lookarounds and backreferences are not supported): /{pattern}/ ({e})",
+                line=_terminal_line(text, t),
+            ) from None
+        if not dfa.empty and dfa.accepting[0]:
+            raise GrammarError(f"terminal {t.name} matches the empty string", line=_terminal_line(text, t))
+        literal = isinstance(t.pattern, PatternStr)
+        max_width = min(t.pattern.max_width, 1 << 30)
+        order = (-t.priority, 0 if literal else 1, -max_width, -len(t.pattern.value), t.name)
+        terminals.append(Terminal(t.name, dfa, t.priority, literal, t.name in ignore, order))
+    _check_productive(text, rules, {t.name for t in terminals if not t.dfa.empty}, start)
+
+    analyzer = LALR_Analyzer(ParserConf(rules, None, [start]), strict=False)
+    try:
+        analyzer.compute_lalr()
+    except LarkGrammarError as e:
+        detail = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+        raise GrammarError(f"grammar is not LALR(1): {detail}") from None
+    table = analyzer.parse_table
+    term_id = {n: i for i, n in enumerate(names)}
+    end = len(names)
+    term_id["$END"] = end
+    nonterms: dict[str, int] = {}
+    rule_index: dict[object, int] = {}
+    rule_lhs: list[int] = []
+    rule_len: list[int] = []
+    n_states = len(table.states)
+    actions: list[dict[int, int]] = [{} for _ in range(n_states)]
+    goto: list[dict[int, int]] = [{} for _ in range(n_states)]
+    for state, row in table.states.items():
+        for symbol, (action, arg) in row.items():
+            if symbol in term_id:
+                if action is Shift:
+                    actions[state][term_id[symbol]] = arg
+                else:
+                    r = rule_index.get(arg)
+                    if r is None:
+                        r = rule_index[arg] = len(rule_lhs)
+                        rule_lhs.append(nonterms.setdefault(arg.origin.name, len(nonterms)))
+                        rule_len.append(len(arg.expansion))
+                    actions[state][term_id[symbol]] = -1 - r
+            else:
+                goto[state][nonterms.setdefault(symbol, len(nonterms))] = arg
+    parse = ParseTables(
+        terminal_names=names,
+        end=end,
+        actions=actions,
+        goto=goto,
+        rule_lhs=rule_lhs,
+        rule_len=rule_len,
+        start_state=table.start_states[start],
+        end_state=table.end_states[start],
+    )
+    contexts = [[t for t in row if t != end] for row in actions]
+    return GrammarTables(text, parse, LexerAutomaton(terminals, contexts))

@@ -1,0 +1,120 @@
+"""The lexer automaton: all terminal DFAs of a grammar run in parallel, over bytes.
+
+A lexer state is the set of (terminal, DFA state) pairs still alive in the current lexeme. The
+contextual lexer of LALR parser state ``q`` starts a lexeme with the terminals ``q`` has actions
+for, plus the ``%ignore`` terminals (as Lark's contextual lexer does). States are shared between
+contexts: once inside a lexeme, behaviour depends only on the alive set.
+
+Lexing is greedy with one byte of lookahead: a lexeme ends exactly when the next byte cannot
+extend any alive terminal (or at the end of the text). Where several terminals accept the same
+lexeme, the higher priority wins, then a string literal over a regex (Lark's "unless" rule), then
+Lark's terminal order. A lexeme that no byte can extend ends at once ("eager" states), which keeps
+matcher states canonical and mask caches small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bytedfa import ByteDFA
+
+__all__ = ["Terminal", "LexerAutomaton"]
+
+
+@dataclass(frozen=True)
+class Terminal:
+    name: str
+    dfa: ByteDFA
+    priority: int
+    is_literal: bool
+    ignore: bool
+    order: tuple  # Lark's lexer order, used to break ties
+
+
+class LexerAutomaton:
+    """Lexer states over the terminals of one grammar.
+
+    Tables (index = lexer state): ``trans`` (int32[n, 256], -1 dead, also as nested lists for
+    scalar stepping), ``accept`` (the terminal the lexeme is if it ends here, -1 if it cannot end
+    here), ``eager`` (accepting and no byte extends it), ``completable`` (bitset of the terminals
+    the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal), and
+    ``start[q]`` (the state that starts a lexeme in parser state q; ``is_start`` marks such states).
+    """
+
+    def __init__(self, terminals: list[Terminal], contexts: list[list[int]]) -> None:
+        self.terminals = terminals
+        self.ignore_bit = len(terminals)
+        ignored = [i for i, t in enumerate(terminals) if t.ignore]
+        self._index: dict[tuple, int] = {}
+        self._members: list[tuple] = []
+        rows: list[np.ndarray] = []
+        self.start = [
+            self._intern(tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty), start=True)
+            for ctx in contexts
+        ]
+        done = 0
+        while done < len(self._members):
+            rows.append(self._successors(self._members[done]))
+            done += 1
+        self.trans = np.stack(rows) if rows else np.zeros((0, 256), dtype=np.int32)
+        self.trans_list: list[list[int]] = self.trans.tolist()
+        self.is_start = [key[0] for key in self._index]
+        self.accept = [-1 if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
+        self.eager = [a >= 0 and not any(x >= 0 for x in row) for a, row in zip(self.accept, self.trans_list)]
+        self.accept_np = np.array(self.accept, dtype=np.int32)
+        self.eager_np = np.array(self.eager, dtype=bool)
+        self.completable = self._completable()
+
+    @property
+    def n_states(self) -> int:
+        return len(self._members)
+
+    def _intern(self, members: tuple, start: bool = False) -> int:
+        # A lexeme's start state is kept apart from a state with the same alive set reached after
+        # some bytes (a DFA can loop back to its start): only the former may end with no lexeme.
+        key = (start, members)
+        state = self._index.get(key)
+        if state is None:
+            state = self._index[key] = len(self._members)
+            self._members.append(members)
+        return state
+
+    def _successors(self, members: tuple) -> np.ndarray:
+        row = np.full(256, -1, dtype=np.int32)
+        if not members:
+            return row
+        nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
+        combos, inverse = np.unique(nxt.T, axis=0, return_inverse=True)
+        for j, combo in enumerate(combos.tolist()):
+            alive = tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0)
+            if alive:
+                row[inverse.reshape(-1) == j] = self._intern(alive)
+        return row
+
+    def _choose(self, members: tuple) -> int:
+        done = [t for t, s in members if self.terminals[t].dfa.accepting[s]]
+        if not done:
+            return -1
+        return min(done, key=lambda t: self.terminals[t].order)
+
+    def _completable(self) -> list[int]:
+        bits = [0 if a < 0 else 1 << (self.ignore_bit if self.terminals[a].ignore else a) for a in self.accept]
+        succ = [sorted({x for x in row if x >= 0}) for row in self.trans_list]
+        changed = True
+        while changed:
+            changed = False
+            for s in range(len(bits) - 1, -1, -1):
+                b = bits[s]
+                for x in succ[s]:
+                    b |= bits[x]
+                if b != bits[s]:
+                    bits[s] = b
+                    changed = True
+        return bits
+
+    def describe(self, state: int) -> str:
+        """The terminals alive in a lexer state, for error messages."""
+        names = sorted({self.terminals[t].name for t, _ in self._members[state]})
+        return ", ".join(names) or "nothing"
