@@ -1,0 +1,33 @@
+"""ctrldec: constrained and controlled decoding for Hugging Face causal language models.
+
+>>> import ctrldec
+>>> ctrldec.Regex(r"(yes|no)").matches("yes")
+True
+"""
+
+from . import models
+from .constraints import Constraint, Grammar, Regex
+from .engine import CompiledGrammar, Matcher
+from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, TokenizerError
+from .processors import GrammarLogitsProcessor
+from .vocab import TokenizerInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Constraint",
+    "Grammar",
+    "Regex",
+    "CompiledGrammar",
+    "Matcher",
+    "GrammarLogitsProcessor",
+    "TokenizerInfo",
+    "models",
+    "CtrldecError",
+    "DeadEndError",
+    "GrammarError",
+    "InvalidTokenError",
+    "ModelError",
+    "TokenizerError",
+    "__version__",
+]

@@ -1,0 +1,5 @@
+"""Hugging Face ``LogitsProcessor`` adapters."""
+
+from .grammar import GrammarLogitsProcessor
+
+__all__ = ["GrammarLogitsProcessor"]
