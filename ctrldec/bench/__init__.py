@@ -1,0 +1,1 @@
+"""Benchmarks: ``ctrldec bench masks`` (grammar engines side by side)."""

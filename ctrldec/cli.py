@@ -1,0 +1,232 @@
+"""The ``ctrldec`` command line.
+
+    ctrldec generate PROMPT [--grammar FILE.lark | --regex RE] [--model PATH] [--max-new-tokens N]
+                            [--temperature T] [--seed S]
+    ctrldec info
+    ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
+                        [--limit N] [--engines a,b] [--out results.json]
+
+Errors are one line on stderr (``ctrldec: error: ...``) with exit status 2; an output cut off by
+``--max-new-tokens`` before the constraint is satisfied is printed, flagged on stderr, status 3.
+Set ``CTRLDEC_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .errors import CtrldecError
+
+EXIT_ERROR = 2
+EXIT_TRUNCATED = 3
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _constraint(args: argparse.Namespace):
+    from .constraints import Grammar, Regex
+
+    if args.grammar:
+        return Grammar.from_file(args.grammar)
+    if args.regex is not None:
+        return Regex(args.regex)
+    return None
+
+
+def _prompt_ids(tokenizer: Any, prompt: str, chat: bool):
+    import torch
+
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+        if not torch.is_tensor(ids):
+            ids = ids["input_ids"]
+        return ids
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        ids = torch.tensor([[bos]])
+    return ids
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models import load
+
+    if args.max_new_tokens < 1:
+        raise CtrldecError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
+    constraint = _constraint(args)
+    if constraint is not None:
+        constraint.tables()  # report grammar errors before the (slower) model load
+    _quiet_transformers()
+    model, tokenizer = load(args.model)
+    ids = _prompt_ids(tokenizer, args.prompt, not args.no_chat_template)
+    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "attention_mask": torch.ones_like(ids)}
+    if args.temperature > 0:
+        kwargs.update(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+    processor = None
+    if constraint is not None:
+        processor = constraint.logits_processor(tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0])
+        kwargs["logits_processor"] = [processor]
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    with torch.no_grad():
+        out = model.generate(ids, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
+    new = out[0, ids.shape[1] :].tolist()
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    sys.stdout.flush()
+    if processor is not None:
+        m = processor.matcher_for(out[0].tolist())
+        if not (m.ended or m.is_accepting()):
+            print(
+                f"ctrldec: output truncated after {len(new)} tokens: not yet a complete match of the constraint "
+                "(raise --max-new-tokens)",
+                file=sys.stderr,
+            )
+            return EXIT_TRUNCATED
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import importlib.metadata
+    import platform
+
+    from . import __version__
+    from .models import INSTALL_DEFAULT_MODEL, cache_dir, converted_model_dir, default_model_file
+    from .errors import ModelError
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    print(f"ctrldec {__version__} (Python {platform.python_version()})")
+    for dist in ("torch", "transformers", "lark", "interegular", "numpy", "gguf", "accelerate"):
+        print(f"  {dist:<12} {version(dist)}")
+    print("peers (optional, for benchmarks):")
+    for dist in ("llguidance", "xgrammar", "outlines-core"):
+        print(f"  {dist:<12} {version(dist)}")
+    print(f"cache: {cache_dir()}")
+    try:
+        gguf = default_model_file()
+    except ModelError:
+        print(f"default model: not installed ({INSTALL_DEFAULT_MODEL})")
+        return 0
+    print(f"default model: {gguf} ({gguf.stat().st_size / 2**20:.0f} MiB)")
+    converted = converted_model_dir(gguf)
+    if converted is None:
+        print("  converted copy: none yet (made on first load, ~25 s)")
+    else:
+        print(f"  converted copy: {converted}")
+    return 0
+
+
+def cmd_bench_masks(args: argparse.Namespace) -> int:
+    from .bench import masks
+    from .constraints.grammar import builtin_grammar_path
+
+    if args.grammar and args.builtin:
+        raise CtrldecError("give --grammar or --builtin, not both")
+    path = args.grammar or builtin_grammar_path(args.builtin or "json")
+    try:
+        text = open(path, encoding="utf-8").read()
+    except OSError as e:
+        raise CtrldecError(f"cannot read grammar {path}: {e.strerror}") from None
+    if bool(args.docs) == bool(args.jsonschemabench):
+        raise CtrldecError("give exactly one of --docs FILE.jsonl or --jsonschemabench DIR")
+    try:
+        if args.docs:
+            docs = masks.load_docs(args.docs)
+        else:
+            docs = [d for _, d in masks.jsonschemabench_docs(args.jsonschemabench)]
+    except (OSError, ValueError) as e:
+        raise CtrldecError(str(e)) from None
+    if args.limit:
+        docs = docs[: args.limit]
+    _quiet_transformers()
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    engines = args.engines.split(",") if args.engines else None
+    print(f"grammar {path}; tokenizer of {'the default model' if args.model is None else args.model}", flush=True)
+    report = masks.run(text, docs, tokenizer, engines=engines, compile_repeats=args.compile_repeats, progress=args.progress)
+    report["grammar"] = str(path)
+    print(masks.format_table(report))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctrldec", description="Constrained and controlled decoding for Hugging Face models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate text (constrained if a grammar or regex is given)")
+    g.add_argument("prompt")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--grammar", metavar="FILE.lark", help="a Lark grammar the output must match")
+    which.add_argument("--regex", metavar="RE", help="a regular expression the output must match in full")
+    g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("info", help="versions, the default model and the cache")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    m = bsub.add_parser("masks", help="mask and accepts latency, compile time and correctness, side by side with peers")
+    m.add_argument("--grammar", metavar="FILE.lark")
+    m.add_argument("--builtin", metavar="NAME", help="a grammar from grammars/ (default: json)")
+    m.add_argument("--docs", metavar="FILE.jsonl", help="documents: one JSON string (or {'text': ...}) per line")
+    m.add_argument("--jsonschemabench", metavar="DIR", help="the valid instances of a JSONSchemaBench data folder")
+    m.add_argument("--limit", type=int, help="at most N documents")
+    m.add_argument("--engines", help="comma-separated: ctrldec,llguidance,xgrammar (default: all installed)")
+    m.add_argument("--model", metavar="PATH", help="whose tokenizer to use (default: the embedded model's)")
+    m.add_argument("--compile-repeats", type=int, default=10)
+    m.add_argument("--out", metavar="results.json")
+    m.add_argument("--progress", action="store_true")
+    m.set_defaults(func=cmd_bench_masks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CtrldecError as e:
+        print(f"ctrldec: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ctrldec: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("CTRLDEC_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"ctrldec: internal error: {type(e).__name__}: {first} (set CTRLDEC_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
