@@ -147,6 +147,7 @@ class TokenizerInfo:
             digest.update(b)
         self.hash = digest.hexdigest()[:24]
         self._table: tuple[np.ndarray, np.ndarray] | None = None
+        self._trie: TokenTrie | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -223,6 +224,12 @@ class TokenizerInfo:
             raise TokenizerError("this TokenizerInfo was built without a tokenizer, so it cannot encode text")
         return self._encode(text)
 
+    def trie(self) -> TokenTrie:
+        """The vocabulary as a byte trie (built on first use)."""
+        if self._trie is None:
+            self._trie = TokenTrie(self.token_bytes)
+        return self._trie
+
     def byte_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(bytes, lengths)``: token bytes padded into a ``uint8[vocab, max_len]`` matrix, and lengths."""
         if self._table is None:
@@ -236,6 +243,57 @@ class TokenizerInfo:
             table[rows, cols] = flat
             self._table = (table, lengths)
         return self._table
+
+
+class TokenTrie:
+    """The vocabulary as a byte trie, stored level by level for vectorised walks.
+
+    Tokens (with bytes) are sorted by their bytes, so the tokens under any trie node form a
+    contiguous range ``[lo, hi)`` of ``order``. ``levels[d]`` describes the nodes at depth
+    ``d + 1`` (prefixes of length d + 1): ``parent`` (index into the previous level, -1 for the
+    root), ``byte``, ``lo``/``hi``, and ``ends`` (how many tokens are exactly this prefix; they
+    sit first in the range).
+    """
+
+    def __init__(self, token_bytes: Sequence[bytes]) -> None:
+        order = sorted((i for i, b in enumerate(token_bytes) if b), key=lambda i: token_bytes[i])
+        self.order = np.array(order, dtype=np.int64)
+        n = len(order)
+        lengths = np.array([len(token_bytes[i]) for i in order], dtype=np.int64)
+        width = int(lengths.max(initial=0))
+        table = np.zeros((n, width), dtype=np.uint8)
+        for row, i in enumerate(order):
+            table[row, : len(token_bytes[i])] = np.frombuffer(token_bytes[i], dtype=np.uint8)
+        self.levels: list[dict[str, np.ndarray]] = []
+        node_of_prev = np.full(n, -1, dtype=np.int64)  # each row's node at the previous depth
+        same = np.zeros(n, dtype=bool)  # row i is in the same node as row i - 1 (so far)
+        same[1:] = True
+        for d in range(width):
+            has = lengths > d
+            # Rows sharing a prefix are adjacent (sorted order), and a shorter token can never sit
+            # between two rows that share a longer prefix.
+            same[1:] &= (table[1:, d] == table[:-1, d]) & has[1:] & has[:-1]
+            rows = np.flatnonzero(has)
+            first = ~same[rows]
+            node_of_row = np.cumsum(first) - 1
+            starts = rows[first]
+            last = np.zeros(len(starts), dtype=np.int64)
+            np.maximum.at(last, node_of_row, rows)
+            self.levels.append(
+                {
+                    "parent": node_of_prev[starts],
+                    "byte": table[starts, d].astype(np.int64),
+                    "lo": starts,
+                    "hi": last + 1,
+                    "ends": np.bincount(node_of_row[lengths[rows] == d + 1], minlength=len(starts)),
+                }
+            )
+            node_of_prev = np.full(n, -1, dtype=np.int64)
+            node_of_prev[rows] = node_of_row
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(len(level["lo"]) for level in self.levels)
 
 
 def _make_encoder(tokenizer: Any) -> Callable[[str], list[int]]:

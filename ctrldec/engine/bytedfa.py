@@ -19,6 +19,13 @@ from functools import lru_cache
 import interegular
 import numpy as np
 
+try:  # Python >= 3.11
+    from re import _constants as _sre
+    from re import _parser as _sre_parse
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
 __all__ = ["ByteDFA", "compile_regex", "without_empty", "RegexCompileError"]
 
 _MAX_CODEPOINT = 0x10FFFF
@@ -193,13 +200,46 @@ def _trim(trans: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndar
     return new.astype(np.int32), accepting[order]
 
 
+_UNSUPPORTED = {
+    _sre.ASSERT: "a lookaround",
+    _sre.ASSERT_NOT: "a negative lookaround",
+    _sre.GROUPREF: "a backreference",
+    _sre.GROUPREF_EXISTS: "a conditional backreference",
+    _sre.AT: "an anchor or word boundary (^, $, \\b, \\A, \\Z)",
+}
+
+
+def _unsupported_feature(pattern: str) -> str | None:
+    """Name a feature a DFA cannot express, found with Python's own regex parser (or None)."""
+
+    def walk(node) -> str | None:
+        if isinstance(node, _sre_parse.SubPattern):
+            node = list(node)
+        if isinstance(node, (list, tuple)):
+            for item in node:
+                if isinstance(item, tuple) and len(item) == 2 and item[0] in _UNSUPPORTED:
+                    return _UNSUPPORTED[item[0]]
+                found = walk(item)
+                if found:
+                    return found
+        return None
+
+    return walk(_sre_parse.parse(pattern))
+
+
 @lru_cache(maxsize=4096)
 def compile_regex(pattern: str) -> ByteDFA:
-    """Compile a regex (interegular's syntax: no lookarounds, no backreferences) to a byte DFA.
+    """Compile a regex (no lookarounds, backreferences or anchors) to a byte DFA.
 
     The DFA matches whole strings (the pattern is implicitly anchored). Results are memoised per
     pattern, so terminals shared by many grammars are compiled once per process.
     """
+    try:
+        feature = _unsupported_feature(pattern)
+    except Exception as e:  # Python's parser rejects it: report its message
+        raise RegexCompileError(str(e)) from None
+    if feature:
+        raise RegexCompileError(f"{feature} cannot be compiled to an automaton")
     try:
         fsm = interegular.parse_pattern(pattern).to_fsm()
     except Exception as e:  # interegular raises several types, none of them documented

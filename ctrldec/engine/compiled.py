@@ -11,8 +11,8 @@ How a full token mask is computed (see ``docs/engine.md`` for the measurements):
   lexer start, recursively. A classification depends only on (lexer state, terminal path, parser
   states along it), so it is computed once and cached for the life of the compiled grammar.
 * At run time a mask is an OR of a few precomputed bitmasks, chosen by a handful of parser steps
-  on the actual stack. The result is cached per (stack node, lexer state): stacks are interned,
-  so a state seen before costs one dict lookup.
+  on the actual stack. The result is cached per (stack node, lexer state): stacks are interned
+  integers (``lalr.Stacks``), so a state seen before costs one dict lookup.
 
 This is exact for the lexing rules of ``lexer.py``: tokens spanning several terminals (``"},`` in
 JSON) are checked terminal by terminal against the real stack, and LALR's merged lookaheads are
@@ -29,14 +29,24 @@ import numpy as np
 from ..errors import DeadEndError, InvalidTokenError
 from ..vocab import TokenizerInfo
 from .grammar import GrammarTables
-from .lalr import ACCEPT, Stack
+from .lalr import ACCEPT, REJECT, Stacks
 
 __all__ = ["CompiledGrammar", "Matcher"]
 
-# Interned stack nodes and their caches are dropped (and rebuilt on demand) past this many nodes.
+# Past this many interned stacks a new store is started (old matchers keep theirs), bounding memory.
 _MAX_STACK_NODES = 300_000
 _MAX_POOLED_MASKS = 50_000
 _MAX_FORCED_BYTES = 512
+
+
+def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenate the integer ranges ``[lo[i], hi[i])``."""
+    lens = hi - lo
+    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 class _Group:
@@ -51,6 +61,141 @@ class _Group:
         self.children: dict[tuple[int, int], _Group] = {}
 
 
+class _Run:
+    """One generation of per-stack state: the interned stacks and every cache keyed by them.
+
+    All keys and values are ints or numpy arrays, which Python's cyclic GC does not track.
+    """
+
+    def __init__(self, automaton: ByteAutomaton) -> None:
+        self.a = automaton
+        self.stacks = Stacks(automaton.parse)
+        self.n_lex = automaton.lexer.n_states
+        self.acceptable_bits: dict[int, int] = {}
+        self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
+        self.next_bytes_bits: dict[int, int] = {}
+
+    def acceptable(self, node: int) -> int:
+        """Bitset of terminals the stack really shifts next, the ``%ignore`` bit, and the end bit
+        if the stack is a complete sentence (matched against ``LexerAutomaton.completable``)."""
+        bits = self.acceptable_bits.get(node)
+        if bits is None:
+            lexer = self.a.lexer
+            bits = 1 << lexer.ignore_bit
+            feed = self.stacks.feed
+            for t in self.a.parse.actions[self.stacks.state[node]]:
+                r = feed(node, t)
+                if r == ACCEPT:
+                    bits |= 1 << lexer.end_bit
+                elif r != REJECT:
+                    bits |= 1 << t
+            self.acceptable_bits[node] = bits
+        return bits
+
+    def step(self, node: int, lex: int, data: bytes | Sequence[int]) -> tuple[int, int] | None:
+        """Consume bytes from (stack, lexer state); None if a byte cannot be lexed or parsed."""
+        lexer = self.a.lexer
+        trans, accept, eager, start = lexer.trans_list, lexer.accept, lexer.eager, lexer.start
+        feed, ignore, state = self.stacks.feed, self.a._ignore, self.stacks.state
+        for b in data:
+            nxt = trans[lex][b]
+            if nxt < 0:
+                t = accept[lex]
+                if t < 0:
+                    return None
+                if not ignore[t]:
+                    node = feed(node, t)
+                    if node < 0:
+                        return None
+                nxt = trans[start[state[node]]][b]
+                if nxt < 0:
+                    return None
+            lex = nxt
+            if eager[lex]:
+                t = accept[lex]
+                if not ignore[t]:
+                    node = feed(node, t)
+                    if node < 0:
+                        return None
+                lex = start[state[node]]
+        return node, lex
+
+    def viable(self, node: int, lex: int) -> bool:
+        return bool(self.a.lexer.completable[lex] & self.acceptable(node))
+
+    def is_accepting(self, node: int, lex: int) -> bool:
+        """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
+        lexer = self.a.lexer
+        if not lexer.is_start[lex]:
+            t = lexer.accept[lex]
+            if t < 0:
+                return False
+            if not self.a._ignore[t]:
+                node = self.stacks.feed(node, t)
+                if node < 0:
+                    return False
+        return self.stacks.feed(node, self.a.parse.end) == ACCEPT
+
+    def next_bytes(self, node: int, lex: int) -> int:
+        """Bitset of the bytes that keep the text viable."""
+        key = node * self.n_lex + lex
+        bits = self.next_bytes_bits.get(key)
+        if bits is None:
+            bits = 0
+            for b in range(256):
+                r = self.step(node, lex, (b,))
+                if r is not None and self.viable(*r):
+                    bits |= 1 << b
+            self.next_bytes_bits[key] = bits
+        return bits
+
+    def completion(self, node: int, lex: int, max_states: int) -> bytes | None:
+        """A shortest byte suffix reaching a complete sentence (breadth-first), or None."""
+        seen = {(node, lex)}
+        frontier: list[tuple[int, int, bytes]] = [(node, lex, b"")]
+        while frontier and len(seen) < max_states:
+            nxt: list[tuple[int, int, bytes]] = []
+            for n, x, path in frontier:
+                if self.is_accepting(n, x):
+                    return path
+                bits = self.next_bytes(n, x)
+                while bits:
+                    b = (bits & -bits).bit_length() - 1
+                    bits &= bits - 1
+                    r = self.step(n, x, (b,))
+                    if r is not None and r not in seen:
+                        seen.add(r)
+                        nxt.append((r[0], r[1], path + bytes((b,))))
+            frontier = nxt
+        return None
+
+    def mask(self, node: int, lex: int) -> np.ndarray:
+        key = node * self.n_lex + lex
+        mask = self.masks.get(key)
+        if mask is None:
+            mask = self.masks[key] = self.a._mask(self, node, lex)  # type: ignore[attr-defined]
+        return mask
+
+    def collect(self, group: _Group, node: int, out: np.ndarray) -> None:
+        if group.always is not None:
+            np.bitwise_or(out, group.always, out=out)
+        if group.stays:
+            acceptable = self.acceptable(node)
+            for bits, words in group.stays:
+                if bits & acceptable:
+                    np.bitwise_or(out, words, out=out)
+        a = self.a
+        for t, idx, pos in group.emits:
+            nxt = node if a._ignore[t] else self.stacks.feed(node, t)
+            if nxt < 0:
+                continue
+            q = self.stacks.state[nxt]
+            child = group.children.get((t, q))
+            if child is None:
+                child = group.children[(t, q)] = a._classify(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
+            self.collect(child, nxt, out)
+
+
 class ByteAutomaton:
     """Grammar tables plus the per-stack caches needed to run bytes through them (no tokenizer).
 
@@ -62,81 +207,24 @@ class ByteAutomaton:
         self.parse = tables.parse
         self.lexer = tables.lexer
         self._ignore = [t.ignore for t in self.lexer.terminals]
-        self._root = self._new_root()
+        self._run = _Run(self)
 
-    def _new_root(self) -> Stack:
-        return Stack(self.parse.start_state, None, [0])
-
-    def _start(self) -> tuple[Stack, int]:
-        if self._root.tree[0] > _MAX_STACK_NODES:
-            self._root = self._new_root()
-        return self._root, self.lexer.start[self._root.state]
+    def _start(self) -> tuple[_Run, int, int]:
+        if len(self._run.stacks) > _MAX_STACK_NODES:
+            self._run = _Run(self)
+        return self._run, 0, self.lexer.start[self.parse.start_state]
 
     def matches(self, data: bytes) -> bool:
         """Is ``data`` a complete sentence of the language?"""
-        r = self._step(*self._start(), data)
-        return r is not None and self._is_accepting(*r)
+        run, node, lex = self._start()
+        r = run.step(node, lex, data)
+        return r is not None and run.is_accepting(*r)
 
     def is_prefix(self, data: bytes) -> bool:
         """Can ``data`` be continued into a sentence?"""
-        r = self._step(*self._start(), data)
-        return r is not None and self._viable(*r)
-
-    # -- parser side -------------------------------------------------------------------------------
-
-    def _acceptable(self, node: Stack) -> int:
-        """Bitset of terminals the stack really shifts next (plus the ``%ignore`` bit)."""
-        bits = node.acceptable
-        if bits is None:
-            bits = 1 << self.lexer.ignore_bit
-            feed, end = self.parse.feed, self.parse.end
-            for t in self.parse.actions[node.state]:
-                if t != end and feed(node, t) is not None:
-                    bits |= 1 << t
-            node.acceptable = bits
-        return bits
-
-    def _step(self, node: Stack, lex: int, data: bytes | Sequence[int]) -> tuple[Stack, int] | None:
-        """Consume bytes from (stack, lexer state); None if a byte cannot be lexed or parsed."""
-        trans, accept, eager, start = self.lexer.trans_list, self.lexer.accept, self.lexer.eager, self.lexer.start
-        feed, ignore = self.parse.feed, self._ignore
-        for b in data:
-            nxt = trans[lex][b]
-            if nxt < 0:
-                t = accept[lex]
-                if t < 0:
-                    return None
-                if not ignore[t]:
-                    node = feed(node, t)  # type: ignore[assignment]
-                    if node is None:
-                        return None
-                nxt = trans[start[node.state]][b]
-                if nxt < 0:
-                    return None
-            lex = nxt
-            if eager[lex]:
-                t = accept[lex]
-                if not ignore[t]:
-                    node = feed(node, t)  # type: ignore[assignment]
-                    if node is None:
-                        return None
-                lex = start[node.state]
-        return node, lex
-
-    def _viable(self, node: Stack, lex: int) -> bool:
-        return bool(self.lexer.completable[lex] & self._acceptable(node))
-
-    def _is_accepting(self, node: Stack, lex: int) -> bool:
-        """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
-        if not self.lexer.is_start[lex]:
-            t = self.lexer.accept[lex]
-            if t < 0:
-                return False
-            if not self._ignore[t]:
-                node = self.parse.feed(node, t)  # type: ignore[assignment]
-                if node is None:
-                    return False
-        return self.parse.feed(node, self.parse.end) is ACCEPT
+        run, node, lex = self._start()
+        r = run.step(node, lex, data)
+        return r is not None and run.viable(*r)
 
     def completion(self, data: bytes, *, max_states: int = 20_000) -> bytes | None:
         """A shortest suffix that turns ``data`` into a sentence, or None if there is none.
@@ -144,39 +232,10 @@ class ByteAutomaton:
         Breadth-first over (stack, lexer state); gives up (None) after ``max_states`` states.
         A witness can be checked by any parser of the grammar, which makes it a useful oracle.
         """
-        r = self._step(*self._start(), data)
-        if r is None:
-            return None
-        seen = {(id(r[0]), r[1])}
-        frontier: list[tuple[Stack, int, bytes]] = [(r[0], r[1], b"")]
-        while frontier and len(seen) < max_states:
-            nxt: list[tuple[Stack, int, bytes]] = []
-            for node, lex, path in frontier:
-                if self._is_accepting(node, lex):
-                    return path
-                bits = self._next_bytes(node, lex)
-                while bits:
-                    b = (bits & -bits).bit_length() - 1
-                    bits &= bits - 1
-                    step = self._step(node, lex, (b,))
-                    key = (id(step[0]), step[1])  # type: ignore[index]
-                    if key not in seen:
-                        seen.add(key)
-                        nxt.append((step[0], step[1], path + bytes((b,))))  # type: ignore[index]
-            frontier = nxt
-        return None
+        run, node, lex = self._start()
+        r = run.step(node, lex, data)
+        return None if r is None else run.completion(r[0], r[1], max_states)
 
-    def _next_bytes(self, node: Stack, lex: int) -> int:
-        """Bitset of the bytes that keep the text viable."""
-        bits = node.next_bytes.get(lex)
-        if bits is None:
-            bits = 0
-            for b in range(256):
-                r = self._step(node, lex, (b,))
-                if r is not None and self._viable(*r):
-                    bits |= 1 << b
-            node.next_bytes[lex] = bits
-        return bits
 
 class CompiledGrammar(ByteAutomaton):
     """Grammar tables bound to a tokenizer: token masks and the checks ``Matcher`` needs.
@@ -193,7 +252,6 @@ class CompiledGrammar(ByteAutomaton):
         tb, tl = info.byte_table()
         self._tok_bytes = np.ascontiguousarray(np.pad(tb, ((0, 0), (0, 1))))  # a spare column for vector reads
         self._tok_len = tl
-        self._token_ids = np.flatnonzero(tl > 0).astype(np.int64)
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
         self._pool: dict[bytes, np.ndarray] = {}
@@ -202,8 +260,6 @@ class CompiledGrammar(ByteAutomaton):
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the language."""
         return Matcher(self, *self._start())
-
-    # -- token masks -------------------------------------------------------------------------------
 
     def _pack(self, ids: np.ndarray) -> np.ndarray:
         flags = np.zeros(self.words * 32, dtype=bool)
@@ -247,58 +303,101 @@ class CompiledGrammar(ByteAutomaton):
                 stay_lex.append(cur[fin])
                 keep = ~fin
                 idx, pos, cur = idx[keep], pos[keep], cur[keep]
-        if stay_idx:
-            s_idx, s_lex = np.concatenate(stay_idx), np.concatenate(stay_lex)
+        self._fill_group(group, *(_cat(parts) for parts in (stay_idx, stay_lex, em_t, em_idx, em_pos)))
+        return group
+
+    def _fill_group(self, group: _Group, s_idx, s_lex, e_t, e_idx, e_pos) -> None:
+        """Group tokens that stay in a lexeme by what it can still end as, and the others by the
+        terminal that ends it."""
+        if len(s_idx):
             by_bits: dict[int, list[np.ndarray]] = {}
             for lex in np.unique(s_lex).tolist():
                 by_bits.setdefault(self.lexer.completable[lex], []).append(s_idx[s_lex == lex])
             group.stays = [(bits, self._pack(np.concatenate(parts))) for bits, parts in by_bits.items()]
-        if em_t:
-            e_t, e_idx, e_pos = np.concatenate(em_t), np.concatenate(em_idx), np.concatenate(em_pos)
-            for t in np.unique(e_t).tolist():
-                sel = e_t == t
-                group.emits.append((t, e_idx[sel], e_pos[sel]))
+        for t in np.unique(e_t).tolist():
+            sel = e_t == t
+            group.emits.append((t, e_idx[sel], e_pos[sel]))
+
+    def _classify_root(self, start: int) -> _Group:
+        """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
+
+        The trie has ~3x fewer nodes than the vocabulary has bytes, and a subtree that dies or
+        ends its lexeme is settled at once (its tokens are one contiguous range), so this is the
+        cheap way to visit a lexer state for the first time.
+        """
+        trie = self.info.trie()
+        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
+        stay_lo, stay_hi, stay_lex = [], [], []
+        ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
+        alive = state = None
+        for d, level in enumerate(trie.levels):
+            lo, hi = level["lo"], level["hi"]
+            if d == 0:
+                idx = np.arange(len(lo))
+                parent_state = np.full(len(lo), start, dtype=np.int32)
+            else:
+                idx = np.flatnonzero(alive[level["parent"]])  # type: ignore[index]
+                if not len(idx):
+                    break
+                parent_state = state[level["parent"][idx]]  # type: ignore[index]
+            nxt = flat.take(parent_state * 256 + level["byte"][idx])
+            dead = nxt < 0
+            if dead.any():
+                ended = accept[parent_state[dead]]
+                ok = ended >= 0
+                where = idx[dead][ok]
+                ev_t.append(ended[ok])
+                ev_lo.append(lo[where])
+                ev_hi.append(hi[where])
+                ev_pos.append(np.full(len(where), d))  # this byte starts the next lexeme
+                idx, nxt = idx[~dead], nxt[~dead]
+            ends = eager[nxt]
+            if ends.any():
+                where = idx[ends]
+                ev_t.append(accept[nxt[ends]])
+                ev_lo.append(lo[where])
+                ev_hi.append(hi[where])
+                ev_pos.append(np.full(len(where), d + 1))
+                idx, nxt = idx[~ends], nxt[~ends]
+            here = level["ends"][idx] > 0
+            if here.any():
+                stay_lo.append(lo[idx[here]])
+                stay_hi.append(lo[idx[here]] + level["ends"][idx[here]])
+                stay_lex.append(nxt[here])
+            alive = np.zeros(len(lo), dtype=bool)
+            alive[idx] = True
+            state = np.full(len(lo), -1, dtype=np.int32)
+            state[idx] = nxt
+        group = _Group()
+        s_lo, s_hi, lexes = _cat(stay_lo), _cat(stay_hi), _cat(stay_lex)
+        e_t, e_lo, e_hi, e_pos = _cat(ev_t), _cat(ev_lo), _cat(ev_hi), _cat(ev_pos)
+        n_s, n_e = s_hi - s_lo, e_hi - e_lo
+        self._fill_group(
+            group,
+            trie.order[_expand(s_lo, s_hi)],
+            np.repeat(lexes, n_s),
+            np.repeat(e_t, n_e),
+            trie.order[_expand(e_lo, e_hi)],
+            np.repeat(e_pos, n_e),
+        )
         return group
 
-    def _collect(self, group: _Group, node: Stack, out: np.ndarray) -> None:
-        if group.always is not None:
-            np.bitwise_or(out, group.always, out=out)
-        if group.stays:
-            acceptable = self._acceptable(node)
-            for bits, words in group.stays:
-                if bits & acceptable:
-                    np.bitwise_or(out, words, out=out)
-        for t, idx, pos in group.emits:
-            nxt = node if self._ignore[t] else self.parse.feed(node, t)
-            if nxt is None:
-                continue
-            key = (t, nxt.state)  # type: ignore[union-attr]
-            child = group.children.get(key)
-            if child is None:
-                child = group.children[key] = self._classify(idx, pos, self.lexer.start[nxt.state])  # type: ignore[union-attr]
-            self._collect(child, nxt, out)  # type: ignore[arg-type]
-
-    def _mask(self, node: Stack, lex: int) -> np.ndarray:
-        mask = node.masks.get(lex)
+    def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
+        group = self._groups.get(lex)
+        if group is None:
+            group = self._groups[lex] = self._classify_root(lex)
+        out = np.zeros(self.words, dtype=np.uint32)
+        run.collect(group, node, out)
+        if run.is_accepting(node, lex):
+            np.bitwise_or(out, self._eos_words, out=out)
+        key = out.tobytes()
+        mask = self._pool.get(key)
         if mask is None:
-            group = self._groups.get(lex)
-            if group is None:
-                group = self._groups[lex] = self._classify(self._token_ids, np.zeros(len(self._token_ids), np.int64), lex)
-            out = np.zeros(self.words, dtype=np.uint32)
-            self._collect(group, node, out)
-            if self._is_accepting(node, lex):
-                np.bitwise_or(out, self._eos_words, out=out)
-            key = out.tobytes()
-            mask = self._pool.get(key)
-            if mask is None:
-                if len(self._pool) > _MAX_POOLED_MASKS:
-                    self._pool.clear()
-                out.flags.writeable = False
-                mask = self._pool[key] = out
-            node.masks[lex] = mask
+            if len(self._pool) > _MAX_POOLED_MASKS:
+                self._pool.clear()
+            out.flags.writeable = False
+            mask = self._pool[key] = out
         return mask
-
-    # -- fast-forward --------------------------------------------------------------------------------
 
     def _extendable(self, tail: bytes) -> bool:
         """Does some token start with ``tail`` and go on? (Then a token could cross the boundary.)"""
@@ -309,6 +408,8 @@ class CompiledGrammar(ByteAutomaton):
         toks = self._sorted_tokens
         i = bisect.bisect_right(toks, tail)
         return i < len(toks) and toks[i].startswith(tail)
+
+
 
 
 class Matcher:
@@ -324,10 +425,11 @@ class Matcher:
     (True, False)
     """
 
-    __slots__ = ("grammar", "_node", "_lex", "_trail", "_length", "_ended")
+    __slots__ = ("grammar", "_run", "_node", "_lex", "_trail", "_length", "_ended")
 
-    def __init__(self, grammar: CompiledGrammar, node: Stack, lex: int) -> None:
+    def __init__(self, grammar: CompiledGrammar, run: _Run, node: int, lex: int) -> None:
         self.grammar = grammar
+        self._run = run
         self._node = node
         self._lex = lex
         self._trail: tuple | None = None  # (previous trail, node, lex, ended, token)
@@ -350,7 +452,7 @@ class Matcher:
     def fork(self) -> Matcher:
         """An independent copy (O(1): the history is persistent)."""
         other = Matcher.__new__(Matcher)
-        other.grammar, other._node, other._lex = self.grammar, self._node, self._lex
+        other.grammar, other._run, other._node, other._lex = self.grammar, self._run, self._node, self._lex
         other._trail, other._length, other._ended = self._trail, self._length, self._ended
         return other
 
@@ -359,9 +461,10 @@ class Matcher:
         g = self.grammar
         if self._ended:
             return False
+        run = self._run
         if token_id in g.info.eos_token_ids:
-            return g._is_accepting(self._node, self._lex)
-        mask = self._node.masks.get(self._lex)
+            return run.is_accepting(self._node, self._lex)
+        mask = run.masks.get(self._node * run.n_lex + self._lex)
         if mask is not None:
             return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1) if 0 <= token_id < g.vocab_size else False
         if not 0 <= token_id < g.vocab_size:
@@ -369,8 +472,8 @@ class Matcher:
         data = g.info.token_bytes[token_id]
         if not data:
             return False
-        r = g._step(self._node, self._lex, data)
-        return r is not None and g._viable(*r)
+        r = run.step(self._node, self._lex, data)
+        return r is not None and run.viable(*r)
 
     def advance(self, token_id: int) -> None:
         """Consume one token; raises ``InvalidTokenError`` if the constraint does not allow it."""
@@ -385,15 +488,15 @@ class Matcher:
         if token_id in g.info.eos_token_ids:
             self._ended = True
             return
-        self._node, self._lex = g._step(self._node, self._lex, g.info.token_bytes[token_id])  # type: ignore[misc]
+        self._node, self._lex = self._run.step(self._node, self._lex, g.info.token_bytes[token_id])  # type: ignore[misc]
 
     def advance_bytes(self, data: bytes) -> bool:
         """Consume raw bytes that are not a token (e.g. a prompt's forced prefix); False if invalid.
 
         Not recorded in the history: ``rollback`` cannot undo it.
         """
-        r = self.grammar._step(self._node, self._lex, data)
-        if r is None or not self.grammar._viable(*r):
+        r = self._run.step(self._node, self._lex, data)
+        if r is None or not self._run.viable(*r):
             return False
         self._node, self._lex = r
         return True
@@ -417,14 +520,14 @@ class Matcher:
 
     def is_accepting(self) -> bool:
         """May the output end here (is EOS allowed)?"""
-        return not self._ended and self.grammar._is_accepting(self._node, self._lex)
+        return not self._ended and self._run.is_accepting(self._node, self._lex)
 
     def is_done(self) -> bool:
         """Must the output end here: EOS advanced, or EOS is the only allowed continuation."""
         if self._ended:
             return True
-        g = self.grammar
-        return g._is_accepting(self._node, self._lex) and g._next_bytes(self._node, self._lex) == 0
+        run = self._run
+        return run.is_accepting(self._node, self._lex) and run.next_bytes(self._node, self._lex) == 0
 
     def mask(self) -> np.ndarray:
         """The allowed-token bitmask: ``uint32[ceil(vocab/32)]``, bit ``i % 32`` of word ``i // 32``.
@@ -434,7 +537,7 @@ class Matcher:
         g = self.grammar
         if self._ended:
             return np.zeros(g.words, dtype=np.uint32)
-        return g._mask(self._node, self._lex)
+        return self._run.mask(self._node, self._lex)
 
     def fill_mask(self, out: Any) -> bool:
         """Write the allowed-token bitmask into ``out`` (numpy or torch, 32-bit words, any length).
@@ -457,18 +560,18 @@ class Matcher:
 
     def forced_bytes(self) -> bytes:
         """The bytes the grammar fixes from here (stops where there is a choice, or the text may end)."""
-        g = self.grammar
+        run = self._run
         if self._ended:
             return b""
         node, lex = self._node, self._lex
         out = bytearray()
-        while len(out) < _MAX_FORCED_BYTES and not g._is_accepting(node, lex):
-            bits = g._next_bytes(node, lex)
+        while len(out) < _MAX_FORCED_BYTES and not run.is_accepting(node, lex):
+            bits = run.next_bytes(node, lex)
             if bits == 0 or bits & (bits - 1):
                 break
             b = bits.bit_length() - 1
             out.append(b)
-            node, lex = g._step(node, lex, (b,))  # type: ignore[misc]
+            node, lex = run.step(node, lex, (b,))  # type: ignore[misc]
         return bytes(out)
 
     def forced_tokens(self) -> list[int]:
@@ -518,9 +621,9 @@ class Matcher:
         return out
 
     def _is_done_after(self, data: bytes) -> bool:
-        g = self.grammar
-        r = g._step(self._node, self._lex, data)
-        return r is not None and g._is_accepting(*r) and g._next_bytes(*r) == 0
+        run = self._run
+        r = run.step(self._node, self._lex, data)
+        return r is not None and run.is_accepting(*r) and run.next_bytes(*r) == 0
 
     def _boundary_unsafe(self, body: bytes, ids: list[int]) -> bool:
         """Could a token cross the end of ``body`` once more text follows?"""
@@ -531,7 +634,7 @@ class Matcher:
 
     def _describe(self) -> str:
         g = self.grammar
-        expected = [g.parse.terminal_names[t] for t in range(len(g.parse.terminal_names)) if g._acceptable(self._node) >> t & 1]
+        expected = [g.parse.terminal_names[t] for t in range(len(g.parse.terminal_names)) if self._run.acceptable(self._node) >> t & 1]
         return f"expecting {', '.join(expected) or 'the end'}; inside a lexeme of {g.lexer.describe(self._lex)}"
 
     def check_not_dead(self) -> None:

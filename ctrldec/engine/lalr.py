@@ -1,59 +1,23 @@
-"""LALR(1) parsing over Lark's tables, incrementally, on persistent interned stacks.
+"""LALR(1) parsing over Lark's tables, incrementally, on interned stacks.
 
-A parser stack is a chain of ``Stack`` nodes (state, parent). Nodes are interned through their
-parent (``parent.kids[state]``), so two sequences that reach the same stack share one node: a
-node's identity is the stack's identity, and every per-stack cache (terminal feeds, masks, allowed
-next bytes) lives on the node. Forking a sequence is free, and a prefix is never re-parsed.
+A parser stack is a node id in a ``Stacks`` store: node -> (LR state, parent node). Nodes are
+interned (pushing state ``s`` on node ``n`` always gives the same id), so a node id *is* the
+stack's identity: every per-stack cache (terminal feeds, masks, next bytes) is a dict keyed by
+integers. Forking a sequence is free and a prefix is never re-parsed.
+
+Why integers and not small objects: a long-running cache of ~10^5 stacks held as objects with
+dicts makes Python's cyclic garbage collector stop the world for 100-200 ms (measured on the
+JSONSchemaBench replay); dicts of ints and numpy arrays are not tracked by the collector at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ParseTables", "Stack", "ACCEPT"]
+__all__ = ["ParseTables", "Stacks", "REJECT", "ACCEPT"]
 
-
-class _Accept:
-    """The result of feeding ``$END`` to a stack that forms a complete sentence."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ACCEPT"
-
-
-ACCEPT = _Accept()
-
-
-class Stack:
-    """One node of a persistent LR stack; see the module docstring."""
-
-    __slots__ = ("state", "parent", "tree", "kids", "feeds", "acceptable", "masks", "next_bytes")
-
-    def __init__(self, state: int, parent: Stack | None, tree: list[int]) -> None:
-        self.state = state
-        self.parent = parent
-        self.tree = tree  # [number of nodes], shared by every node under one root
-        self.kids: dict[int, Stack] = {}
-        self.feeds: dict[int, Stack | _Accept | None] = {}
-        self.acceptable: int | None = None  # bitset of terminals this exact stack can shift next
-        self.masks: dict[int, object] = {}  # lexer state -> cached token mask
-        self.next_bytes: dict[int, int] = {}  # lexer state -> bitset of viable next bytes
-
-    def push(self, state: int) -> Stack:
-        kid = self.kids.get(state)
-        if kid is None:
-            kid = self.kids[state] = Stack(state, self, self.tree)
-            self.tree[0] += 1
-        return kid
-
-    def states(self) -> list[int]:
-        out = []
-        node: Stack | None = self
-        while node is not None:
-            out.append(node.state)
-            node = node.parent
-        return out[::-1]
+REJECT = -1  # feeding the terminal is a syntax error
+ACCEPT = -2  # feeding $END completes a sentence
 
 
 @dataclass
@@ -73,31 +37,64 @@ class ParseTables:
     start_state: int
     end_state: int
 
-    def feed(self, node: Stack, terminal: int) -> Stack | _Accept | None:
-        """The stack after shifting ``terminal`` (reducing first as needed), ACCEPT, or None if rejected.
+
+class Stacks:
+    """An intern table of LR stacks plus the terminal-feed cache; node 0 is the start stack."""
+
+    def __init__(self, tables: ParseTables) -> None:
+        self.tables = tables
+        self.state: list[int] = [tables.start_state]
+        self.parent: list[int] = [-1]
+        self._kids: dict[int, int] = {}
+        self._feeds: dict[int, int] = {}
+        self._n_states = len(tables.actions)
+        self._n_symbols = len(tables.terminal_names) + 1
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def push(self, node: int, state: int) -> int:
+        key = node * self._n_states + state
+        kid = self._kids.get(key)
+        if kid is None:
+            kid = self._kids[key] = len(self.state)
+            self.state.append(state)
+            self.parent.append(node)
+        return kid
+
+    def feed(self, node: int, terminal: int) -> int:
+        """The stack after shifting ``terminal`` (reducing first as needed), REJECT or ACCEPT.
 
         Exact: LALR lookahead merging can put a reduce action on a terminal that is rejected after
         the reduction; this simulates the reductions on the actual stack, so only terminals that
-        really shift are accepted. Cached on the node.
+        really shift are accepted. Cached per (node, terminal).
         """
-        cached = node.feeds.get(terminal, node)
-        if cached is not node:
-            return cached
-        result = self._feed(node, terminal)
-        node.feeds[terminal] = result
+        key = node * self._n_symbols + terminal
+        result = self._feeds.get(key)
+        if result is None:
+            result = self._feeds[key] = self._feed(node, terminal)
         return result
 
-    def _feed(self, node: Stack, terminal: int) -> Stack | _Accept | None:
-        actions, goto, rule_lhs, rule_len = self.actions, self.goto, self.rule_lhs, self.rule_len
+    def _feed(self, node: int, terminal: int) -> int:
+        t = self.tables
+        actions, goto, rule_lhs, rule_len, state, parent = t.actions, t.goto, t.rule_lhs, t.rule_len, self.state, self.parent
         while True:
-            code = actions[node.state].get(terminal)
+            code = actions[state[node]].get(terminal)
             if code is None:
-                return None
+                return REJECT
             if code >= 0:
-                return node.push(code)
+                return self.push(node, code)
             rule = -1 - code
             for _ in range(rule_len[rule]):
-                node = node.parent  # type: ignore[assignment]
-            node = node.push(goto[node.state][rule_lhs[rule]])
-            if terminal == self.end and node.state == self.end_state:
+                node = parent[node]
+            node = self.push(node, goto[state[node]][rule_lhs[rule]])
+            if terminal == t.end and state[node] == t.end_state:
                 return ACCEPT
+
+    def states(self, node: int) -> list[int]:
+        """The LR states of a stack, bottom first."""
+        out = []
+        while node >= 0:
+            out.append(self.state[node])
+            node = self.parent[node]
+        return out[::-1]

@@ -39,13 +39,15 @@ class LexerAutomaton:
     Tables (index = lexer state): ``trans`` (int32[n, 256], -1 dead, also as nested lists for
     scalar stepping), ``accept`` (the terminal the lexeme is if it ends here, -1 if it cannot end
     here), ``eager`` (accepting and no byte extends it), ``completable`` (bitset of the terminals
-    the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal), and
+    the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal, and
+    ``end_bit``, set on lexeme start states, for the text ending there), and
     ``start[q]`` (the state that starts a lexeme in parser state q; ``is_start`` marks such states).
     """
 
     def __init__(self, terminals: list[Terminal], contexts: list[list[int]]) -> None:
         self.terminals = terminals
         self.ignore_bit = len(terminals)
+        self.end_bit = len(terminals) + 1
         ignored = [i for i, t in enumerate(terminals) if t.ignore]
         self._index: dict[tuple, int] = {}
         self._members: list[tuple] = []
@@ -100,7 +102,10 @@ class LexerAutomaton:
         return min(done, key=lambda t: self.terminals[t].order)
 
     def _completable(self) -> list[int]:
-        bits = [0 if a < 0 else 1 << (self.ignore_bit if self.terminals[a].ignore else a) for a in self.accept]
+        bits = [
+            (1 << self.end_bit) if first else 0 if a < 0 else 1 << (self.ignore_bit if self.terminals[a].ignore else a)
+            for first, a in zip(self.is_start, self.accept)
+        ]
         succ = [sorted({x for x in row if x >= 0}) for row in self.trans_list]
         changed = True
         while changed:
