@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -136,7 +137,8 @@ def _resolve(name_or_path: str | os.PathLike | None) -> Path:
         return path
     if path.exists():
         raise ModelError(f"{path} is neither a model folder nor a .gguf file")
-    if os.sep in str(name_or_path) or str(name_or_path).startswith(".") or str(name_or_path).endswith(".gguf"):
+    name = str(name_or_path)
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) or name.startswith(".") or name.endswith(".gguf"):
         raise ModelError(f"model path does not exist: {path}")
     return Path(str(name_or_path))  # a hub name: allowed only if already in the local HF cache
 
