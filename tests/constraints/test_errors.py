@@ -1,0 +1,68 @@
+"""Bad grammars and regexes: a GrammarError naming the rule or terminal and the line."""
+
+from __future__ import annotations
+
+import pytest
+
+import ctrldec
+from ctrldec import GrammarError
+
+
+def error(text: str) -> GrammarError:
+    with pytest.raises(GrammarError) as info:
+        ctrldec.Grammar(text).tables()
+    return info.value
+
+
+def test_syntax_error_names_the_line():
+    e = error('start: "a"\nb: "x" %%\n')
+    assert e.line == 2 and "syntax" in str(e).lower() or "Unexpected" in str(e)
+
+
+def test_undefined_rule_names_it_and_its_line():
+    e = error('start: "a" item\n')
+    assert "item" in str(e) and e.line == 1
+
+
+def test_lookaround_terminal_names_terminal_and_line():
+    e = error('start: WORD\n\nWORD: /(?<=x)a+/\n')
+    assert "WORD" in str(e) and "lookaround" in str(e) and e.line == 3
+
+
+def test_backreference_terminal_is_refused():
+    e = error('start: TWICE\nTWICE: /(a)\\1/\n')
+    assert "TWICE" in str(e) and e.line == 2
+
+
+def test_empty_language_is_refused():
+    e = error('start: "a" loop\nloop: loop "b"\n')
+    assert "empty" in str(e) and e.line == 1
+
+
+def test_terminal_matching_empty_string_is_refused():
+    e = error("start: A\nA: /a*/\n")
+    assert "A" in str(e) and "empty string" in str(e) and e.line == 2
+
+
+def test_reduce_reduce_conflict_is_reported():
+    e = error('start: a | b\na: "x"\nb: "x"\n')
+    assert "LALR" in str(e)
+
+
+def test_regex_errors():
+    with pytest.raises(GrammarError, match="lookaround"):
+        ctrldec.Regex(r"a(?=b)").tables()
+    with pytest.raises(GrammarError, match="invalid regex"):
+        ctrldec.Regex(r"[a").tables()
+
+
+def test_missing_grammar_file():
+    with pytest.raises(GrammarError, match="cannot read"):
+        ctrldec.Grammar.from_file("/no/such/file.lark")
+
+
+def test_grammar_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.lark"
+    path.write_text('start: "a" missing\n')
+    with pytest.raises(GrammarError, match="bad.lark"):
+        ctrldec.Grammar.from_file(path).tables()

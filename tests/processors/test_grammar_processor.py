@@ -1,0 +1,118 @@
+"""GrammarLogitsProcessor inside ``model.generate``: greedy, sampling, beams, batches, reuse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import byte_level_tokenizer, tiny_llama
+
+import ctrldec
+from ctrldec import DeadEndError
+
+ARITH = ctrldec.Grammar.builtin("arithmetic")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_level_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return tiny_llama(len(tok))
+
+
+def new_text(tok, out, prompt_len):
+    return [tok.decode(row[prompt_len:], skip_special_tokens=True) for row in out]
+
+
+def check_outputs(constraint, texts, finished):
+    for text, done in zip(texts, finished):
+        assert constraint.is_prefix(text), text
+        if done:
+            assert constraint.matches(text), text
+
+
+def finished_rows(tok, out, prompt_len):
+    return [(row[prompt_len:] == tok.eos_token_id).any().item() for row in out]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(do_sample=False),
+        dict(do_sample=True, num_return_sequences=6),
+        dict(num_beams=4, num_return_sequences=4, do_sample=False),
+    ],
+    ids=["greedy", "sample", "beam"],
+)
+def test_generate_stays_in_the_language(tok, model, kwargs):
+    torch.manual_seed(0)
+    ids = tok("compute: ", return_tensors="pt")["input_ids"]
+    proc = ARITH.logits_processor(tok)
+    out = model.generate(ids, logits_processor=[proc], max_new_tokens=24, pad_token_id=tok.eos_token_id, **kwargs)
+    check_outputs(ARITH, new_text(tok, out, ids.shape[1]), finished_rows(tok, out, ids.shape[1]))
+
+
+def test_batch_rows_are_independent_with_left_padding(tok, model):
+    tok.padding_side = "left"
+    batch = tok(["a", "a much longer prompt here"], return_tensors="pt", padding=True)
+    json = ctrldec.Grammar.builtin("json_compact")
+    proc = json.logits_processor(tok)
+    torch.manual_seed(1)
+    out = model.generate(**batch, logits_processor=[proc], max_new_tokens=20, do_sample=True, pad_token_id=tok.eos_token_id)
+    n = batch["input_ids"].shape[1]
+    check_outputs(json, new_text(tok, out, n), finished_rows(tok, out, n))
+
+
+def test_processor_output_is_a_function_of_the_prefix(tok):
+    proc = ARITH.logits_processor(tok)
+    ids = torch.tensor([tok("9 ", add_special_tokens=False)["input_ids"], tok("x ", add_special_tokens=False)["input_ids"]])
+    scores = torch.randn(2, len(tok))
+    first = proc(ids, scores.clone())
+    again = proc(ids, scores.clone())
+    swapped = proc(ids.flip(0), scores.flip(0).clone())
+    assert torch.equal(first, again) and torch.equal(first, swapped.flip(0))
+
+
+def test_reusable_across_generate_calls(tok, model):
+    proc = ARITH.logits_processor(tok)
+    ids = tok("go ", return_tensors="pt")["input_ids"]
+    runs = [model.generate(ids, logits_processor=[proc], max_new_tokens=12, do_sample=False, pad_token_id=0) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_logits_wider_than_tokenizer_never_pick_padding(tok):
+    wide = tiny_llama(len(tok) + 50, seed=3)
+    with torch.no_grad():
+        wide.lm_head.weight[len(tok) :] += 100.0  # the padding ids would win without the mask
+    proc = ARITH.logits_processor(tok)
+    ids = tok("1", return_tensors="pt")["input_ids"]
+    out = wide.generate(ids, logits_processor=[proc], max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert (out[0, ids.shape[1] :] < len(tok)).all()
+
+
+def test_forces_eos_when_the_grammar_is_done(tok, model):
+    regex = ctrldec.Regex("42")
+    proc = regex.logits_processor(tok)
+    ids = tok("answer: ", return_tensors="pt")["input_ids"]
+    out = model.generate(ids, logits_processor=[proc], max_new_tokens=10, do_sample=False, pad_token_id=0)
+    new = out[0, ids.shape[1] :].tolist()
+    assert tok.decode(new, skip_special_tokens=True) == "42" and new[-1] == tok.eos_token_id
+
+
+def test_beam_scores_stay_log_probabilities(tok):
+    proc = ARITH.logits_processor(tok)
+    ids = tok("x", return_tensors="pt")["input_ids"]
+    logprobs = torch.log_softmax(torch.randn(1, len(tok)), dim=-1)
+    out = proc(ids, logprobs)
+    assert torch.allclose(torch.logsumexp(out, dim=-1), torch.zeros(1), atol=1e-4)
+
+
+def test_dead_end_raises_instead_of_emitting_an_invalid_token():
+    # A vocabulary that can start "ab" but has no token for the "c" the grammar needs next.
+    info = ctrldec.TokenizerInfo([b"a", b"b", b"ab", b""], special_ids={3}, eos_token_ids=[3])
+    proc = ctrldec.Regex("abc").logits_processor(info)
+    proc(torch.tensor([[0]]), torch.zeros(1, 4))  # the prompt
+    with pytest.raises(DeadEndError, match="no token is allowed"):
+        proc(torch.tensor([[0, 2]]), torch.zeros(1, 4))

@@ -1,0 +1,80 @@
+"""The ``ctrldec`` command: output only on stdout; bad input is one line on stderr, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import tiny_llama
+
+
+def ctrldec(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctrldec.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctrldec: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_model_path():
+    assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model"), "does not exist", "/no/such/model")
+
+
+def test_directory_that_is_not_a_causal_lm(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}))
+    assert_one_line_error(ctrldec("generate", "hi", "--model", str(tmp_path)), "not a causal language model", "t5")
+
+
+def test_folder_without_config(tmp_path):
+    assert_one_line_error(ctrldec("generate", "hi", "--model", str(tmp_path)), "config.json")
+
+
+def test_tokenizer_that_cannot_be_mapped_to_bytes(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[EOS]": 1, "hello": 2, "##ing": 3, "1": 4}
+    tk = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", eos_token="[EOS]").save_pretrained(tmp_path)
+    tiny_llama(len(vocab)).save_pretrained(tmp_path)
+    result = ctrldec("generate", "hello", "--model", str(tmp_path), "--regex", "[0-9]+", "--no-chat-template")
+    assert_one_line_error(result, "cannot map tokens", "WordPiece")
+
+
+def test_grammar_errors_come_before_loading_the_model(tmp_path):
+    bad = tmp_path / "bad.lark"
+    bad.write_text('start: WORD\nWORD: /(?<=x)a/\n')
+    assert_one_line_error(ctrldec("generate", "hi", "--grammar", str(bad)), "WORD", "line 2")
+    assert_one_line_error(ctrldec("generate", "hi", "--regex", "a(?=b)"), "lookaround")
+
+
+def test_bad_numbers():
+    assert_one_line_error(ctrldec("generate", "hi", "--max-new-tokens", "0"), "max-new-tokens")
+
+
+@pytest.mark.model
+def test_generate_with_regex_prints_only_the_output():
+    result = ctrldec("generate", "Is water wet? Answer yes or no.", "--regex", "(yes|no)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"yes", "no"}
+
+
+@pytest.mark.model
+def test_generate_with_grammar_and_truncation_status(tmp_path):
+    result = ctrldec("generate", "Write a JSON list of three numbers.", "--grammar", "grammars/json_compact.lark", "--max-new-tokens", "2")
+    assert result.returncode == 3 and "truncated" in result.stderr
+    assert result.stdout.strip()  # the output so far is still printed
+
+
+@pytest.mark.model
+def test_info_names_the_default_model():
+    result = ctrldec("info")
+    assert result.returncode == 0 and "SmolLM2-135M-Instruct" in result.stdout
