@@ -231,10 +231,14 @@ class TokenizerInfo:
         return self._trie
 
     def byte_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(bytes, lengths)``: token bytes padded into a ``uint8[vocab, max_len]`` matrix, and lengths."""
+        """``(bytes, lengths)``: token bytes zero-padded into ``uint8[vocab, max_len + 1]``, and lengths.
+
+        Every row ends with at least one padding byte, so vectorised readers can index one past
+        a token's end without a bounds check.
+        """
         if self._table is None:
             lengths = np.fromiter((len(b) for b in self.token_bytes), dtype=np.int32, count=self.vocab_size)
-            width = max(1, int(lengths.max(initial=0)))
+            width = int(lengths.max(initial=0)) + 1
             flat = np.frombuffer(b"".join(self.token_bytes), dtype=np.uint8)
             rows = np.repeat(np.arange(self.vocab_size), lengths)
             starts = np.cumsum(lengths) - lengths

@@ -249,9 +249,8 @@ class CompiledGrammar(ByteAutomaton):
         self.info = info
         self.vocab_size = info.vocab_size
         self.words = (self.vocab_size + 31) // 32
-        tb, tl = info.byte_table()
-        self._tok_bytes = np.ascontiguousarray(np.pad(tb, ((0, 0), (0, 1))))  # a spare column for vector reads
-        self._tok_len = tl
+        self._tok_bytes, self._tok_len = info.byte_table()
+        info.trie()  # per-tokenizer; built here so that no mask pays for it
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
         self._pool: dict[bytes, np.ndarray] = {}
