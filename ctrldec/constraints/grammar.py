@@ -122,24 +122,30 @@ class Grammar(Constraint):
     Terminals are compiled to byte automata, so regex terminals use the syntax ``interegular``
     accepts: no lookarounds or backreferences, and ``\\w``, ``\\d``, ``\\s`` are ASCII. Lexing is
     greedy (a terminal ends when the next byte cannot extend it), see ``engine/lexer.py``.
+
+    ``ambiguous=True`` accepts grammars that are not LALR(1), even ambiguous ones: conflicts are
+    kept and every reading is followed (GLR-style, each sequence holds a small set of parser
+    configurations), and a lexeme that several terminals match is read as each of them.
+    Priorities are then ignored; the language is the grammar's own.
     """
 
-    def __init__(self, lark_text: str, start: str = "start") -> None:
+    def __init__(self, lark_text: str, start: str = "start", *, ambiguous: bool = False) -> None:
         if not isinstance(lark_text, str):
             raise TypeError(f"Grammar expects Lark grammar text, got {type(lark_text).__name__}")
         self.text = lark_text
         self.start = start
+        self.ambiguous = ambiguous
         self.name = "<grammar>"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, start: str = "start") -> Grammar:
+    def from_file(cls, path: str | os.PathLike, start: str = "start", *, ambiguous: bool = False) -> Grammar:
         """Read a ``.lark`` file (``%import`` of Lark's ``common`` grammar works)."""
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as e:
             raise GrammarError(f"cannot read grammar file {p}: {e.strerror or e}") from None
-        g = cls(text, start)
+        g = cls(text, start, ambiguous=ambiguous)
         g.name = str(p)
         return g
 
@@ -152,11 +158,11 @@ class Grammar(Constraint):
         return f"Grammar({self.name})"
 
     def _key(self) -> tuple:
-        return ("lark", self.text, self.start)
+        return ("lark", self.text, self.start, self.ambiguous)
 
     def _build(self) -> GrammarTables:
         try:
-            return compile_lark(self.text, self.start)
+            return compile_lark(self.text, self.start, ambiguous=self.ambiguous)
         except GrammarError as e:
             if self.name != "<grammar>":
                 raise GrammarError(f"{self.name}: {e.args[0]}") from None

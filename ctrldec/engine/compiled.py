@@ -37,6 +37,7 @@ __all__ = ["CompiledGrammar", "Matcher"]
 _MAX_STACK_NODES = 300_000
 _MAX_POOLED_MASKS = 50_000
 _MAX_FORCED_BYTES = 512
+_MAX_CONFIGS = 256
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -65,15 +66,33 @@ class _Run:
     """One generation of per-stack state: the interned stacks and every cache keyed by them.
 
     All keys and values are ints or numpy arrays, which Python's cyclic GC does not track.
+    A sequence is a tuple of configurations (stack, lexer state): exactly one for an LALR(1)
+    grammar; for an ambiguous grammar (GLR-style) one per live reading, merged when equal.
     """
 
     def __init__(self, automaton: ByteAutomaton) -> None:
         self.a = automaton
         self.stacks = Stacks(automaton.parse)
         self.n_lex = automaton.lexer.n_states
+        self.glr = automaton.parse.ambiguous or automaton.lexer.ambiguous
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
         self.next_bytes_bits: dict[int, int] = {}
+
+    def after(self, node: int, t: int) -> tuple[int, ...]:
+        """The stacks after the lexeme ``t`` (an ``%ignore`` lexeme leaves the stack as it is)."""
+        if self.a._ignore[t]:
+            return (node,)
+        if self.glr:
+            return self.stacks.feed_all(node, t)
+        r = self.stacks.feed(node, t)
+        return (r,) if r >= 0 else ()
+
+    def completes(self, node: int) -> bool:
+        """Does the stack form a complete sentence ($END accepted)?"""
+        if self.glr:
+            return ACCEPT in self.stacks.feed_all(node, self.a.parse.end)
+        return self.stacks.feed(node, self.a.parse.end) == ACCEPT
 
     def acceptable(self, node: int) -> int:
         """Bitset of terminals the stack really shifts next, the ``%ignore`` bit, and the end bit
@@ -82,18 +101,18 @@ class _Run:
         if bits is None:
             lexer = self.a.lexer
             bits = 1 << lexer.ignore_bit
-            feed = self.stacks.feed
+            end = self.a.parse.end
             for t in self.a.parse.actions[self.stacks.state[node]]:
-                r = feed(node, t)
-                if r == ACCEPT:
-                    bits |= 1 << lexer.end_bit
-                elif r != REJECT:
+                if t == end:
+                    if self.completes(node):
+                        bits |= 1 << lexer.end_bit
+                elif self.after(node, t):
                     bits |= 1 << t
             self.acceptable_bits[node] = bits
         return bits
 
     def step(self, node: int, lex: int, data: bytes | Sequence[int]) -> tuple[int, int] | None:
-        """Consume bytes from (stack, lexer state); None if a byte cannot be lexed or parsed."""
+        """Consume bytes from (stack, lexer state) of an LALR(1) grammar; None if rejected."""
         lexer = self.a.lexer
         trans, accept, eager, start = lexer.trans_list, lexer.accept, lexer.eager, lexer.start
         feed, ignore, state = self.stacks.feed, self.a._ignore, self.stacks.state
@@ -120,21 +139,58 @@ class _Run:
                 lex = start[state[node]]
         return node, lex
 
+    def step_all(self, configs: tuple[tuple[int, int], ...], data: bytes | Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """Consume bytes from every configuration; the surviving configurations (deduplicated)."""
+        if not self.glr:
+            out = []
+            for node, lex in configs:
+                r = self.step(node, lex, data)
+                if r is not None:
+                    out.append(r)
+            return tuple(out)
+        for b in data:
+            nxt: dict[tuple[int, int], None] = {}
+            for node, lex in configs:
+                for c in self._byte(node, lex, b):
+                    nxt[c] = None
+            if len(nxt) > _MAX_CONFIGS:
+                raise DeadEndError(f"more than {_MAX_CONFIGS} simultaneous readings: the grammar is too ambiguous here")
+            configs = tuple(nxt)
+            if not configs:
+                break
+        return configs
+
+    def _byte(self, node: int, lex: int, b: int) -> list[tuple[int, int]]:
+        lexer = self.a.lexer
+        nxt = lexer.trans_list[lex][b]
+        if nxt >= 0:
+            return self._settle(node, nxt)
+        out: list[tuple[int, int]] = []
+        start, trans, state = lexer.start, lexer.trans_list, self.stacks.state
+        for t in lexer.accepts[lex]:
+            for n in self.after(node, t):
+                x = trans[start[state[n]]][b]
+                if x >= 0:
+                    out += self._settle(n, x)
+        return out
+
+    def _settle(self, node: int, lex: int) -> list[tuple[int, int]]:
+        """End an eager lexeme at once (each way it can end, for an ambiguous grammar)."""
+        lexer = self.a.lexer
+        if not lexer.eager[lex]:
+            return [(node, lex)]
+        start, state = lexer.start, self.stacks.state
+        return [(n, start[state[n]]) for t in lexer.accepts[lex] for n in self.after(node, t)]
+
     def viable(self, node: int, lex: int) -> bool:
         return bool(self.a.lexer.completable[lex] & self.acceptable(node))
 
     def is_accepting(self, node: int, lex: int) -> bool:
         """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
         lexer = self.a.lexer
-        if not lexer.is_start[lex]:
-            t = lexer.accept[lex]
-            if t < 0:
-                return False
-            if not self.a._ignore[t]:
-                node = self.stacks.feed(node, t)
-                if node < 0:
-                    return False
-        return self.stacks.feed(node, self.a.parse.end) == ACCEPT
+        if lexer.is_start[lex]:
+            return self.completes(node)
+        return any(self.completes(n) for t in lexer.accepts[lex] for n in self.after(node, t))
 
     def next_bytes(self, node: int, lex: int) -> int:
         """Bitset of the bytes that keep the text viable."""
@@ -143,8 +199,7 @@ class _Run:
         if bits is None:
             bits = 0
             for b in range(256):
-                r = self.step(node, lex, (b,))
-                if r is not None and self.viable(*r):
+                if any(self.viable(*c) for c in self.step_all(((node, lex),), (b,))):
                     bits |= 1 << b
             self.next_bytes_bits[key] = bits
         return bits
@@ -162,10 +217,10 @@ class _Run:
                 while bits:
                     b = (bits & -bits).bit_length() - 1
                     bits &= bits - 1
-                    r = self.step(n, x, (b,))
-                    if r is not None and r not in seen:
-                        seen.add(r)
-                        nxt.append((r[0], r[1], path + bytes((b,))))
+                    for r in self.step_all(((n, x),), (b,)):
+                        if r not in seen:
+                            seen.add(r)
+                            nxt.append((r[0], r[1], path + bytes((b,))))
             frontier = nxt
         return None
 
@@ -186,14 +241,12 @@ class _Run:
                     np.bitwise_or(out, words, out=out)
         a = self.a
         for t, idx, pos in group.emits:
-            nxt = node if a._ignore[t] else self.stacks.feed(node, t)
-            if nxt < 0:
-                continue
-            q = self.stacks.state[nxt]
-            child = group.children.get((t, q))
-            if child is None:
-                child = group.children[(t, q)] = a._classify(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
-            self.collect(child, nxt, out)
+            for nxt in self.after(node, t):
+                q = self.stacks.state[nxt]
+                child = group.children.get((t, q))
+                if child is None:
+                    child = group.children[(t, q)] = a._classify(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
+                self.collect(child, nxt, out)
 
 
 class ByteAutomaton:
@@ -217,14 +270,12 @@ class ByteAutomaton:
     def matches(self, data: bytes) -> bool:
         """Is ``data`` a complete sentence of the language?"""
         run, node, lex = self._start()
-        r = run.step(node, lex, data)
-        return r is not None and run.is_accepting(*r)
+        return any(run.is_accepting(*c) for c in run.step_all(((node, lex),), data))
 
     def is_prefix(self, data: bytes) -> bool:
         """Can ``data`` be continued into a sentence?"""
         run, node, lex = self._start()
-        r = run.step(node, lex, data)
-        return r is not None and run.viable(*r)
+        return any(run.viable(*c) for c in run.step_all(((node, lex),), data))
 
     def completion(self, data: bytes, *, max_states: int = 20_000) -> bytes | None:
         """A shortest suffix that turns ``data`` into a sentence, or None if there is none.
@@ -233,8 +284,12 @@ class ByteAutomaton:
         A witness can be checked by any parser of the grammar, which makes it a useful oracle.
         """
         run, node, lex = self._start()
-        r = run.step(node, lex, data)
-        return None if r is None else run.completion(r[0], r[1], max_states)
+        best = None
+        for c in run.step_all(((node, lex),), data):
+            tail = run.completion(c[0], c[1], max_states)
+            if tail is not None and (best is None or len(tail) < len(best)):
+                best = tail
+        return best
 
 
 class CompiledGrammar(ByteAutomaton):
@@ -280,8 +335,8 @@ class CompiledGrammar(ByteAutomaton):
             nxt = trans[cur, tb[idx, pos]]
             dead = nxt < 0
             if dead.any():
-                ended = accept[cur[dead]]
-                ok = ended >= 0
+                ended = cur[dead]
+                ok = accept[ended] >= 0
                 em_t.append(ended[ok])
                 em_idx.append(idx[dead][ok])
                 em_pos.append(pos[dead][ok])  # the byte that ended the lexeme starts the next one
@@ -291,7 +346,7 @@ class CompiledGrammar(ByteAutomaton):
             cur = nxt
             ends = eager[cur]
             if ends.any():
-                em_t.append(accept[cur[ends]])
+                em_t.append(cur[ends])
                 em_idx.append(idx[ends])
                 em_pos.append(pos[ends])
                 keep = ~ends
@@ -305,17 +360,23 @@ class CompiledGrammar(ByteAutomaton):
         self._fill_group(group, *(_cat(parts) for parts in (stay_idx, stay_lex, em_t, em_idx, em_pos)))
         return group
 
-    def _fill_group(self, group: _Group, s_idx, s_lex, e_t, e_idx, e_pos) -> None:
+    def _fill_group(self, group: _Group, s_idx, s_lex, e_lex, e_idx, e_pos) -> None:
         """Group tokens that stay in a lexeme by what it can still end as, and the others by the
-        terminal that ends it."""
+        terminal that ends their lexeme (``e_lex``: the lexer state where it ended; an ambiguous
+        grammar's lexeme can end as several terminals, and the token then follows each)."""
+        lexer = self.lexer
         if len(s_idx):
             by_bits: dict[int, list[np.ndarray]] = {}
             for lex in np.unique(s_lex).tolist():
-                by_bits.setdefault(self.lexer.completable[lex], []).append(s_idx[s_lex == lex])
+                by_bits.setdefault(lexer.completable[lex], []).append(s_idx[s_lex == lex])
             group.stays = [(bits, self._pack(np.concatenate(parts))) for bits, parts in by_bits.items()]
-        for t in np.unique(e_t).tolist():
-            sel = e_t == t
-            group.emits.append((t, e_idx[sel], e_pos[sel]))
+        by_t: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for lex in np.unique(e_lex).tolist():
+            sel = e_lex == lex
+            for t in lexer.accepts[lex]:
+                by_t.setdefault(t, []).append((e_idx[sel], e_pos[sel]))
+        for t, parts in sorted(by_t.items()):
+            group.emits.append((t, np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts])))
 
     def _classify_root(self, start: int) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
@@ -342,8 +403,8 @@ class CompiledGrammar(ByteAutomaton):
             nxt = flat.take(parent_state * 256 + level["byte"][idx])
             dead = nxt < 0
             if dead.any():
-                ended = accept[parent_state[dead]]
-                ok = ended >= 0
+                ended = parent_state[dead]
+                ok = accept[ended] >= 0
                 where = idx[dead][ok]
                 ev_t.append(ended[ok])
                 ev_lo.append(lo[where])
@@ -353,7 +414,7 @@ class CompiledGrammar(ByteAutomaton):
             ends = eager[nxt]
             if ends.any():
                 where = idx[ends]
-                ev_t.append(accept[nxt[ends]])
+                ev_t.append(nxt[ends])
                 ev_lo.append(lo[where])
                 ev_hi.append(hi[where])
                 ev_pos.append(np.full(len(where), d + 1))
@@ -414,8 +475,8 @@ class CompiledGrammar(ByteAutomaton):
 class Matcher:
     """The state of one sequence under a grammar: which tokens may come next.
 
-    Cheap to fork (the state is two references and a persistent history). See DESIGN.md for the
-    protocol. ``accepts`` is much cheaper than ``fill_mask`` on a cold state: it runs only the
+    Cheap to fork (the state is a few references and a persistent history). See DESIGN.md for
+    the protocol. ``accepts`` is much cheaper than ``fill_mask`` on a cold state: it runs only the
     token's own bytes.
 
     >>> import ctrldec                                                     # doctest: +SKIP
@@ -424,14 +485,13 @@ class Matcher:
     (True, False)
     """
 
-    __slots__ = ("grammar", "_run", "_node", "_lex", "_trail", "_length", "_ended")
+    __slots__ = ("grammar", "_run", "_configs", "_trail", "_length", "_ended")
 
     def __init__(self, grammar: CompiledGrammar, run: _Run, node: int, lex: int) -> None:
         self.grammar = grammar
         self._run = run
-        self._node = node
-        self._lex = lex
-        self._trail: tuple | None = None  # (previous trail, node, lex, ended, token)
+        self._configs: tuple[tuple[int, int], ...] = ((node, lex),)
+        self._trail: tuple | None = None  # (previous trail, configs, ended, token)
         self._length = 0
         self._ended = False
 
@@ -451,7 +511,7 @@ class Matcher:
     def fork(self) -> Matcher:
         """An independent copy (O(1): the history is persistent)."""
         other = Matcher.__new__(Matcher)
-        other.grammar, other._run, other._node, other._lex = self.grammar, self._run, self._node, self._lex
+        other.grammar, other._run, other._configs = self.grammar, self._run, self._configs
         other._trail, other._length, other._ended = self._trail, self._length, self._ended
         return other
 
@@ -462,17 +522,20 @@ class Matcher:
             return False
         run = self._run
         if token_id in g.info.eos_token_ids:
-            return run.is_accepting(self._node, self._lex)
-        mask = run.masks.get(self._node * run.n_lex + self._lex)
-        if mask is not None:
-            return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1) if 0 <= token_id < g.vocab_size else False
+            return any(run.is_accepting(*c) for c in self._configs)
         if not 0 <= token_id < g.vocab_size:
             return False
+        if len(self._configs) == 1:
+            node, lex = self._configs[0]
+            mask = run.masks.get(node * run.n_lex + lex)
+            if mask is not None:
+                return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1)
+            if not run.glr:
+                data = g.info.token_bytes[token_id]
+                r = run.step(node, lex, data) if data else None
+                return r is not None and run.viable(*r)
         data = g.info.token_bytes[token_id]
-        if not data:
-            return False
-        r = run.step(self._node, self._lex, data)
-        return r is not None and run.viable(*r)
+        return bool(data) and any(run.viable(*c) for c in run.step_all(self._configs, data))
 
     def advance(self, token_id: int) -> None:
         """Consume one token; raises ``InvalidTokenError`` if the constraint does not allow it."""
@@ -482,22 +545,25 @@ class Matcher:
                 f"token {token_id} {g.info.token_bytes[token_id] if 0 <= token_id < g.vocab_size else b''!r} "
                 f"is not allowed after {self._length} tokens ({self._describe()})"
             )
-        self._trail = (self._trail, self._node, self._lex, self._ended, token_id)
+        self._trail = (self._trail, self._configs, self._ended, token_id)
         self._length += 1
         if token_id in g.info.eos_token_ids:
             self._ended = True
             return
-        self._node, self._lex = self._run.step(self._node, self._lex, g.info.token_bytes[token_id])  # type: ignore[misc]
+        self._configs = self._viable(self._run.step_all(self._configs, g.info.token_bytes[token_id]))
+
+    def _viable(self, configs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        return configs if len(configs) == 1 else tuple(c for c in configs if self._run.viable(*c))
 
     def advance_bytes(self, data: bytes) -> bool:
         """Consume raw bytes that are not a token (e.g. a prompt's forced prefix); False if invalid.
 
         Not recorded in the history: ``rollback`` cannot undo it.
         """
-        r = self._run.step(self._node, self._lex, data)
-        if r is None or not self._run.viable(*r):
+        configs = tuple(c for c in self._run.step_all(self._configs, data) if self._run.viable(*c))
+        if not configs:
             return False
-        self._node, self._lex = r
+        self._configs = configs
         return True
 
     def rollback(self, n: int = 1) -> None:
@@ -505,7 +571,7 @@ class Matcher:
         if not 0 <= n <= self._length:
             raise ValueError(f"cannot roll back {n} tokens: only {self._length} were advanced")
         for _ in range(n):
-            self._trail, self._node, self._lex, self._ended, _ = self._trail  # type: ignore[misc]
+            self._trail, self._configs, self._ended, _ = self._trail  # type: ignore[misc]
         self._length -= n
 
     def tokens(self, last: int | None = None) -> list[int]:
@@ -513,20 +579,20 @@ class Matcher:
         out = []
         trail = self._trail
         while trail is not None and (last is None or len(out) < last):
-            out.append(trail[4])
+            out.append(trail[3])
             trail = trail[0]
         return out[::-1]
 
     def is_accepting(self) -> bool:
         """May the output end here (is EOS allowed)?"""
-        return not self._ended and self._run.is_accepting(self._node, self._lex)
+        return not self._ended and any(self._run.is_accepting(*c) for c in self._configs)
 
     def is_done(self) -> bool:
         """Must the output end here: EOS advanced, or EOS is the only allowed continuation."""
         if self._ended:
             return True
         run = self._run
-        return run.is_accepting(self._node, self._lex) and run.next_bytes(self._node, self._lex) == 0
+        return self.is_accepting() and not any(run.next_bytes(*c) for c in self._configs)
 
     def mask(self) -> np.ndarray:
         """The allowed-token bitmask: ``uint32[ceil(vocab/32)]``, bit ``i % 32`` of word ``i // 32``.
@@ -536,7 +602,13 @@ class Matcher:
         g = self.grammar
         if self._ended:
             return np.zeros(g.words, dtype=np.uint32)
-        return self._run.mask(self._node, self._lex)
+        run = self._run
+        if len(self._configs) == 1:
+            return run.mask(*self._configs[0])
+        out = np.zeros(g.words, dtype=np.uint32)
+        for c in self._configs:
+            np.bitwise_or(out, run.mask(*c), out=out)
+        return out
 
     def fill_mask(self, out: Any) -> bool:
         """Write the allowed-token bitmask into ``out`` (numpy or torch, 32-bit words, any length).
@@ -562,15 +634,17 @@ class Matcher:
         run = self._run
         if self._ended:
             return b""
-        node, lex = self._node, self._lex
+        configs = self._configs
         out = bytearray()
-        while len(out) < _MAX_FORCED_BYTES and not run.is_accepting(node, lex):
-            bits = run.next_bytes(node, lex)
+        while len(out) < _MAX_FORCED_BYTES and configs and not any(run.is_accepting(*c) for c in configs):
+            bits = 0
+            for c in configs:
+                bits |= run.next_bytes(*c)
             if bits == 0 or bits & (bits - 1):
                 break
             b = bits.bit_length() - 1
             out.append(b)
-            node, lex = run.step(node, lex, (b,))  # type: ignore[misc]
+            configs = tuple(c for c in run.step_all(configs, (b,)) if run.viable(*c))
         return bytes(out)
 
     def forced_tokens(self) -> list[int]:
@@ -620,9 +694,8 @@ class Matcher:
         return out
 
     def _is_done_after(self, data: bytes) -> bool:
-        run = self._run
-        r = run.step(self._node, self._lex, data)
-        return r is not None and run.is_accepting(*r) and run.next_bytes(*r) == 0
+        other = self.fork()
+        return other.advance_bytes(data) and other.is_done()
 
     def _boundary_unsafe(self, body: bytes, ids: list[int]) -> bool:
         """Could a token cross the end of ``body`` once more text follows?"""
@@ -633,8 +706,12 @@ class Matcher:
 
     def _describe(self) -> str:
         g = self.grammar
-        expected = [g.parse.terminal_names[t] for t in range(len(g.parse.terminal_names)) if self._run.acceptable(self._node) >> t & 1]
-        return f"expecting {', '.join(expected) or 'the end'}; inside a lexeme of {g.lexer.describe(self._lex)}"
+        if not self._configs:
+            return "no reading of the output is left"
+        node, lex = self._configs[0]
+        acceptable = self._run.acceptable(node)
+        expected = [name for t, name in enumerate(g.parse.terminal_names) if acceptable >> t & 1]
+        return f"expecting {', '.join(expected) or 'the end'}; inside a lexeme of {g.lexer.describe(lex)}"
 
     def check_not_dead(self) -> None:
         """Raise ``DeadEndError`` if no token (EOS included) is allowed."""

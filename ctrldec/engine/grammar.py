@@ -105,11 +105,47 @@ def _check_productive(text: str, rules, terminal_ok: set[str], start: str) -> No
         )
 
 
-def compile_lark(text: str, start: str = "start", *, terminal_dfas: dict[str, ByteDFA] | None = None) -> GrammarTables:
+def _all_actions(analyzer: LALR_Analyzer, start: str):
+    """Lark's LALR(1) analysis with every conflict kept: state -> symbol -> list of actions.
+
+    Lark resolves shift/reduce conflicts as shift and refuses reduce/reduce ones; for an
+    ambiguous grammar (the JSON Schema compiler's unions) both actions are kept and the parser
+    follows each (see ``lalr.Stacks.feed_all``).
+    """
+    analyzer.compute_lr0_states()
+    analyzer.compute_reads_relations()
+    analyzer.compute_includes_lookback()
+    analyzer.compute_lookaheads()
+    itemsets = list(analyzer.lr0_itemsets)
+    index = {its.closure: i for i, its in enumerate(itemsets)}
+    states: dict[int, dict[str, list]] = {}
+    end_state = None
+    for i, its in enumerate(itemsets):
+        row: dict[str, list] = {}
+        for symbol, nxt in its.transitions.items():
+            row.setdefault(symbol.name, []).append((Shift, index[nxt.closure]))
+        for la, rules in its.lookaheads.items():
+            for rule in sorted(rules, key=str):
+                row.setdefault(la.name, []).append((None, rule))
+        states[i] = row
+        if any(rp.rule.origin.name == "$root_" + start and rp.is_satisfied for rp in its.closure):
+            end_state = i
+    return states, index[analyzer.lr0_start_states[start].closure], end_state
+
+
+def compile_lark(
+    text: str,
+    start: str = "start",
+    *,
+    terminal_dfas: dict[str, ByteDFA] | None = None,
+    ambiguous: bool = False,
+) -> GrammarTables:
     """Compile Lark grammar text (LALR(1)) into ``GrammarTables``.
 
     ``terminal_dfas`` replaces the automaton of named terminals after Lark's analysis (``Regex``
     uses it for patterns Lark would refuse, and the JSON Schema compiler for built automata).
+    ``ambiguous``: keep LALR conflicts and let the parser follow every action, and lex a text
+    that several terminals match as each of them (a GLR-style configuration set per sequence).
     Raises ``GrammarError`` naming the rule or terminal and its line.
     """
     terms, rules, ignore = _load(text, start)
@@ -143,12 +179,17 @@ def compile_lark(text: str, start: str = "start", *, terminal_dfas: dict[str, By
     _check_productive(text, rules, {t.name for t in terminals if not t.dfa.empty}, start)
 
     analyzer = LALR_Analyzer(ParserConf(rules, None, [start]), strict=False)
-    try:
-        analyzer.compute_lalr()
-    except LarkGrammarError as e:
-        detail = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
-        raise GrammarError(f"grammar is not LALR(1): {detail}") from None
-    table = analyzer.parse_table
+    if ambiguous:
+        rows, start_state, end_state = _all_actions(analyzer, start)
+    else:
+        try:
+            analyzer.compute_lalr()
+        except LarkGrammarError as e:
+            detail = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+            raise GrammarError(f"grammar is not LALR(1): {detail}") from None
+        table = analyzer.parse_table
+        rows = {state: {sym: [act] for sym, act in row.items()} for state, row in table.states.items()}
+        start_state, end_state = table.start_states[start], table.end_states[start]
     term_id = {n: i for i, n in enumerate(names)}
     end = len(names)
     term_id["$END"] = end
@@ -156,23 +197,27 @@ def compile_lark(text: str, start: str = "start", *, terminal_dfas: dict[str, By
     rule_index: dict[object, int] = {}
     rule_lhs: list[int] = []
     rule_len: list[int] = []
-    n_states = len(table.states)
-    actions: list[dict[int, int]] = [{} for _ in range(n_states)]
+    n_states = len(rows)
+    actions: list[dict[int, int | tuple[int, ...]]] = [{} for _ in range(n_states)]
     goto: list[dict[int, int]] = [{} for _ in range(n_states)]
-    for state, row in table.states.items():
-        for symbol, (action, arg) in row.items():
-            if symbol in term_id:
+    for state, row in rows.items():
+        for symbol, acts in row.items():
+            if symbol not in term_id:
+                (_, arg), = acts
+                goto[state][nonterms.setdefault(symbol, len(nonterms))] = arg
+                continue
+            codes = []
+            for action, arg in acts:
                 if action is Shift:
-                    actions[state][term_id[symbol]] = arg
+                    codes.append(arg)
                 else:
                     r = rule_index.get(arg)
                     if r is None:
                         r = rule_index[arg] = len(rule_lhs)
                         rule_lhs.append(nonterms.setdefault(arg.origin.name, len(nonterms)))
                         rule_len.append(len(arg.expansion))
-                    actions[state][term_id[symbol]] = -1 - r
-            else:
-                goto[state][nonterms.setdefault(symbol, len(nonterms))] = arg
+                    codes.append(-1 - r)
+            actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
     parse = ParseTables(
         terminal_names=names,
         end=end,
@@ -180,8 +225,9 @@ def compile_lark(text: str, start: str = "start", *, terminal_dfas: dict[str, By
         goto=goto,
         rule_lhs=rule_lhs,
         rule_len=rule_len,
-        start_state=table.start_states[start],
-        end_state=table.end_states[start],
+        start_state=start_state,
+        end_state=end_state,
+        ambiguous=ambiguous,
     )
     contexts = [[t for t in row if t != end] for row in actions]
-    return GrammarTables(text, parse, LexerAutomaton(terminals, contexts))
+    return GrammarTables(text, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))

@@ -24,18 +24,20 @@ ACCEPT = -2  # feeding $END completes a sentence
 class ParseTables:
     """Integer LALR(1) tables.
 
-    ``actions[state][terminal]``: ``>= 0`` shift to that state, ``< 0`` reduce rule ``-1 - code``.
+    ``actions[state][terminal]``: ``>= 0`` shift to that state, ``< 0`` reduce rule ``-1 - code``;
+    in an ``ambiguous`` table a conflict is a tuple of such codes, all of which are followed.
     ``goto[state][nonterminal]``: the state after reducing to that nonterminal.
     """
 
     terminal_names: list[str]
     end: int  # id of the $END pseudo-terminal
-    actions: list[dict[int, int]]
+    actions: list[dict[int, int | tuple[int, ...]]]
     goto: list[dict[int, int]]
     rule_lhs: list[int]
     rule_len: list[int]
     start_state: int
     end_state: int
+    ambiguous: bool = False
 
 
 class Stacks:
@@ -47,6 +49,7 @@ class Stacks:
         self.parent: list[int] = [-1]
         self._kids: dict[int, int] = {}
         self._feeds: dict[int, int] = {}
+        self._feeds_all: dict[int, tuple[int, ...]] = {}
         self._n_states = len(tables.actions)
         self._n_symbols = len(tables.terminal_names) + 1
 
@@ -90,6 +93,46 @@ class Stacks:
             node = self.push(node, goto[state[node]][rule_lhs[rule]])
             if terminal == t.end and state[node] == t.end_state:
                 return ACCEPT
+
+    def feed_all(self, node: int, terminal: int) -> tuple[int, ...]:
+        """Every stack reachable by shifting ``terminal`` (ACCEPT for a completed sentence).
+
+        For ambiguous tables: each conflicting action is followed, like a GLR parser without the
+        shared graph (stacks are interned, so equal branches merge by themselves). Empty if the
+        terminal is rejected by every branch. Cached per (node, terminal).
+        """
+        key = node * self._n_symbols + terminal
+        result = self._feeds_all.get(key)
+        if result is None:
+            result = self._feeds_all[key] = self._feed_all(node, terminal)
+        return result
+
+    def _feed_all(self, node: int, terminal: int) -> tuple[int, ...]:
+        t = self.tables
+        actions, goto, rule_lhs, rule_len, state, parent = t.actions, t.goto, t.rule_lhs, t.rule_len, self.state, self.parent
+        out: dict[int, None] = {}
+        seen = {node}
+        todo = [node]
+        while todo:
+            n = todo.pop()
+            codes = actions[state[n]].get(terminal)
+            if codes is None:
+                continue
+            for code in (codes,) if isinstance(codes, int) else codes:
+                if code >= 0:
+                    out[self.push(n, code)] = None
+                    continue
+                rule = -1 - code
+                m = n
+                for _ in range(rule_len[rule]):
+                    m = parent[m]
+                m = self.push(m, goto[state[m]][rule_lhs[rule]])
+                if terminal == t.end and state[m] == t.end_state:
+                    out[ACCEPT] = None
+                elif m not in seen:  # a reduction cycle (A -> B -> A with no input) ends here
+                    seen.add(m)
+                    todo.append(m)
+        return tuple(out)
 
     def states(self, node: int) -> list[int]:
         """The LR states of a stack, bottom first."""

@@ -37,15 +37,16 @@ class LexerAutomaton:
     """Lexer states over the terminals of one grammar.
 
     Tables (index = lexer state): ``trans`` (int32[n, 256], -1 dead, also as nested lists for
-    scalar stepping), ``accept`` (the terminal the lexeme is if it ends here, -1 if it cannot end
-    here), ``eager`` (accepting and no byte extends it), ``completable`` (bitset of the terminals
+    scalar stepping), ``accepts`` (the terminals the lexeme is if it ends here: one, or for an
+    ambiguous grammar every match; ``accept`` is the first or -1), ``eager`` (accepting and no byte extends it), ``completable`` (bitset of the terminals
     the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal, and
     ``end_bit``, set on lexeme start states, for the text ending there), and
     ``start[q]`` (the state that starts a lexeme in parser state q; ``is_start`` marks such states).
     """
 
-    def __init__(self, terminals: list[Terminal], contexts: list[list[int]]) -> None:
+    def __init__(self, terminals: list[Terminal], contexts: list[list[int]], *, ambiguous: bool = False) -> None:
         self.terminals = terminals
+        self.ambiguous = ambiguous
         self.ignore_bit = len(terminals)
         self.end_bit = len(terminals) + 1
         ignored = [i for i, t in enumerate(terminals) if t.ignore]
@@ -63,9 +64,11 @@ class LexerAutomaton:
         self.trans = np.stack(rows) if rows else np.zeros((0, 256), dtype=np.int32)
         self.trans_list: list[list[int]] = self.trans.tolist()
         self.is_start = [key[0] for key in self._index]
-        self.accept = [-1 if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
+        self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
+        self.accept = [a[0] if a else -1 for a in self.accepts]
         self.eager = [a >= 0 and not any(x >= 0 for x in row) for a, row in zip(self.accept, self.trans_list)]
         self.accept_np = np.array(self.accept, dtype=np.int32)
+        self.multi_np = np.array([len(a) > 1 for a in self.accepts], dtype=bool)
         self.eager_np = np.array(self.eager, dtype=bool)
         self.completable = self._completable()
 
@@ -95,17 +98,18 @@ class LexerAutomaton:
                 row[inverse.reshape(-1) == j] = self._intern(alive)
         return row
 
-    def _choose(self, members: tuple) -> int:
-        done = [t for t, s in members if self.terminals[t].dfa.accepting[s]]
-        if not done:
-            return -1
-        return min(done, key=lambda t: self.terminals[t].order)
+    def _choose(self, members: tuple) -> tuple[int, ...]:
+        """The terminals a lexeme ending here is: the one Lark's rules pick, or (ambiguous) all."""
+        done = sorted((t for t, s in members if self.terminals[t].dfa.accepting[s]), key=lambda t: self.terminals[t].order)
+        return tuple(done) if self.ambiguous else tuple(done[:1])
 
     def _completable(self) -> list[int]:
-        bits = [
-            (1 << self.end_bit) if first else 0 if a < 0 else 1 << (self.ignore_bit if self.terminals[a].ignore else a)
-            for first, a in zip(self.is_start, self.accept)
-        ]
+        bits = []
+        for first, accepts in zip(self.is_start, self.accepts):
+            b = (1 << self.end_bit) if first else 0
+            for t in accepts:
+                b |= 1 << (self.ignore_bit if self.terminals[t].ignore else t)
+            bits.append(b)
         succ = [sorted({x for x in row if x >= 0}) for row in self.trans_list]
         changed = True
         while changed:

@@ -185,3 +185,64 @@ def test_tokens_spanning_several_terminals_are_checked_terminal_by_terminal():
     assert [vocab[t] for t in m.allowed_token_ids()] == [b"1}", b"1"]
     m.advance(5)  # {"a":1}
     assert m.allowed_token_ids().tolist() == [8] and m.is_done()
+
+
+# -- ambiguous grammars (GLR-style configuration sets) ------------------------------------------
+
+DELIMITED = ["a;", "b;", "ab;", "ba;", "aa;"]  # every literal ends with ';' and has no other ';'
+OVERLAPPING = {"RA": "a{1,3};", "RB": "[ab];"}  # regexes that overlap each other and the literals
+
+
+@st.composite
+def ambiguous_grammars(draw):
+    """An acyclic grammar, ambiguous at will, over self-delimiting terminals (so that greedy
+    lexing never matters): its language is every concatenation its rules derive."""
+    literals = draw(st.lists(st.sampled_from(DELIMITED), min_size=1, max_size=4, unique=True))
+    regexes = draw(st.lists(st.sampled_from(sorted(OVERLAPPING)), max_size=2, unique=True))
+    n_rules = draw(st.integers(1, 3))
+    terms = [f"T{i}" for i in range(len(literals))] + regexes
+    lines = []
+    for r in range(n_rules):
+        symbols = terms + [f"r{k}" for k in range(r + 1, n_rules)]
+        alts = draw(st.lists(st.lists(st.sampled_from(symbols), min_size=1, max_size=3), min_size=1, max_size=4))
+        lines.append(f"{'start' if r == 0 else f'r{r}'}: " + " | ".join(" ".join(a) for a in alts))
+    lines += [f'T{i}: "{lit}"' for i, lit in enumerate(literals)] + [f"{n}: /{OVERLAPPING[n]}/" for n in regexes]
+    return "\n".join(lines) + "\n", {f"T{i}": {lit} for i, lit in enumerate(literals)} | {
+        n: {s for s in ("a;", "b;", "aa;", "aaa;") if re.fullmatch(OVERLAPPING[n], s)} for n in regexes
+    }
+
+
+def derive(text: str, languages: dict[str, set[str]]) -> set[str]:
+    rules: dict[str, list[list[str]]] = {}
+    for line in text.strip().splitlines():
+        name, _, body = line.partition(":")
+        if name.strip() not in languages:
+            rules[name.strip()] = [alt.split() for alt in body.split("|")]
+
+    def strings(sym: str) -> set[str]:
+        if sym in languages:
+            return languages[sym]
+        return {"".join(p) for alt in rules[sym] for p in itertools.product(*(strings(s) for s in alt))}
+
+    return strings("start")
+
+
+@settings(max_examples=int(os.environ.get("CTRLDEC_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=ambiguous_grammars(), data=st.data())
+def test_ambiguous_grammar_mask_equals_derived_language(any_info, spec, data):
+    text, languages = spec
+    sentences = {s.encode() for s in derive(text, languages)}
+    constraint = ctrldec.Grammar(text, ambiguous=True)
+    prefixes = sorted({s[:i] for s in sentences for i in range(len(s) + 1)})
+    for prefix in data.draw(st.lists(st.sampled_from(prefixes), min_size=1, max_size=4, unique=True)):
+        check_mask(constraint, any_info, sentences, prefix)
+    for s in sentences:
+        assert constraint.matches(s)
+
+
+def test_ambiguous_grammar_that_lalr_refuses():
+    text = 'start: a "x" | b "x" | b "y"\na: "k"\nb: "k"\n'  # "kx" has two parses: reduce/reduce
+    with pytest.raises(ctrldec.GrammarError, match="LALR"):
+        ctrldec.Grammar(text).tables()
+    g = ctrldec.Grammar(text, ambiguous=True)
+    assert g.matches("kx") and g.matches("ky") and not g.matches("kz")
