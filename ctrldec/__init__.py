@@ -6,9 +6,9 @@ True
 """
 
 from . import models
-from .constraints import Constraint, Grammar, Regex
+from .constraints import Constraint, Grammar, JSONSchema, Regex
 from .engine import CompiledGrammar, Matcher
-from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, TokenizerError
+from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import GrammarLogitsProcessor
 from .vocab import TokenizerInfo
 
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Constraint",
     "Grammar",
+    "JSONSchema",
     "Regex",
     "CompiledGrammar",
     "Matcher",
@@ -28,6 +29,7 @@ __all__ = [
     "GrammarError",
     "InvalidTokenError",
     "ModelError",
+    "SchemaError",
     "TokenizerError",
     "__version__",
 ]

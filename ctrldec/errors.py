@@ -36,3 +36,11 @@ class DeadEndError(CtrldecError):
 
 class InvalidTokenError(CtrldecError):
     """A token that the constraint does not allow was passed to ``Matcher.advance``."""
+
+
+class SchemaError(CtrldecError):
+    """A JSON Schema cannot be compiled exactly; ``pointer`` is the JSON pointer of the keyword."""
+
+    def __init__(self, message: str, *, pointer: str = "/") -> None:
+        self.pointer = pointer or "/"
+        super().__init__(f"{message} (at {self.pointer})" if "at /" not in message and " at #" not in message else message)

@@ -13,6 +13,9 @@ reach an accepting state) stored as a ``int32[n_states, 256]`` numpy table, -1 m
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,7 +29,7 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-__all__ = ["ByteDFA", "compile_regex", "without_empty", "RegexCompileError"]
+__all__ = ["ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget"]
 
 _MAX_CODEPOINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -34,6 +37,35 @@ _SURROGATES = (0xD800, 0xDFFF)
 
 class RegexCompileError(ValueError):
     """interegular could not compile the pattern (lookaround, backreference, bad syntax, ...)."""
+
+
+class BudgetExceeded(RuntimeError):
+    """A compile went past its time or size budget (see ``compile_budget``)."""
+
+
+_BUDGET: contextvars.ContextVar[tuple[float, int] | None] = contextvars.ContextVar("ctrldec_budget", default=None)
+
+
+@contextlib.contextmanager
+def compile_budget(seconds: float, max_states: int):
+    """Bound the compiles inside the block: past ``seconds`` or with an automaton of more than
+    ``max_states`` states, ``BudgetExceeded`` is raised (instead of a hang or running out of memory)."""
+    token = _BUDGET.set((time.monotonic() + seconds, max_states))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def check_budget(states: int = 0) -> None:
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    deadline, max_states = budget
+    if states > max_states:
+        raise BudgetExceeded(f"an automaton grew past {max_states} states")
+    if time.monotonic() > deadline:
+        raise BudgetExceeded("the compile took longer than its time budget")
 
 
 @dataclass(frozen=True)
@@ -122,8 +154,8 @@ def _utf8_sequences(lo: int, hi: int) -> list[tuple[tuple[int, int], ...]]:
     return [tuple(zip(a, b))]
 
 
-def _class_sequences(fsm: interegular.FSM) -> dict[int, list[tuple[tuple[int, int], ...]]]:
-    """Byte-range sequences of every symbol class of the FSM's alphabet."""
+def class_ranges(fsm: interegular.FSM) -> dict[int, list[tuple[int, int]]]:
+    """Code point ranges of every symbol class of an interegular FSM (``anything_else`` included)."""
     by_class: dict[int, list[int]] = {}
     explicit: list[int] = []
     other_class = None
@@ -136,9 +168,12 @@ def _class_sequences(fsm: interegular.FSM) -> dict[int, list[tuple[tuple[int, in
     ranges = {cls: _ranges(cps) for cls, cps in by_class.items()}
     if other_class is not None:
         ranges[other_class] = _complement(_ranges(explicit))
-    return {
-        cls: [seq for a, b in _without_surrogates(rs) for seq in _utf8_sequences(a, b)] for cls, rs in ranges.items()
-    }
+    return {cls: _without_surrogates(rs) for cls, rs in ranges.items()}
+
+
+def utf8_sequences(ranges: list[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
+    """Byte-range sequences whose concatenations are exactly the UTF-8 encodings of ``ranges``."""
+    return [seq for a, b in _without_surrogates(ranges) for seq in _utf8_sequences(a, b)]
 
 
 class _Builder:
@@ -240,13 +275,28 @@ def compile_regex(pattern: str) -> ByteDFA:
         raise RegexCompileError(str(e)) from None
     if feature:
         raise RegexCompileError(f"{feature} cannot be compiled to an automaton")
+    return fsm_to_dfa(parse_fsm(pattern))
+
+
+def parse_fsm(pattern: str) -> interegular.FSM:
+    """interegular's character-level FSM of a pattern (RegexCompileError if it cannot)."""
     try:
-        fsm = interegular.parse_pattern(pattern).to_fsm()
+        return interegular.parse_pattern(pattern).to_fsm()
     except Exception as e:  # interegular raises several types, none of them documented
         raise RegexCompileError(str(e) or type(e).__name__) from None
+
+
+def fsm_to_dfa(fsm: interegular.FSM, encode=None) -> ByteDFA:
+    """A character FSM as a byte DFA.
+
+    ``encode(ranges)`` may replace how a class of code points is written: it returns byte-range
+    sequences (default: UTF-8). The JSON Schema compiler uses it to write characters the way they
+    appear inside a JSON string (escaped quotes, backslashes and controls).
+    """
     states = sorted(fsm.states)
     index = {s: i for i, s in enumerate(states)}
-    sequences = _class_sequences(fsm)
+    ranges = class_ranges(fsm)
+    sequences = {cls: (encode or utf8_sequences)(rs) for cls, rs in ranges.items()}
     builder = _Builder(len(states))
     for s in states:
         entries = [(seq, index[t]) for cls, t in fsm.map.get(s, {}).items() for seq in sequences.get(cls, [])]
@@ -266,4 +316,120 @@ def without_empty(dfa: ByteDFA) -> ByteDFA:
     trans = np.vstack([dfa.trans[0:1], dfa.trans])
     trans = np.where(trans >= 0, trans + 1, -1).astype(np.int32)
     trans, accepting = _trim(trans, np.concatenate([[False], dfa.accepting]), 0)
+    return ByteDFA(trans, accepting)
+
+
+def _sinked(dfa: ByteDFA) -> tuple[np.ndarray, np.ndarray]:
+    """Tables with an explicit dead state (index n) instead of -1, for complement-style products."""
+    n = dfa.n_states
+    trans = np.vstack([np.where(dfa.trans >= 0, dfa.trans, n), np.full((1, 256), n, dtype=np.int32)]) if n else np.zeros((1, 256), np.int32)
+    accepting = np.concatenate([dfa.accepting, [False]])
+    return trans.astype(np.int64), accepting
+
+
+def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
+    """The intersection (``"and"``), union (``"or"``) or difference (``"diff"``, a minus b).
+
+    A breadth-first product over reachable state pairs, each row computed for all 256 bytes at
+    once; the result is trimmed.
+    """
+    ta, fa = _sinked(a)
+    tb, fb = _sinked(b)
+    start = (0 if a.n_states else len(fa) - 1, 0 if b.n_states else len(fb) - 1)
+    index = {start: 0}
+    pairs = [start]
+    rows: list[np.ndarray] = []
+    stride = len(fb)
+    i = 0
+    while i < len(pairs):
+        if i % 64 == 0:
+            check_budget(len(pairs))
+        p, q = pairs[i]
+        codes = ta[p] * stride + tb[q]
+        row = np.empty(256, dtype=np.int32)
+        for code in np.unique(codes).tolist():
+            pair = divmod(code, stride)
+            j = index.get(pair)
+            if j is None:
+                j = index[pair] = len(pairs)
+                pairs.append(pair)
+            row[codes == code] = j
+        rows.append(row)
+        i += 1
+    pa = np.array([p for p, _ in pairs])
+    pb = np.array([q for _, q in pairs])
+    if op == "and":
+        accepting = fa[pa] & fb[pb]
+    elif op == "or":
+        accepting = fa[pa] | fb[pb]
+    elif op == "diff":
+        accepting = fa[pa] & ~fb[pb]
+    else:
+        raise ValueError(op)
+    trans, accepting = _trim(np.stack(rows), accepting, 0)
+    return ByteDFA(trans, accepting)
+
+
+def literal(data: bytes) -> ByteDFA:
+    """The DFA matching exactly ``data``."""
+    n = len(data) + 1
+    trans = np.full((n, 256), -1, dtype=np.int32)
+    for i, b in enumerate(data):
+        trans[i, b] = i + 1
+    accepting = np.zeros(n, dtype=bool)
+    accepting[-1] = True
+    return ByteDFA(trans, accepting)
+
+
+def union_all(dfas: list[ByteDFA]) -> ByteDFA:
+    """The union of several DFAs (balanced, to keep intermediate products small)."""
+    if not dfas:
+        return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
+    while len(dfas) > 1:
+        dfas = [product(dfas[i], dfas[i + 1], "or") if i + 1 < len(dfas) else dfas[i] for i in range(0, len(dfas), 2)]
+    return dfas[0]
+
+
+def strings(values: list[bytes]) -> ByteDFA:
+    """The DFA matching exactly the given byte strings (a trie)."""
+    index: dict[bytes, int] = {b"": 0}
+    for v in values:
+        for i in range(1, len(v) + 1):
+            index.setdefault(v[:i], len(index))
+    trans = np.full((len(index), 256), -1, dtype=np.int32)
+    accepting = np.zeros(len(index), dtype=bool)
+    for prefix, state in index.items():
+        if prefix:
+            trans[index[prefix[:-1]], prefix[-1]] = state
+    for v in values:
+        accepting[index[v]] = True
+    return ByteDFA(trans, accepting)
+
+
+def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:
+    """``prefix`` then a word of ``dfa`` then ``suffix`` (e.g. the quotes around a string body).
+
+    The body must not be able to continue with the suffix's first byte (true of a JSON string
+    body and its closing quote), so the result stays deterministic.
+    """
+    if dfa.empty:
+        return dfa
+    n, p, k = dfa.n_states, len(prefix), len(suffix)
+    trans = np.full((p + n + k, 256), -1, dtype=np.int32)
+    for i, b in enumerate(prefix):
+        trans[i, b] = i + 1
+    trans[p : p + n] = np.where(dfa.trans >= 0, dfa.trans + p, -1)
+    accepting = np.zeros(p + n + k, dtype=bool)
+    if not k:
+        accepting[p : p + n] = dfa.accepting
+    else:
+        after = p + n  # state p + n + i: suffix[: i + 1] consumed
+        for s in np.flatnonzero(dfa.accepting):
+            if trans[p + s, suffix[0]] >= 0:
+                raise ValueError("the body can continue with the suffix's first byte")
+            trans[p + s, suffix[0]] = after
+        for i in range(1, k):
+            trans[after + i - 1, suffix[i]] = after + i
+        accepting[after + k - 1] = True
+    trans, accepting = _trim(trans, accepting, 0)
     return ByteDFA(trans, accepting)

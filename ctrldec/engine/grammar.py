@@ -133,6 +133,39 @@ def _all_actions(analyzer: LALR_Analyzer, start: str):
     return states, index[analyzer.lr0_start_states[start].closure], end_state
 
 
+def _prune(rules: list, terminal_ok: set[str], start: str) -> list:
+    """Drop every alternative that can never finish (it uses a rule with no finite derivation, or
+    a terminal matching nothing) and every rule unreachable from ``start``.
+
+    LR parsing alone would happily shift into such a dead end; removing them keeps "the parser
+    can shift this terminal" equivalent to "the text can still be completed".
+    """
+    productive: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for rule in rules:
+            lhs = rule.origin.name
+            if lhs not in productive and all(
+                s.name in terminal_ok if s.is_term else s.name in productive for s in rule.expansion
+            ):
+                productive.add(lhs)
+                changed = True
+    live = [r for r in rules if all(s.name in terminal_ok if s.is_term else s.name in productive for s in r.expansion)]
+    reachable = {start}
+    frontier = [start]
+    by_origin: dict[str, list] = {}
+    for r in live:
+        by_origin.setdefault(r.origin.name, []).append(r)
+    while frontier:
+        for r in by_origin.get(frontier.pop(), []):
+            for s in r.expansion:
+                if not s.is_term and s.name not in reachable:
+                    reachable.add(s.name)
+                    frontier.append(s.name)
+    return [r for r in live if r.origin.name in reachable]
+
+
 def compile_lark(
     text: str,
     start: str = "start",
@@ -143,7 +176,7 @@ def compile_lark(
     """Compile Lark grammar text (LALR(1)) into ``GrammarTables``.
 
     ``terminal_dfas`` replaces the automaton of named terminals after Lark's analysis (``Regex``
-    uses it for patterns Lark would refuse, and the JSON Schema compiler for built automata).
+    uses it for patterns Lark would refuse).
     ``ambiguous``: keep LALR conflicts and let the parser follow every action, and lex a text
     that several terminals match as each of them (a GLR-style configuration set per sequence).
     Raises ``GrammarError`` naming the rule or terminal and its line.
@@ -151,9 +184,8 @@ def compile_lark(
     terms, rules, ignore = _load(text, start)
     if not any(r.origin.name == start for r in rules):
         raise GrammarError(f"the grammar has no rule '{start}' to start from")
-    names = [t.name for t in terms]
-    terminals: list[Terminal] = []
     given = terminal_dfas or {}
+    terminals: list[Terminal] = []
     for t in terms:
         pattern = t.pattern.to_regexp()
         try:
@@ -177,7 +209,34 @@ def compile_lark(
         order = (-t.priority, 0 if literal else 1, -max_width, -len(t.pattern.value), t.name)
         terminals.append(Terminal(t.name, dfa, t.priority, literal, t.name in ignore, order))
     _check_productive(text, rules, {t.name for t in terminals if not t.dfa.empty}, start)
+    return build_tables(text, rules, terminals, start, ambiguous=ambiguous)
 
+
+def compile_rules(
+    rules: dict[str, list[list[str]]], terminals: dict[str, ByteDFA], start: str = "start", *, ambiguous: bool = True
+) -> GrammarTables:
+    """Compile grammar rules built in Python: ``{lhs: [[symbol, ...], ...]}`` with terminal
+    automata by name (upper-case or not: a symbol is a terminal iff it is in ``terminals``)."""
+    from lark.grammar import NonTerminal, Rule
+    from lark.grammar import Terminal as LarkTerminal
+
+    lark_rules = []
+    for lhs, alts in rules.items():
+        for i, alt in enumerate(alts):
+            expansion = [LarkTerminal(s) if s in terminals else NonTerminal(s) for s in alt]
+            lark_rules.append(Rule(NonTerminal(lhs), expansion, order=i))
+    terms = [Terminal(name, dfa, 0, False, False, (0, 1, 0, 0, name)) for name, dfa in terminals.items()]
+    return build_tables("", lark_rules, terms, start, ambiguous=ambiguous)
+
+
+def build_tables(source: str, rules: list, terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
+    """LALR(1) analysis (conflicts kept if ``ambiguous``) and the lexer automaton."""
+    rules = _prune(rules, {t.name for t in terminals if not t.dfa.empty}, start)
+    if not any(r.origin.name == start for r in rules):
+        raise GrammarError("the grammar's language is empty")
+    used = {s.name for r in rules for s in r.expansion if s.is_term}
+    terminals = [t for t in terminals if t.name in used or t.ignore]
+    names = [t.name for t in terminals]
     analyzer = LALR_Analyzer(ParserConf(rules, None, [start]), strict=False)
     if ambiguous:
         rows, start_state, end_state = _all_actions(analyzer, start)
@@ -230,4 +289,4 @@ def compile_lark(
         ambiguous=ambiguous,
     )
     contexts = [[t for t in row if t != end] for row in actions]
-    return GrammarTables(text, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))
+    return GrammarTables(source, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))

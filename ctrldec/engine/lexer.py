@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bytedfa import ByteDFA
+from .bytedfa import ByteDFA, check_budget
 
 __all__ = ["Terminal", "LexerAutomaton"]
 
@@ -59,6 +59,8 @@ class LexerAutomaton:
         ]
         done = 0
         while done < len(self._members):
+            if done % 64 == 0:
+                check_budget(len(self._members))
             rows.append(self._successors(self._members[done]))
             done += 1
         self.trans = np.stack(rows) if rows else np.zeros((0, 256), dtype=np.int32)

@@ -1,0 +1,964 @@
+"""JSON Schema -> grammar rules and terminal automata, for the (ambiguous-capable) grammar engine.
+
+The compiler walks the schema once. Scalars become byte automata (``numbers.py``, ``strings.py``)
+so that unions and intersections of scalar constraints are exact; arrays and objects become
+grammar rules; ``anyOf`` becomes alternatives (overlap is fine: the engine follows every
+reading); ``allOf`` is merged keyword by keyword into one schema; ``$ref`` (recursive included)
+becomes a shared rule. What cannot be expressed raises ``SchemaError`` with the JSON pointer, or,
+with ``lenient=True``, is relaxed with a warning that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import unquote
+
+from ...engine.bytedfa import ByteDFA, check_budget, compile_regex, literal, product, strings, union_all
+from ...errors import SchemaError
+from .numbers import ANY_INTEGER, ANY_NUMBER, MAX_MODULUS, integer_dfa, number_dfa
+from .strings import FORMATS, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, ecma_to_python, string_dfa
+
+__all__ = ["compile_schema", "CompiledSchema", "MAX_COUNT"]
+
+MAX_COUNT = 64  # exact counting of array items / object properties up to here
+MAX_UNION_PRODUCT = 64  # allOf of anyOfs is distributed into at most this many branches
+MAX_ANY_ORDER_REQUIRED = 6  # property_order="any" tracks the required keys seen: 2^r rule states
+TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
+
+# Keywords with no effect on validity: ignored without a word.
+_ANNOTATIONS = {
+    "$schema", "$id", "id", "$comment", "$anchor", "$dynamicAnchor", "$vocabulary", "title", "description",
+    "default", "examples", "example", "readOnly", "writeOnly", "deprecated", "$defs", "definitions",
+    "contentMediaType", "contentEncoding", "contentSchema", "nullable",
+}  # fmt: skip
+_OBJECT_KW = {"properties", "required", "additionalProperties", "patternProperties", "propertyNames",
+              "minProperties", "maxProperties", "dependentRequired", "dependencies", "dependentSchemas",
+              "unevaluatedProperties"}  # fmt: skip
+_ARRAY_KW = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "contains", "minContains",
+             "maxContains", "uniqueItems", "unevaluatedItems"}  # fmt: skip
+_STRING_KW = {"minLength", "maxLength", "pattern", "format"}
+_NUMBER_KW = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+_HANDLED = _OBJECT_KW | _ARRAY_KW | _STRING_KW | _NUMBER_KW | {
+    "type", "enum", "const", "allOf", "anyOf", "oneOf", "not", "$ref", "if", "then", "else", "$dynamicRef",
+}  # fmt: skip
+
+NEVER = None  # a rule for an unsatisfiable schema
+
+
+def _pointer_escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass
+class CompiledSchema:
+    """Rules (lhs -> list of alternatives, each a list of symbols) and terminal automata."""
+
+    start: str
+    rules: dict[str, list[list[str]]]
+    terminals: dict[str, ByteDFA]
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Compiler:
+    def __init__(self, root: Any, *, whitespace: str | None, lenient: bool, any_order: bool = False) -> None:
+        self.root = root
+        self.lenient = lenient
+        self.any_order = any_order
+        self.warnings: list[str] = []
+        self.rules: dict[str, list[list[str]]] = {}
+        self.terminals: dict[str, ByteDFA] = {}
+        self._literal_names: dict[bytes, str] = {}
+        self._dfa_names: dict[bytes, str] = {}
+        self._ref_rules: dict[str, str | None] = {}
+        self._anchors: dict[str, Any] = {}
+        self._ws = whitespace
+        self._any: str | None = None
+        self._names = 0
+        self._memo: dict[str, str | None] = {}
+        self._index_ids(root, "")
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def relax(self, pointer: str, what: str) -> None:
+        """Raise in strict mode; otherwise record (and warn) that ``what`` was relaxed."""
+        message = f"{what} at {pointer or '/'}"
+        if not self.lenient:
+            raise SchemaError(message + " (pass lenient=True to relax it with a warning)", pointer=pointer or "/")
+        self.warnings.append(message)
+
+    def fresh(self) -> str:
+        self._names += 1
+        return f"r{self._names}"
+
+    def rule(self, alternatives: list[list[str | None]], name: str | None = None) -> str | None:
+        """A new rule from alternatives; alternatives with a NEVER symbol are dropped.
+
+        A rule may name itself in its alternatives (pass ``name`` from ``fresh()``); rules that can
+        never finish are pruned later, with every alternative that uses them.
+        """
+        alts = [list(alt) for alt in alternatives if all(s is not None for s in alt)]
+        if not alts:
+            return NEVER
+        name = name or self.fresh()
+        self.rules[name] = alts  # type: ignore[assignment]
+        return name
+
+    def loop(self, unit: list[str | None]) -> str | None:
+        """``unit+`` as a left-recursive rule (constant parser stack depth)."""
+        name = self.fresh()
+        return self.rule([unit, [name, *unit]], name=name)
+
+    def lit(self, text: bytes) -> str:
+        """A terminal for exact bytes (punctuation padded with whitespace in flexible mode)."""
+        name = self._literal_names.get(text)
+        if name is None:
+            name = self._literal_names[text] = f"L{len(self._literal_names)}"
+            if self._ws is not None and text in (b"{", b"}", b"[", b"]", b",", b":"):
+                ws = self._ws
+                self.terminals[name] = compile_regex(f"(?:{ws}){re.escape(text.decode())}(?:{ws})")
+            else:
+                self.terminals[name] = literal(text)
+        return name
+
+    def term(self, dfa: ByteDFA) -> str | None:
+        """A terminal for an automaton (deduplicated by content)."""
+        if dfa.empty:
+            return NEVER
+        key = dfa.trans.tobytes() + dfa.accepting.tobytes()
+        name = self._dfa_names.get(key)
+        if name is None:
+            name = self._dfa_names[key] = f"D{len(self._dfa_names)}"
+            self.terminals[name] = dfa
+        return name
+
+    # -- references -------------------------------------------------------------------------------
+
+    def _index_ids(self, node: Any, pointer: str) -> None:
+        if isinstance(node, dict):
+            for key in ("$anchor", "$dynamicAnchor"):
+                if isinstance(node.get(key), str):
+                    self._anchors["#" + node[key]] = node
+            if isinstance(node.get("$id"), str) and node["$id"].startswith("#"):
+                self._anchors[node["$id"]] = node
+            for k, v in node.items():
+                if k not in ("enum", "const", "default", "examples", "example"):
+                    self._index_ids(v, f"{pointer}/{_pointer_escape(k)}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                self._index_ids(v, f"{pointer}/{i}")
+
+    def resolve(self, ref: str, pointer: str) -> tuple[Any, str]:
+        """(target schema, its pointer) for a $ref inside this document."""
+        if ref in self._anchors:
+            return self._anchors[ref], ref
+        if not ref.startswith("#"):
+            # an absolute id of this very document, e.g. "http://x/schema#/definitions/a"
+            base = self.root.get("$id", "") if isinstance(self.root, dict) else ""
+            if base and ref.startswith(base.rstrip("#")):
+                ref = ref[len(base.rstrip("#")) :] or "#"
+            else:
+                raise SchemaError(f"remote $ref {ref!r} is not supported (only references inside the schema)", pointer=pointer)
+        if ref in self._anchors:
+            return self._anchors[ref], ref
+        node = self.root
+        target = ""
+        for part in unquote(ref[1:]).split("/")[1:] if ref != "#" else []:
+            part = part.replace("~1", "/").replace("~0", "~")
+            target += "/" + _pointer_escape(part)
+            try:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise SchemaError(f"$ref {ref!r} points to nothing", pointer=pointer) from None
+        return node, target
+
+    # -- values -----------------------------------------------------------------------------------
+
+    def value(self, schema: Any, pointer: str) -> str | None:
+        """The rule for a JSON value valid against ``schema`` (NEVER if none is)."""
+        check_budget(len(self.rules))
+        if schema is True or schema == {}:
+            return self.any_value()
+        if schema is False:
+            return NEVER
+        if not isinstance(schema, dict):
+            raise SchemaError(f"a schema must be an object or a boolean, got {type(schema).__name__}", pointer=pointer)
+        if set(schema) == {"$ref"} or (set(schema) - _ANNOTATIONS == {"$ref"}):
+            return self.ref_rule(schema["$ref"], pointer)
+        # Equal schemas (the same text: $refs resolve against the one root) share one rule, and a
+        # schema met again while it is being expanded (recursion through $ref + siblings, or
+        # through allOf) refers to the placeholder instead of expanding forever.
+        key = json.dumps({k: v for k, v in schema.items() if k not in _ANNOTATIONS}, sort_keys=True, default=str)
+        if key in self._memo:
+            return self._memo[key]
+        name = self._memo[key] = self.fresh()
+        inner = self.flat_value(self.flatten(schema, pointer), pointer)
+        if inner is NEVER:
+            self._memo[key] = NEVER  # earlier references to ``name`` are pruned as unproductive
+            return NEVER
+        self.rules[name] = [[inner]]
+        return name
+
+    def ref_rule(self, ref: str, pointer: str) -> str | None:
+        if not isinstance(ref, str):
+            raise SchemaError("$ref must be a string", pointer=pointer)
+        target, target_ptr = self.resolve(ref, pointer)
+        key = target_ptr if target_ptr.startswith("/") or target_ptr == "" else ref
+        if key in self._ref_rules:
+            name = self._ref_rules[key]
+            return name
+        name = f"ref{len(self._ref_rules)}"
+        self._ref_rules[key] = name  # placeholder first: recursive references point here
+        inner = self.value(target, target_ptr or "#")
+        if inner is NEVER:
+            self._ref_rules[key] = NEVER
+            self.rules.pop(name, None)
+            return NEVER
+        self.rules[name] = [[inner]]
+        return name
+
+    def any_value(self) -> str:
+        """Any JSON value (the schema ``true``)."""
+        if self._any is None:
+            self._any = "any_value"
+            self.rules["any_value"] = []
+            string = self.term(string_dfa())
+            member = self.rule([[string, self.lit(b":"), "any_value"]])
+            member_list = self.rule([[member], ["any_members", self.lit(b","), member]], name="any_members")
+            items = self.rule([["any_value"], ["any_items", self.lit(b","), "any_value"]], name="any_items")
+            self.rules["any_value"] = [
+                [self.lit(b"null")],
+                [self.lit(b"true")],
+                [self.lit(b"false")],
+                [self.term(compile_regex(ANY_NUMBER))],  # type: ignore[list-item]
+                [string],  # type: ignore[list-item]
+                [self.lit(b"["), self.lit(b"]")],
+                [self.lit(b"["), items, self.lit(b"]")],  # type: ignore[list-item]
+                [self.lit(b"{"), self.lit(b"}")],
+                [self.lit(b"{"), member_list, self.lit(b"}")],  # type: ignore[list-item]
+            ]
+        return self._any
+
+    # -- allOf / $ref merging ---------------------------------------------------------------------
+
+    def flatten(self, schema: dict, pointer: str, depth: int = 0) -> dict:
+        """Merge allOf members and a $ref with siblings into one schema (an intersection)."""
+        if depth > 32:
+            raise SchemaError("allOf/$ref nesting deeper than 32 (a reference cycle through allOf?)", pointer=pointer)
+        parts = [{k: v for k, v in schema.items() if k not in ("allOf", "$ref")}]
+        if "$ref" in schema:
+            target, target_ptr = self.resolve(schema["$ref"], pointer)
+            if target is False:
+                return {"not": True}
+            if isinstance(target, dict):
+                parts.append(self.flatten(target, target_ptr, depth + 1))
+        for i, sub in enumerate(schema.get("allOf", [])):
+            if sub is True:
+                continue
+            if sub is False:
+                return {"not": True}
+            if not isinstance(sub, dict):
+                raise SchemaError("allOf members must be schemas", pointer=f"{pointer}/allOf/{i}")
+            parts.append(self.flatten(sub, f"{pointer}/allOf/{i}", depth + 1))
+        out: dict = {}
+        for part in parts:
+            out = _merge(out, part, pointer, self)
+        return out
+
+    def flat_value(self, s: dict, pointer: str) -> str | None:
+        if "not" in s and s["not"] is True:
+            return NEVER
+        alternatives = []
+        branches = [[k for k in ("anyOf", "oneOf") if k in s]]
+        if branches[0]:
+            return self.union(s, pointer)
+        for t, rule in self.by_type(s, pointer).items():
+            alternatives.append([rule])
+        return self.rule(alternatives)
+
+    def union(self, s: dict, pointer: str) -> str | None:
+        """anyOf / oneOf: the common keywords intersected with each branch."""
+        key = "anyOf" if "anyOf" in s else "oneOf"
+        rest = {k: v for k, v in s.items() if k != key}
+        if key == "oneOf" and len(s[key]) > 1 and not _disjoint(s[key], self):
+            self.relax(f"{pointer}/oneOf", "oneOf branches that may overlap (read as anyOf)")
+        alts = []
+        for i, branch in enumerate(s[key]):
+            if branch is False:
+                continue
+            sub = {} if branch is True else branch
+            if not isinstance(sub, dict):
+                raise SchemaError(f"{key} members must be schemas", pointer=f"{pointer}/{key}/{i}")
+            merged = _merge(rest, self.flatten(sub, f"{pointer}/{key}/{i}"), pointer, self)
+            alts.append([self.flat_value(merged, f"{pointer}/{key}/{i}")])
+        return self.rule(alts)
+
+    # -- by type ----------------------------------------------------------------------------------
+
+    def allowed_types(self, s: dict, pointer: str) -> list[str]:
+        t = s.get("type", list(TYPES))
+        types = [t] if isinstance(t, str) else list(t)
+        for x in types:
+            if x not in TYPES:
+                raise SchemaError(f"unknown type {x!r}", pointer=f"{pointer}/type")
+        if "number" in types and "integer" in types:
+            types.remove("integer")
+        if s.get("nullable") is True and "null" not in types:
+            types.append("null")
+        return [x for x in TYPES if x in types]
+
+    def by_type(self, s: dict, pointer: str) -> dict[str, str]:
+        for k in s:
+            if k not in _HANDLED and k not in _ANNOTATIONS and not k.startswith("x-"):
+                pass  # unknown keywords carry no constraint (JSON Schema ignores them)
+        types = self.allowed_types(s, pointer)
+        nots = s.get("not")
+        if nots is not None:
+            types = self.apply_not(s, nots, types, pointer)
+        if "const" in s or "enum" in s:
+            return self.enum(s, types, pointer)
+        out: dict[str, str] = {}
+        builders = {
+            "null": lambda: self.lit(b"null"),
+            "boolean": lambda: self.rule([[self.lit(b"true")], [self.lit(b"false")]]),
+            "integer": lambda: self.number(s, pointer, integer=True),
+            "number": lambda: self.number(s, pointer, integer=False),
+            "string": lambda: self.string(s, pointer),
+            "array": lambda: self.array(s, pointer),
+            "object": lambda: self.object(s, pointer),
+        }
+        for t in types:
+            rule = builders[t]()
+            if rule is not NEVER:
+                out[t] = rule
+        return out
+
+    def apply_not(self, s: dict, nots: Any, types: list[str], pointer: str) -> list[str]:
+        for i, n in enumerate(nots if isinstance(nots, list) else [nots]):
+            if n is True:
+                return []
+            if n is False:
+                continue
+            if isinstance(n, dict) and set(n) - _ANNOTATIONS <= {"type"} and "type" in n:
+                banned = [n["type"]] if isinstance(n["type"], str) else n["type"]
+                types = [t for t in types if t not in banned and not (t == "integer" and "number" in banned)]
+                if "integer" in banned and "number" in types:
+                    self.relax(f"{pointer}/not", "'not integer' on numbers (integral numbers are still allowed)")
+            elif isinstance(n, dict) and set(n) - _ANNOTATIONS <= {"enum", "const"}:
+                continue  # handled by enum filtering / string and number exclusion below
+            elif isinstance(n, dict) and set(n) - _ANNOTATIONS == {"required"}:
+                continue  # handled by object()
+            else:
+                self.relax(f"{pointer}/not", "'not' with keywords other than type, enum, const or required")
+        return types
+
+    def _excluded_values(self, s: dict) -> list[Any]:
+        out = []
+        nots = s.get("not")
+        for n in nots if isinstance(nots, list) else [nots] if nots is not None else []:
+            if isinstance(n, dict):
+                if "const" in n:
+                    out.append(n["const"])
+                out += list(n.get("enum", []))
+        return out
+
+    def enum(self, s: dict, types: list[str], pointer: str) -> dict[str, str]:
+        values = [s["const"]] if "const" in s else s["enum"]
+        if "const" in s and "enum" in s:
+            values = [v for v in s["enum"] if _json_equal(v, s["const"])]
+        if not isinstance(values, list):
+            raise SchemaError("enum must be an array", pointer=f"{pointer}/enum")
+        excluded = self._excluded_values(s)
+        rest = {k: v for k, v in s.items() if k not in ("enum", "const", "not")}
+        out: dict[str, str] = {}
+        alts = []
+        for v in values:
+            if any(_json_equal(v, x) for x in excluded) or _json_type(v, types) is None:
+                continue
+            if not self._value_ok(v, rest):
+                continue
+            alts.append([self.term(strings(_spellings(v)))])
+        rule = self.rule(alts)
+        if rule is not NEVER:
+            out["enum"] = rule
+        return out
+
+    def _value_ok(self, v: Any, s: dict) -> bool:
+        """Does ``v`` satisfy the scalar keywords of ``s``? (enum values are filtered by them)."""
+        if isinstance(v, str) and set(s) & _STRING_KW:
+            try:
+                return self._string_automaton(s, "").matches(_dumps(v))
+            except SchemaError:
+                return True
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and set(s) & _NUMBER_KW:
+            dfa = self._number_automaton(s, "", integer=False)
+            return dfa.matches(_dumps(v)) if dfa is not None else True
+        return True
+
+    # -- numbers ----------------------------------------------------------------------------------
+
+    def _number_automaton(self, s: dict, pointer: str, *, integer: bool) -> ByteDFA | None:
+        def dec(key: str) -> Decimal | None:
+            v = s.get(key)
+            if v is None or isinstance(v, bool):
+                return None
+            if not isinstance(v, (int, float)):
+                raise SchemaError(f"{key} must be a number", pointer=f"{pointer}/{key}")
+            try:
+                return Decimal(str(v)) if isinstance(v, float) else Decimal(v)
+            except InvalidOperation:
+                raise SchemaError(f"{key} is not a finite number", pointer=f"{pointer}/{key}") from None
+
+        lo, hi = dec("minimum"), dec("maximum")
+        lo_x, hi_x = False, False
+        for key, is_lo in (("exclusiveMinimum", True), ("exclusiveMaximum", False)):
+            v = s.get(key)
+            if isinstance(v, bool):  # draft-04: a flag on minimum/maximum
+                if v:
+                    lo_x, hi_x = (True, hi_x) if is_lo else (lo_x, True)
+                continue
+            d = dec(key)
+            if d is None:
+                continue
+            if is_lo and (lo is None or d >= lo):
+                lo, lo_x = d, True
+            elif not is_lo and (hi is None or d <= hi):
+                hi, hi_x = d, True
+        multiples = s.get("multipleOf")
+        mult = None
+        if multiples is not None:
+            items = multiples if isinstance(multiples, list) else [multiples]
+            for m in items:
+                if isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0:
+                    raise SchemaError("multipleOf must be a number > 0", pointer=f"{pointer}/multipleOf")
+            decs = [Decimal(str(m)) for m in items]
+            mult = decs[0]
+            for d in decs[1:]:
+                mult = _lcm(mult, d)
+        try:
+            if integer:
+                ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
+                ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
+                if lo is None and hi is None and mult is None:
+                    return compile_regex(ANY_INTEGER)
+                return integer_dfa(ilo, ihi, mult)
+            return number_dfa(lo, hi, lo_exclusive=lo_x, hi_exclusive=hi_x, multiple_of=mult)
+        except OverflowError as e:
+            self.relax(f"{pointer}/multipleOf", f"multipleOf too fine to enforce exactly ({e})")
+            s2 = {k: v for k, v in s.items() if k != "multipleOf"}
+            return self._number_automaton(s2, pointer, integer=integer)
+
+    def number(self, s: dict, pointer: str, *, integer: bool) -> str | None:
+        dfa = self._number_automaton(s, pointer, integer=integer)
+        for v in self._excluded_values(s):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and dfa is not None:
+                dfa = product(dfa, literal(_dumps(v)), "diff")
+        return NEVER if dfa is None else self.term(dfa)
+
+    # -- strings ----------------------------------------------------------------------------------
+
+    def _string_automaton(self, s: dict, pointer: str) -> ByteDFA:
+        patterns = s.get("pattern")
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+        usable = []
+        for p in patterns:
+            try:
+                check_pattern(p)
+                usable.append(p)
+            except UnsupportedPattern as e:
+                self.relax(f"{pointer}/pattern", f"pattern {p!r} ({e})")
+        formats = s.get("format")
+        formats = [formats] if isinstance(formats, str) else list(formats or [])
+        known = []
+        for f in formats:
+            if f in FORMATS:
+                known.append(f)
+            else:
+                self.relax(f"{pointer}/format", f"unknown format {f!r} (not enforced)")
+        lo = max(0, int(s.get("minLength", 0) or 0))
+        hi = s.get("maxLength")
+        hi = None if hi is None else int(hi)
+        if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
+            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND} (not enforced)")
+            lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
+        if hi is not None and hi < lo:
+            return ByteDFA(*_empty_tables())
+        return string_dfa(pattern=usable, fmt=known, min_length=lo, max_length=hi)
+
+    def string(self, s: dict, pointer: str) -> str | None:
+        dfa = self._string_automaton(s, pointer)
+        excluded = [_dumps(v) for v in self._excluded_values(s) if isinstance(v, str)]
+        if excluded:
+            dfa = product(dfa, strings(excluded), "diff")
+        return self.term(dfa)
+
+    # -- arrays -----------------------------------------------------------------------------------
+
+    def array(self, s: dict, pointer: str) -> str | None:
+        items = s.get("items", True)
+        prefix = list(s.get("prefixItems", []))
+        rest: Any = items
+        if isinstance(items, list):  # draft-07 tuple form
+            prefix, rest = items, s.get("additionalItems", True)
+        lo = int(s.get("minItems", 0) or 0)
+        hi = s.get("maxItems")
+        hi = None if hi is None else int(hi)
+        if s.get("uniqueItems") is True:
+            self.relax(f"{pointer}/uniqueItems", "uniqueItems (duplicates are not prevented)")
+        if "unevaluatedItems" in s and s["unevaluatedItems"] is not True:
+            self.relax(f"{pointer}/unevaluatedItems", "unevaluatedItems (not enforced)")
+        elem = [self.value(p, f"{pointer}/prefixItems/{i}") for i, p in enumerate(prefix)]
+        rest_rule = self.value(rest, f"{pointer}/items") if rest is not False else NEVER
+        contains = s.get("contains")
+        if contains is not None:
+            return self.array_contains(s, pointer, elem, rest, rest_rule, lo, hi)
+        if rest_rule is NEVER:
+            hi = len(prefix) if hi is None else min(hi, len(prefix))
+        # the first prefix element that can never match caps the length
+        for i, e in enumerate(elem):
+            if e is NEVER:
+                hi = i if hi is None else min(hi, i)
+                break
+        if hi is not None and hi < lo:
+            return NEVER
+        if hi is not None and hi > max(MAX_COUNT, len(prefix)):
+            self.relax(f"{pointer}/maxItems", f"maxItems {hi} beyond {MAX_COUNT} (not enforced)")
+            hi = None
+        if lo > max(MAX_COUNT, len(prefix)):
+            self.relax(f"{pointer}/minItems", f"minItems {lo} beyond {MAX_COUNT} (not enforced)")
+            lo = max(MAX_COUNT, len(prefix))
+        open_, close, comma = self.lit(b"["), self.lit(b"]"), self.lit(b",")
+
+        def element(j: int) -> str | None:
+            return elem[j] if j < len(elem) else rest_rule
+
+        # tail(j): the rest of the array after j elements ("]" or "," element tail(j + 1));
+        # past the counted part, an unbounded array loops on its rest elements.
+        fixed = max(len(prefix), lo)
+        last = hi if hi is not None else fixed
+        tails: dict[int, str | None] = {}
+        for j in range(last, 0, -1):
+            alts: list[list[str | None]] = []
+            if j >= lo:
+                alts.append([close])
+            if hi is None and j == last:
+                if rest_rule is not NEVER:
+                    alts.append([self.loop([comma, rest_rule]), close])
+            elif j < last and element(j) is not NEVER:
+                alts.append([comma, element(j), tails[j + 1]])
+            tails[j] = self.rule(alts)
+        if last == 0:  # no counted part: after the first element, loop
+            alts = [[close]]
+            if hi is None and rest_rule is not NEVER:
+                alts.append([self.loop([comma, rest_rule]), close])
+            tails[1] = self.rule(alts) if hi is None or hi >= 1 else NEVER
+        first_alts: list[list[str | None]] = []
+        if lo == 0:
+            first_alts.append([open_, close])
+        if hi is None or hi > 0:
+            first_alts.append([open_, element(0), tails.get(1)])
+        return self.rule(first_alts)
+
+    def array_contains(self, s, pointer, elem, rest, rest_rule, lo, hi) -> str | None:
+        if elem or hi is not None or lo > 1 or "maxContains" in s:
+            self.relax(f"{pointer}/contains", "contains together with prefixItems, maxItems, minItems > 1 or maxContains")
+        n = int(s.get("minContains", 1))
+        if n == 0:
+            return self.array({k: v for k, v in s.items() if k not in ("contains", "minContains", "maxContains")}, pointer)
+        both = self.value({"allOf": [rest if rest is not True else {}, s["contains"]]}, f"{pointer}/contains")
+        if both is NEVER:
+            return NEVER
+        open_, close, comma = self.lit(b"["), self.lit(b"]"), self.lit(b",")
+        # [ (rest ,)* match (, rest)* ] with at least n matches: chain n segments
+        any_item = rest_rule
+        before = self.loop([any_item, comma]) if any_item else NEVER
+        after = self.loop([comma, any_item]) if any_item else NEVER
+        seq: list[list[str | None]] = [[both]]
+        for _ in range(n - 1):
+            mid = self.rule([[comma], [after, comma]]) if after else self.rule([[comma]])
+            seq = [alt + [mid, both] for alt in seq]
+        core = self.rule(seq)
+        body_alts = [[core], [before, core], [core, after], [before, core, after]]
+        return self.rule([[open_, self.rule(body_alts), close]])
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    def object(self, s: dict, pointer: str) -> str | None:
+        props: dict = s.get("properties", {}) or {}
+        if not isinstance(props, dict):
+            raise SchemaError("properties must be an object", pointer=f"{pointer}/properties")
+        required = list(dict.fromkeys(s.get("required", []) or []))
+        patterns: dict = s.get("patternProperties", {}) or {}
+        additional = s.get("additionalProperties", True)
+        names = s.get("propertyNames")
+        for kw in ("dependentSchemas", "unevaluatedProperties"):
+            if kw in s and s[kw] is not True and s[kw] != {}:
+                self.relax(f"{pointer}/{kw}", f"{kw} (not enforced)")
+        for kw in ("dependentRequired", "dependencies"):
+            if s.get(kw):
+                self.relax(f"{pointer}/{kw}", f"{kw} (not enforced)")
+        lo = int(s.get("minProperties", 0) or 0)
+        hi = s.get("maxProperties")
+        forbidden = set()
+        for n in (s.get("not") if isinstance(s.get("not"), list) else [s.get("not")]):
+            if isinstance(n, dict) and set(n) - _ANNOTATIONS == {"required"}:
+                if len(n["required"]) == 1:
+                    forbidden.add(n["required"][0])
+                else:
+                    self.relax(f"{pointer}/not", "not required with several names")
+        # Known keys: the listed properties, then required names that are not listed.
+        keys = list(props) + [r for r in required if r not in props]
+        members: list[tuple[str, str | None, bool]] = []  # (key, value rule, required)
+        name_dfa = self._key_automaton(names, pointer) if names not in (None, True) else None
+        for key in keys:
+            schemas = []
+            if key in props:
+                schemas.append(props[key])
+            matching = [p for p in patterns if _pattern_matches(p, key)]
+            schemas += [patterns[p] for p in matching]
+            if key not in props and not matching:
+                schemas.append(additional)
+            if key in forbidden or (name_dfa is not None and not name_dfa.matches(_dumps(key))):
+                schemas.append(False)
+            sub = schemas[0] if len(schemas) == 1 else {"allOf": schemas}
+            rule = self.value(sub, f"{pointer}/properties/{_pointer_escape(key)}")
+            is_required = key in required
+            if rule is NEVER and is_required:
+                return NEVER
+            members.append((key, rule, is_required))
+        extra = self._extra_members(keys, patterns, additional, name_dfa, pointer)
+        if hi is not None and int(hi) < len([m for m in members if m[2]]):
+            return NEVER
+        if lo or hi is not None:
+            if lo <= len([m for m in members if m[2]]) and hi is None:
+                pass  # implied by the required properties
+            else:
+                self.relax(f"{pointer}", "minProperties/maxProperties (not enforced)")
+        if self.any_order and sum(req for _, _, req in members) <= MAX_ANY_ORDER_REQUIRED:
+            return self._object_any_order(members, extra)
+        return self._object_rules(members, extra)
+
+    def _key_automaton(self, names: Any, pointer: str) -> ByteDFA | None:
+        """Keys allowed by propertyNames (a string schema), as JSON strings."""
+        if names is False:
+            return ByteDFA(*_empty_tables())
+        if not isinstance(names, dict):
+            return None
+        flat = self.flatten(names, f"{pointer}/propertyNames")
+        if "enum" in flat or "const" in flat:
+            values = [flat["const"]] if "const" in flat else flat["enum"]
+            return strings([_dumps(v) for v in values if isinstance(v, str)])
+        return self._string_automaton(flat, f"{pointer}/propertyNames")
+
+    def _extra_members(self, keys, patterns, additional, name_dfa, pointer) -> str | None:
+        """A rule for one member whose key is not a known property (None if none may appear)."""
+        known = strings([_dumps(k) for k in keys]) if keys else None
+        base = string_dfa() if name_dfa is None else name_dfa
+        if known is not None:
+            base = product(base, known, "diff")
+        colon = self.lit(b":")
+        alts = []
+        pattern_dfas = {}
+        for p in patterns:
+            try:
+                check_pattern(p)
+                pattern_dfas[p] = string_dfa(pattern=p)
+            except UnsupportedPattern as e:
+                self.relax(f"{pointer}/patternProperties", f"pattern {p!r} ({e})")
+        plist = list(pattern_dfas)
+        if len(plist) > 4:
+            self.relax(f"{pointer}/patternProperties", "more than 4 patternProperties (overlaps not intersected)")
+            for p in plist:
+                key = self.term(product(base, pattern_dfas[p], "and"))
+                alts.append([key, colon, self.value(patterns[p], f"{pointer}/patternProperties/{_pointer_escape(p)}")])
+            plist = []
+        for mask in range(1, 2 ** len(plist)):
+            region = base
+            chosen = []
+            for i, p in enumerate(plist):
+                region = product(region, pattern_dfas[p], "and" if mask >> i & 1 else "diff")
+                if mask >> i & 1:
+                    chosen.append(patterns[p])
+            if region.empty:
+                continue
+            value = self.value(chosen[0] if len(chosen) == 1 else {"allOf": chosen}, f"{pointer}/patternProperties")
+            alts.append([self.term(region), colon, value])
+        if additional is not False:
+            region = base
+            for p in plist:
+                region = product(region, pattern_dfas[p], "diff")
+            if not region.empty:
+                alts.append([self.term(region), colon, self.value(additional, f"{pointer}/additionalProperties")])
+        return self.rule(alts)
+
+    def _object_rules(self, members: list[tuple[str, str | None, bool]], extra: str | None) -> str | None:
+        """``{`` members in schema order, optional ones skippable, extra members anywhere ``}``.
+
+        after[i]: at least one member was written and members i.. remain; first[i]: none yet.
+        """
+        open_, close, comma, colon = self.lit(b"{"), self.lit(b"}"), self.lit(b","), self.lit(b":")
+        n = len(members)
+        present = [None if rule is NEVER else self.rule([[self.lit(_dumps(key)), colon, rule]]) for key, rule, _ in members]
+        after: list[str | None] = [None] * (n + 1)
+        first: list[str | None] = [None] * (n + 1)
+        for i in range(n, -1, -1):
+            required = i < n and members[i][2]
+            name = self.fresh()
+            alts: list[list[str | None]] = [[]] if i == n else []
+            if i < n:
+                alts.append([comma, present[i], after[i + 1]])
+                if not required:
+                    alts.append([after[i + 1]])
+            if extra is not None:
+                alts.append([comma, extra, name])
+            after[i] = self.rule(alts, name=name)
+            alts = [[]] if i == n else []
+            if i < n:
+                alts.append([present[i], after[i + 1]])
+                if not required:
+                    alts.append([first[i + 1]])
+            if extra is not None:
+                alts.append([extra, after[i]])
+            first[i] = self.rule(alts)
+        return self.rule([[open_, first[0], close]])
+
+
+    def _object_any_order(self, members: list[tuple[str, str | None, bool]], extra: str | None) -> str | None:
+        """Members in any order; the rules track which required keys were seen (2^r of them).
+
+        A known key may repeat (every value is still valid, and JSON parsers keep the last one).
+        """
+        open_, close, comma, colon = self.lit(b"{"), self.lit(b"}"), self.lit(b","), self.lit(b":")
+        units = [(None if rule is NEVER else self.rule([[self.lit(_dumps(key)), colon, rule]]), req) for key, rule, req in members]
+        required = [i for i, (_, _, req) in enumerate(members) if req]
+        bit = {i: 1 << j for j, i in enumerate(required)}
+        full = (1 << len(required)) - 1
+        seq = {mask: self.fresh() for mask in range(full + 1)}  # seq[S]: after >= 1 member, S seen
+        for mask, name in seq.items():
+            alts: list[list[str | None]] = [[]] if mask == full else []
+            for i, (unit, req) in enumerate(units):
+                alts.append([comma, unit, seq[mask | bit.get(i, 0)]])
+            if extra is not None:
+                alts.append([comma, extra, name])
+            self.rule(alts, name=name)
+        first: list[list[str | None]] = [[open_, close]] if full == 0 else []
+        for i, (unit, req) in enumerate(units):
+            first.append([open_, unit, seq[bit.get(i, 0)], close])
+        if extra is not None:
+            first.append([open_, extra, seq[0], close])
+        return self.rule(first)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _empty_tables():
+    import numpy as np
+
+    return np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)
+
+
+def _dumps(v: Any) -> bytes:
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _spellings(v: Any) -> list[bytes]:
+    """The compact JSON forms of an enum value: an integral number is written ``2`` or ``2.0``."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and abs(v) < 2**53:
+        return [str(int(v)).encode(), f"{int(v)}.0".encode()]
+    return [_dumps(v)]
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _json_type(v: Any, types: list[str]) -> str | None:
+    if v is None:
+        t = "null"
+    elif isinstance(v, bool):
+        t = "boolean"
+    elif isinstance(v, int) or isinstance(v, float) and v.is_integer():
+        t = "integer" if "integer" in types else "number"
+    elif isinstance(v, float):
+        t = "number"
+    elif isinstance(v, str):
+        t = "string"
+    elif isinstance(v, list):
+        t = "array"
+    else:
+        t = "object"
+    if t == "integer" and "integer" not in types and "number" in types:
+        t = "number"
+    return t if t in types else None
+
+
+def _pattern_matches(pattern: str, key: str) -> bool:
+    try:
+        return re.fullmatch(ecma_to_python(pattern), key) is not None
+    except (UnsupportedPattern, re.error):
+        return False
+
+
+def _lcm(a: Decimal, b: Decimal) -> Decimal:
+    scale = max(-a.as_tuple().exponent, -b.as_tuple().exponent, 0)  # type: ignore[operator]
+    ia, ib = int(a * 10**scale), int(b * 10**scale)
+    return Decimal(ia * ib // math.gcd(ia, ib)) / Decimal(10**scale)
+
+
+def _disjoint(branches: list, compiler: _Compiler) -> bool:
+    """Can no JSON value satisfy two oneOf branches? (Checked on types and const discriminators.)"""
+    summaries = []
+    for b in branches:
+        if not isinstance(b, dict):
+            return False
+        flat = compiler.flatten(b, "")
+        types = set(compiler.allowed_types(flat, ""))
+        if "integer" in types:
+            types.add("number")
+        if "number" in types:
+            types.add("integer")
+        discriminators = {}
+        for k, v in (flat.get("properties") or {}).items():
+            if isinstance(v, dict) and k in (flat.get("required") or []):
+                if "const" in v:
+                    discriminators[k] = {json.dumps(v["const"], sort_keys=True)}
+                elif "enum" in v and isinstance(v["enum"], list):
+                    discriminators[k] = {json.dumps(x, sort_keys=True) for x in v["enum"]}
+        if "const" in flat:
+            consts = {json.dumps(flat["const"], sort_keys=True)}
+        elif "enum" in flat and isinstance(flat["enum"], list):
+            consts = {json.dumps(x, sort_keys=True) for x in flat["enum"]}
+        else:
+            consts = None
+        summaries.append((types, discriminators, consts))
+    for i in range(len(summaries)):
+        for j in range(i + 1, len(summaries)):
+            ti, di, ci = summaries[i]
+            tj, dj, cj = summaries[j]
+            if not ti & tj:
+                continue
+            if ci is not None and cj is not None and not ci & cj:
+                continue
+            if any(k in dj and not di[k] & dj[k] for k in di):
+                continue
+            return False
+    return True
+
+
+def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
+    """The intersection of two flat schemas (no allOf/$ref), keyword by keyword."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+            continue
+        u = out[k]
+        if k in _ANNOTATIONS:
+            continue
+        if k == "type":
+            ta = {u} if isinstance(u, str) else set(u)
+            tb = {v} if isinstance(v, str) else set(v)
+            both = ta & tb
+            if "number" in ta and "integer" in tb or "integer" in ta and "number" in tb:
+                both.add("integer")
+            out[k] = sorted(both)
+            if not both:
+                out["not"] = True
+        elif k in ("minimum", "minLength", "minItems", "minProperties", "minContains"):
+            out[k] = max(u, v)
+        elif k in ("maximum", "maxLength", "maxItems", "maxProperties", "maxContains"):
+            out[k] = min(u, v)
+        elif k in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(u, bool) and not isinstance(v, bool):
+            out[k] = max(u, v) if k == "exclusiveMinimum" else min(u, v)
+        elif k == "required":
+            out[k] = list(dict.fromkeys([*u, *v]))
+        elif k == "properties":
+            merged = dict(u)
+            for name, sub in v.items():
+                merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
+            out[k] = merged
+            # a property listed only in b must also pass a's additionalProperties (and vice versa)
+            out = _cross_additional(out, a, b, pointer)
+        elif k == "patternProperties":
+            merged = dict(u)
+            for p, sub in v.items():
+                merged[p] = {"allOf": [merged[p], sub]} if p in merged else sub
+            out[k] = merged
+        elif k in ("additionalProperties", "items", "additionalItems", "propertyNames", "contains", "unevaluatedProperties", "unevaluatedItems"):
+            out[k] = v if u is True else u if v is True else False if u is False or v is False else {"allOf": [u, v]}
+        elif k == "prefixItems" or (k == "items" and isinstance(u, list)):
+            out[k] = [({"allOf": [x, y]}) for x, y in zip(u, v)] + list(u[len(v):]) + list(v[len(u):])
+        elif k in ("pattern", "format", "multipleOf"):
+            out[k] = [*(u if isinstance(u, list) else [u]), *(v if isinstance(v, list) else [v])]
+        elif k == "enum":
+            out[k] = [x for x in u if any(_json_equal(x, y) for y in v)]
+        elif k == "const":
+            if not _json_equal(u, v):
+                out["not"] = True
+        elif k in ("anyOf", "oneOf"):
+            # (A1 | A2) & (B1 | B2) = (A1 & B1) | (A1 & B2) | ...
+            if len(u) * len(v) > MAX_UNION_PRODUCT:
+                compiler.relax(pointer, f"allOf of unions with {len(u) * len(v)} combined branches (only the first union kept)")
+                continue
+            out[k] = [{"allOf": [x, y]} for x in u for y in v]
+            if k == "oneOf":
+                compiler.relax(pointer, "two oneOf lists in one allOf (read as anyOf)")
+                out["anyOf"] = out.pop("oneOf")
+        elif k == "not":
+            out[k] = [*(u if isinstance(u, list) else [u]), *(v if isinstance(v, list) else [v])]
+        elif k == "uniqueItems":
+            out[k] = bool(u) or bool(v)
+        elif k == "nullable":
+            out[k] = bool(u) and bool(v)
+        else:
+            compiler.relax(pointer, f"allOf with {k!r} in several members (the first is kept)")
+    if "anyOf" in a and "oneOf" in b or "oneOf" in a and "anyOf" in b:
+        x = out.pop("anyOf")
+        y = out.pop("oneOf")
+        out["anyOf"] = [{"allOf": [p, q]} for p in x for q in y]
+    return out
+
+
+def _cross_additional(out: dict, a: dict, b: dict, pointer: str) -> dict:
+    for this, other in ((a, b), (b, a)):
+        extra = this.get("additionalProperties", True)
+        if extra is True:
+            continue
+        listed = set(this.get("properties", {}) or {})
+        pats = list((this.get("patternProperties") or {}))
+        for name in (other.get("properties") or {}):
+            if name in listed or any(_pattern_matches(p, name) for p in pats):
+                continue
+            out["properties"][name] = False if extra is False else {"allOf": [out["properties"][name], extra]}
+    return out
+
+
+def compile_schema(schema: Any, *, whitespace: str | None = None, lenient: bool = False, any_order: bool = False) -> CompiledSchema:
+    """Compile a JSON Schema (a dict or boolean) into rules and terminal automata."""
+    c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        top = c.value(schema, "")
+    if top is NEVER:
+        raise SchemaError("no JSON value satisfies this schema", pointer="/")
+    start_alts: list[list[str]] = [[top]]
+    if whitespace is not None:
+        ws = c.term(compile_regex(f"(?:{whitespace})"))
+        if ws is not None and not c.terminals[ws].accepting[0]:
+            start_alts += [[ws, top], [top, ws], [ws, top, ws]]
+    c.rules["start"] = start_alts
+    return CompiledSchema("start", c.rules, c.terminals, c.warnings)

@@ -1,0 +1,337 @@
+"""Automata for JSON strings: patterns (ECMA-262), formats and lengths, as they are written in JSON.
+
+A constraint on a string's *value* (its characters) becomes an automaton over the bytes of its
+JSON form: ``"`` + each character written raw (UTF-8) or, for ``"``, ``\\`` and control
+characters, as the escape ``json.dumps`` writes (``\\"``, ``\\\\``, ``\\n``, ``\\u0001``, ...),
+``\\/`` too, + ``"``. Strings with no pattern or format accept every JSON escape, ``\\uXXXX``
+included; a pattern or format string accepts ``\\uXXXX`` only for control characters (so each
+value has one spelling, and the automaton stays small). Lengths count characters, not bytes.
+
+>>> string_dfa(pattern="^[a-z]+$", max_length=3).matches(b'"abc"')
+True
+>>> string_dfa(fmt="date").matches(b'"2024-02-30"')
+False
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import interegular
+import numpy as np
+
+from ...engine.bytedfa import ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, parse_fsm, product, utf8_sequences
+
+__all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND"]
+
+ANY_STRING_BODY = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*'
+MAX_LENGTH_BOUND = 256  # exact length counting up to here (one automaton level per character)
+
+_SHORT = {'"': b'\\"', "\\": b"\\\\", "\b": b"\\b", "\f": b"\\f", "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
+
+
+class UnsupportedPattern(ValueError):
+    """A regex feature that cannot be compiled to an automaton (lookaround, backreference, \\p{...})."""
+
+
+def _escape_sequences(cp: int) -> list[bytes]:
+    ch = chr(cp)
+    if ch in _SHORT:
+        return [_SHORT[ch]]
+    if cp < 0x20:
+        return [f"\\u{cp:04x}".encode(), f"\\u{cp:04X}".encode()] if f"{cp:04x}" != f"{cp:04X}" else [f"\\u{cp:04x}".encode()]
+    if ch == "/":
+        return [b"\\/"]
+    return []
+
+
+def _json_encode(ranges: list[tuple[int, int]]) -> list[tuple[tuple[int, int], ...]]:
+    """How the characters of ``ranges`` are written inside a JSON string (raw, or escaped)."""
+    raw: list[tuple[int, int]] = []
+    out: list[tuple[tuple[int, int], ...]] = []
+    for a, b in ranges:
+        lo = a
+        for special in sorted(c for c in [*range(0x20), ord('"'), ord("\\"), ord("/")] if a <= c <= b):
+            if special != ord("/"):
+                if lo <= special - 1:
+                    raw.append((lo, special - 1))
+                lo = special + 1
+            for seq in _escape_sequences(special):
+                out.append(tuple((x, x) for x in seq))
+        if lo <= b:
+            raw.append((lo, b))
+    return utf8_sequences(raw) + out
+
+
+# -- ECMA-262 regexes -> Python / interegular ----------------------------------------------------
+
+# Real characters, not escapes: interegular does not read \uXXXX.
+_ECMA_SPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NOT_LINE_END = "[^\n\r\u2028\u2029]"
+_CLASS_ESCAPES = {"d": "0-9", "w": "A-Za-z0-9_", "s": _ECMA_SPACE}
+_NEG_ESCAPES = {"D": "0-9", "W": "A-Za-z0-9_", "S": _ECMA_SPACE}
+
+
+def _literal(ch: str, in_class: bool) -> str:
+    """One character as regex source interegular reads (the character itself, escaped if needed)."""
+    specials = "]\\^-[" if in_class else ".^$*+?{}[]\\|()"
+    return "\\" + ch if ch in specials else ch
+
+
+def _translate(body: str) -> str:
+    """Rewrite ECMA-262 syntax into Python syntax that interegular reads the same way."""
+    out = []
+    i, n = 0, len(body)
+    in_class = False
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise UnsupportedPattern("a pattern may not end with a backslash")
+            e = body[i + 1]
+            if e in _CLASS_ESCAPES:
+                out.append(_CLASS_ESCAPES[e] if in_class else f"[{_CLASS_ESCAPES[e]}]")
+            elif e in _NEG_ESCAPES:
+                if in_class:
+                    raise UnsupportedPattern(f"\\{e} inside a character class")
+                out.append(f"[^{_NEG_ESCAPES[e]}]")
+            elif e in "pP":
+                raise UnsupportedPattern(f"Unicode property escapes (\\{e}{{...}}) are not supported")
+            elif e == "k" or e.isdigit() and e != "0":
+                raise UnsupportedPattern("backreferences cannot be compiled to an automaton")
+            elif e in "bB" and not in_class:
+                raise UnsupportedPattern("word boundaries (\\b, \\B) cannot be compiled to an automaton")
+            elif e == "c" and i + 2 < n and body[i + 2].isalpha():
+                out.append(_literal(chr(ord(body[i + 2]) % 32), in_class))
+                i += 3
+                continue
+            elif e == "u" and i + 2 < n and body[i + 2] == "{":
+                end = body.index("}", i)
+                out.append(_literal(chr(int(body[i + 3 : end], 16)), in_class))
+                i = end + 1
+                continue
+            elif e == "u" or e == "x":
+                width = 4 if e == "u" else 2
+                try:
+                    out.append(_literal(chr(int(body[i + 2 : i + 2 + width], 16)), in_class))
+                except ValueError:
+                    raise UnsupportedPattern(f"bad escape \\{body[i + 1 : i + 2 + width]}") from None
+                i += 2 + width
+                continue
+            elif e == "/":
+                out.append("/")
+            elif e in "0tnrvf":
+                out.append(_literal({"0": "\x00", "t": "\t", "n": "\n", "r": "\r", "v": "\x0b", "f": "\x0c"}[e], in_class))
+            elif e.isalnum():
+                raise UnsupportedPattern(f"unknown escape \\{e}")
+            else:
+                out.append(re.escape(e))
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            elif c == "[":
+                out.append("\\[")
+                i += 1
+                continue
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            if body.startswith("[^]", i):
+                out.append("[\\s\\S]")
+                i += 3
+                continue
+            if body.startswith("[]", i):
+                out.append("(?!)")
+                i += 2
+                continue
+            in_class = True
+            out.append(c)
+            if i + 1 < n and body[i + 1] == "^":
+                out.append("^")
+                i += 1
+            i += 1
+            continue
+        if c == ".":
+            out.append(_NOT_LINE_END)
+        elif c == "(" and body.startswith("(?<", i) and not body.startswith(("(?<=", "(?<!"), i):
+            out.append("(?P<")
+            i += 3
+            continue
+        elif c == "(" and body.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
+            raise UnsupportedPattern("lookarounds cannot be compiled to an automaton")
+        elif c in "^$":
+            raise UnsupportedPattern(f"the anchor {c} may only start or end the pattern (or a top-level alternative)")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def ecma_to_python(pattern: str) -> str:
+    """A JSON Schema ``pattern`` (ECMA-262, unanchored search) as a Python regex for full matches.
+
+    Top-level alternatives are grouped by how they are anchored and each group is wrapped in one
+    ``[\\s\\S]*...[\\s\\S]*``: wrapping each alternative on its own makes the automaton of their
+    union exponential (seen on a 17-way alternation in JSONSchemaBench).
+    """
+    groups: dict[tuple[bool, bool], list[str]] = {}
+    for alt in _top_level_alternatives(pattern):
+        head = alt.startswith("^")
+        body = alt[1:] if head else alt
+        tail = body.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", body)
+        body = body[:-1] if tail else body
+        groups.setdefault((head, tail), []).append(_translate(body))
+    branches = []
+    for (head, tail), bodies in groups.items():
+        inner = "|".join(f"(?:{b})" for b in bodies)
+        branches.append(("" if head else "[\\s\\S]*") + f"(?:{inner})" + ("" if tail else "[\\s\\S]*"))
+    return "|".join(f"(?:{b})" for b in branches)
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+_YEAR = r"[0-9]{4}"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)"
+_DATE = (
+    rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    rf"|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)"
+)
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_DUR_TIME = r"T(?:[0-9]+H(?:[0-9]+M)?(?:[0-9]+S)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)"
+_DUR_DATE = r"(?:[0-9]+Y(?:[0-9]+M)?(?:[0-9]+D)?|[0-9]+M(?:[0-9]+D)?|[0-9]+D)"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = "|".join(
+    [
+        rf"(?:{_H16}:){{6}}{_LS32}",
+        rf"::(?:{_H16}:){{5}}{_LS32}",
+        rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+        rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+        rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+        rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+    ]
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_URI_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
+
+FORMATS: dict[str, str] = {
+    "date": _DATE,
+    "time": _TIME,
+    "date-time": rf"{_DATE}[Tt]{_TIME}",
+    "duration": rf"P(?:{_DUR_DATE}(?:{_DUR_TIME})?|{_DUR_TIME}|[0-9]+W)",
+    "email": rf"{_ATOM}(?:\.{_ATOM})*@{_HOSTNAME}",
+    "hostname": _HOSTNAME,
+    "ipv4": _IPV4,
+    "ipv6": _IPV6,
+    "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    "uri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_URI_CHARS}*",
+    "uri-reference": rf"{_URI_CHARS}*",
+}
+
+
+# -- lengths ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _one_char() -> ByteDFA:
+    """One character as written inside a JSON string (raw UTF-8, or any JSON escape)."""
+    return compile_regex(r'[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}')
+
+
+@lru_cache(maxsize=512)
+def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
+    """String bodies of ``lo`` to ``hi`` characters (``hi`` None: no upper bound)."""
+    one = _one_char()
+    inner = one.n_states  # copies of the one-character automaton, one per count
+    levels = (hi if hi is not None else lo) + 1
+    trans = np.full((levels * inner, 256), -1, dtype=np.int32)
+    accepting = np.zeros(levels * inner, dtype=bool)
+    finals = set(np.flatnonzero(one.accepting).tolist())
+    for k in range(levels):
+        base = k * inner
+        for s in range(inner):
+            row = one.trans[s]
+            for b in np.flatnonzero(row >= 0).tolist():
+                t = int(row[b])
+                if t in finals:  # a character completed: go to the next level's start
+                    nxt = (k + 1) * inner if k + 1 < levels else (base if hi is None else -1)
+                    trans[base + s, b] = nxt
+                else:
+                    trans[base + s, b] = base + t
+        accepting[base] = k >= lo
+    trans, accepting = _trim(trans, accepting, 0)
+    return ByteDFA(trans, accepting)
+
+
+@lru_cache(maxsize=1024)
+def _pattern_body(python_regex: str) -> ByteDFA:
+    try:
+        return fsm_to_dfa(parse_fsm(python_regex), encode=_json_encode)
+    except RegexCompileError as e:
+        raise UnsupportedPattern(str(e)) from None
+
+
+def string_dfa(
+    *,
+    pattern: str | list[str] | None = None,
+    fmt: str | list[str] | None = None,
+    min_length: int = 0,
+    max_length: int | None = None,
+) -> ByteDFA:
+    """The JSON form (quotes included) of strings matching every pattern/format and the lengths."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    formats = [fmt] if isinstance(fmt, str) else list(fmt or [])
+    bodies = [_pattern_body(ecma_to_python(p)) for p in patterns]
+    bodies += [_pattern_body(f"(?:{FORMATS[f]})") for f in formats]
+    if min_length > 0 or max_length is not None:
+        bodies.append(_length_dfa(min_length, max_length))
+    body = bodies[0] if bodies else compile_regex(ANY_STRING_BODY)
+    for other in bodies[1:]:
+        body = product(body, other, "and")
+    return concat_bytes(b'"', body, b'"')
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise UnsupportedPattern (with the reason) if ``pattern`` cannot be compiled."""
+    try:
+        re.compile(ecma_to_python(pattern))
+    except re.error as e:
+        raise UnsupportedPattern(f"invalid regex: {e}") from None
+    try:
+        interegular.parse_pattern(ecma_to_python(pattern))
+    except Exception as e:
+        raise UnsupportedPattern(str(e) or type(e).__name__) from None
