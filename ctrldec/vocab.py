@@ -148,6 +148,8 @@ class TokenizerInfo:
         self.hash = digest.hexdigest()[:24]
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._trie: TokenTrie | None = None
+        self._unsafe: np.ndarray | None = None
+        self._char_starts: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -223,6 +225,44 @@ class TokenizerInfo:
         if self._encode is None:
             raise TokenizerError("this TokenizerInfo was built without a tokenizer, so it cannot encode text")
         return self._encode(text)
+
+    def unsafe_tail(self) -> np.ndarray:
+        """Per token: the index of its last byte that is *not* part of a complete JSON-string-safe
+        UTF-8 character (not a control, quote or backslash); -1 if the whole token is safe.
+
+        A lexer state that returns to itself on every safe character keeps all tokens that are
+        safe from some offset on: the mask builder settles them without walking their bytes.
+        """
+        if self._unsafe is None:
+            out = np.full(self.vocab_size, -1, dtype=np.int32)
+            for tid, data in enumerate(self.token_bytes):
+                i, last = 0, -1
+                while i < len(data):
+                    b = data[i]
+                    width = 1 if b < 0x80 else 2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 0
+                    chunk = data[i : i + width] if width else b""
+                    try:
+                        ok = width > 0 and len(chunk) == width and (ch := chunk.decode("utf-8")) >= " " and ch not in '"\\'
+                    except UnicodeDecodeError:
+                        ok = False
+                    if not ok:
+                        last = i + max(width, 1) - 1 if width and len(chunk) == width else len(data) - 1 if width else i
+                        i += max(width, 1)
+                        continue
+                    i += width
+                out[tid] = min(last, len(data) - 1)
+            self._unsafe = out
+        return self._unsafe
+
+    def char_starts(self) -> np.ndarray:
+        """int16[token, p]: how many UTF-8 characters start in the token's first p bytes."""
+        if self._char_starts is None:
+            table, lengths = self.byte_table()
+            starts = ((table & 0xC0) != 0x80) & (np.arange(table.shape[1])[None, :] < lengths[:, None])
+            out = np.zeros((table.shape[0], table.shape[1] + 1), dtype=np.int16)
+            np.cumsum(starts, axis=1, out=out[:, 1:])
+            self._char_starts = out
+        return self._char_starts
 
     def trie(self) -> TokenTrie:
         """The vocabulary as a byte trie (built on first use)."""

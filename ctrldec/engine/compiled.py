@@ -46,6 +46,17 @@ def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
 
 
+def _groups(keys: np.ndarray, values: np.ndarray):
+    """(key, values with that key) for each distinct key: one sort, not one pass per key."""
+    if not len(keys):
+        return
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    for chunk in np.split(order, cuts):
+        yield int(keys[chunk[0]]), values[chunk]
+
+
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
@@ -305,7 +316,11 @@ class CompiledGrammar(ByteAutomaton):
         self.vocab_size = info.vocab_size
         self.words = (self.vocab_size + 31) // 32
         self._tok_bytes, self._tok_len = info.byte_table()
-        info.trie()  # per-tokenizer; built here so that no mask pays for it
+        # per-tokenizer tables, built here so that no mask pays for them
+        self._unsafe_sorted = info.unsafe_tail()[info.trie().order]
+        self._char_starts = info.char_starts()
+        self._char_total = self._char_starts[:, -1].astype(np.int64)
+        self._max_chars = int(self._char_total.max(initial=0))
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
         self._pool: dict[bytes, np.ndarray] = {}
@@ -322,14 +337,22 @@ class CompiledGrammar(ByteAutomaton):
 
     def _classify(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
         """Run tokens ``idx`` from byte offsets ``pos`` through the lexer from lexer state ``start``."""
-        tb, tl = self._tok_bytes, self._tok_len
-        trans, accept, eager = self.lexer.trans, self.lexer.accept_np, self.lexer.eager_np
         group = _Group()
-        done = pos >= tl[idx]
+        done = pos >= self._tok_len[idx]
         if done.any():
             group.always = self._pack(idx[done])
             idx, pos = idx[~done], pos[~done]
-        cur = np.full(len(idx), start, dtype=np.int32)
+        self._fill_group(group, *self._walk(idx, pos, np.full(len(idx), start, dtype=np.int32)))
+        return group
+
+    def _walk(self, idx: np.ndarray, pos: np.ndarray, cur: np.ndarray):
+        """Walk tokens byte by byte (vectorised) from their offsets and lexer states.
+
+        Returns (stay tokens, their final lexer states, lexer states where a lexeme ended,
+        those tokens, the offset where the next lexeme starts).
+        """
+        tb, tl = self._tok_bytes, self._tok_len
+        trans, accept, eager = self.lexer.trans, self.lexer.accept_np, self.lexer.eager_np
         stay_idx, stay_lex, em_t, em_idx, em_pos = [], [], [], [], []
         while len(idx):
             nxt = trans[cur, tb[idx, pos]]
@@ -357,8 +380,7 @@ class CompiledGrammar(ByteAutomaton):
                 stay_lex.append(cur[fin])
                 keep = ~fin
                 idx, pos, cur = idx[keep], pos[keep], cur[keep]
-        self._fill_group(group, *(_cat(parts) for parts in (stay_idx, stay_lex, em_t, em_idx, em_pos)))
-        return group
+        return tuple(_cat(parts) for parts in (stay_idx, stay_lex, em_t, em_idx, em_pos))
 
     def _fill_group(self, group: _Group, s_idx, s_lex, e_lex, e_idx, e_pos) -> None:
         """Group tokens that stay in a lexeme by what it can still end as, and the others by the
@@ -366,17 +388,26 @@ class CompiledGrammar(ByteAutomaton):
         grammar's lexeme can end as several terminals, and the token then follows each)."""
         lexer = self.lexer
         if len(s_idx):
-            by_bits: dict[int, list[np.ndarray]] = {}
-            for lex in np.unique(s_lex).tolist():
-                by_bits.setdefault(lexer.completable[lex], []).append(s_idx[s_lex == lex])
-            group.stays = [(bits, self._pack(np.concatenate(parts))) for bits, parts in by_bits.items()]
+            gid = lexer.completable_id[s_lex]
+            for g in np.flatnonzero(np.bincount(gid)).tolist():
+                group.stays.append((lexer.completable_values[g], self._pack(s_idx[gid == g])))
+        if not len(e_lex):
+            return
         by_t: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for lex in np.unique(e_lex).tolist():
-            sel = e_lex == lex
-            for t in lexer.accepts[lex]:
-                by_t.setdefault(t, []).append((e_idx[sel], e_pos[sel]))
+        first = lexer.accept_np[e_lex]
+        for t in np.flatnonzero(np.bincount(first)).tolist():
+            sel = first == t
+            by_t.setdefault(t, []).append((e_idx[sel], e_pos[sel]))
+        multi = lexer.multi_np[e_lex]
+        if multi.any():
+            for lex, rows in _groups(e_lex[multi], np.flatnonzero(multi)):
+                for t in lexer.accepts[lex][1:]:
+                    by_t.setdefault(t, []).append((e_idx[rows], e_pos[rows]))
         for t, parts in sorted(by_t.items()):
-            group.emits.append((t, np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts])))
+            if len(parts) == 1:
+                group.emits.append((t, *parts[0]))
+            else:
+                group.emits.append((t, np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts])))
 
     def _classify_root(self, start: int) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
@@ -387,10 +418,22 @@ class CompiledGrammar(ByteAutomaton):
         """
         trie = self.info.trie()
         flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
+        shift = self.lexer.shift()
+        shifting = shift != -2
+        unsafe = self._unsafe_sorted
         stay_lo, stay_hi, stay_lex = [], [], []
         ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
+        # subtrees entering a state that absorbs safe characters: (rows, depth, state)
+        absorbed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if shifting[start]:
+            rows = np.arange(len(trie.order))
+            zeros = np.zeros(len(rows), np.int64)
+            absorbed.append((rows, zeros, np.full(len(rows), start, np.int32), zeros))
+            trie_levels = []
+        else:
+            trie_levels = trie.levels
         alive = state = None
-        for d, level in enumerate(trie.levels):
+        for d, level in enumerate(trie_levels):
             lo, hi = level["lo"], level["hi"]
             if d == 0:
                 idx = np.arange(len(lo))
@@ -424,6 +467,17 @@ class CompiledGrammar(ByteAutomaton):
                 stay_lo.append(lo[idx[here]])
                 stay_hi.append(lo[idx[here]] + level["ends"][idx[here]])
                 stay_lex.append(nxt[here])
+            soak = shifting[nxt]
+            if soak.any():
+                # whole subtrees settle here, but for tokens that end exactly at this node
+                where = idx[soak]
+                starts = lo[where] + level["ends"][where]
+                sizes = hi[where] - starts
+                rows = _expand(starts, hi[where])
+                # the subtree shares its first d + 1 bytes, so their character count is per node
+                before = self._char_starts[trie.order[lo[where]], d + 1].astype(np.int64)
+                absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
+                idx, nxt = idx[~soak], nxt[~soak]
             alive = np.zeros(len(lo), dtype=bool)
             alive[idx] = True
             state = np.full(len(lo), -1, dtype=np.int32)
@@ -432,14 +486,32 @@ class CompiledGrammar(ByteAutomaton):
         s_lo, s_hi, lexes = _cat(stay_lo), _cat(stay_hi), _cat(stay_lex)
         e_t, e_lo, e_hi, e_pos = _cat(ev_t), _cat(ev_lo), _cat(ev_hi), _cat(ev_pos)
         n_s, n_e = s_hi - s_lo, e_hi - e_lo
-        self._fill_group(
-            group,
-            trie.order[_expand(s_lo, s_hi)],
-            np.repeat(lexes, n_s),
-            np.repeat(e_t, n_e),
-            trie.order[_expand(e_lo, e_hi)],
-            np.repeat(e_pos, n_e),
-        )
+        parts = [
+            (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
+        ]
+        chain = None
+        for rows, depth, lex, before in absorbed:
+            # a token that is safe from ``depth`` on ends in shift^(its remaining characters);
+            # the others (and those whose chain stops being uniform) are walked
+            tokens = trie.order[rows]
+            settled = unsafe[rows] < depth
+            fixed = shift[lex] == lex  # a string interior: safe characters leave it where it is
+            if fixed.all():
+                final = lex
+                known = settled
+                keep = settled
+            else:
+                if chain is None:
+                    chain = self.lexer.shift_chain(self._max_chars)
+                width = chain.shape[1]
+                final = chain.ravel().take(lex.astype(np.int64) * width + (self._char_total[tokens] - before))
+                known = settled & (final != -2)
+                keep = known & (final >= 0)
+            parts.append((tokens[keep], final[keep], *(np.zeros(0, np.int64),) * 3))
+            walk = ~known
+            if walk.any():
+                parts.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
+        self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:

@@ -22,6 +22,7 @@ from ..errors import GrammarError
 from .bytedfa import ByteDFA, RegexCompileError, compile_regex
 from .lalr import ParseTables
 from .lexer import LexerAutomaton, Terminal
+from .slr import slr_tables
 
 __all__ = ["GrammarTables", "compile_lark"]
 
@@ -105,65 +106,59 @@ def _check_productive(text: str, rules, terminal_ok: set[str], start: str) -> No
         )
 
 
-def _all_actions(analyzer: LALR_Analyzer, start: str):
-    """Lark's LALR(1) analysis with every conflict kept: state -> symbol -> list of actions.
-
-    Lark resolves shift/reduce conflicts as shift and refuses reduce/reduce ones; for an
-    ambiguous grammar (the JSON Schema compiler's unions) both actions are kept and the parser
-    follows each (see ``lalr.Stacks.feed_all``).
-    """
-    analyzer.compute_lr0_states()
-    analyzer.compute_reads_relations()
-    analyzer.compute_includes_lookback()
-    analyzer.compute_lookaheads()
-    itemsets = list(analyzer.lr0_itemsets)
-    index = {its.closure: i for i, its in enumerate(itemsets)}
-    states: dict[int, dict[str, list]] = {}
-    end_state = None
-    for i, its in enumerate(itemsets):
-        row: dict[str, list] = {}
-        for symbol, nxt in its.transitions.items():
-            row.setdefault(symbol.name, []).append((Shift, index[nxt.closure]))
-        for la, rules in its.lookaheads.items():
-            for rule in sorted(rules, key=str):
-                row.setdefault(la.name, []).append((None, rule))
-        states[i] = row
-        if any(rp.rule.origin.name == "$root_" + start and rp.is_satisfied for rp in its.closure):
-            end_state = i
-    return states, index[analyzer.lr0_start_states[start].closure], end_state
-
-
-def _prune(rules: list, terminal_ok: set[str], start: str) -> list:
+def _prune(rules: list[tuple[str, list[str]]], terminal_ok: set[str], terminals: set[str], start: str) -> list[tuple[str, list[str]]]:
     """Drop every alternative that can never finish (it uses a rule with no finite derivation, or
     a terminal matching nothing) and every rule unreachable from ``start``.
 
     LR parsing alone would happily shift into such a dead end; removing them keeps "the parser
     can shift this terminal" equivalent to "the text can still be completed".
     """
+
+    def ok(sym: str, productive: set[str]) -> bool:
+        return sym in terminal_ok if sym in terminals else sym in productive
+
     productive: set[str] = set()
     changed = True
     while changed:
         changed = False
-        for rule in rules:
-            lhs = rule.origin.name
-            if lhs not in productive and all(
-                s.name in terminal_ok if s.is_term else s.name in productive for s in rule.expansion
-            ):
+        for lhs, rhs in rules:
+            if lhs not in productive and all(ok(x, productive) for x in rhs):
                 productive.add(lhs)
                 changed = True
-    live = [r for r in rules if all(s.name in terminal_ok if s.is_term else s.name in productive for s in r.expansion)]
+    live = [(lhs, rhs) for lhs, rhs in rules if all(ok(x, productive) for x in rhs)]
+    by_lhs: dict[str, list[list[str]]] = {}
+    for lhs, rhs in live:
+        by_lhs.setdefault(lhs, []).append(rhs)
     reachable = {start}
     frontier = [start]
-    by_origin: dict[str, list] = {}
-    for r in live:
-        by_origin.setdefault(r.origin.name, []).append(r)
     while frontier:
-        for r in by_origin.get(frontier.pop(), []):
-            for s in r.expansion:
-                if not s.is_term and s.name not in reachable:
-                    reachable.add(s.name)
-                    frontier.append(s.name)
-    return [r for r in live if r.origin.name in reachable]
+        for rhs in by_lhs.get(frontier.pop(), []):
+            for x in rhs:
+                if x not in terminals and x not in reachable:
+                    reachable.add(x)
+                    frontier.append(x)
+    return [(lhs, rhs) for lhs, rhs in live if lhs in reachable]
+
+
+def _inline_units(rules: dict[str, list[list[str]]], terminals: set[str], start: str) -> dict[str, list[list[str]]]:
+    """Replace every rule ``A -> B`` (one alternative, one nonterminal) by ``B`` where A is used.
+
+    Generated grammars are full of such aliases; each costs LR states and a reduction per use.
+    """
+    alias = {
+        lhs: alts[0][0]
+        for lhs, alts in rules.items()
+        if lhs != start and len(alts) == 1 and len(alts[0]) == 1 and alts[0][0] not in terminals and alts[0][0] != lhs
+    }
+
+    def target(x: str) -> str:
+        seen = set()
+        while x in alias and x not in seen:
+            seen.add(x)
+            x = alias[x]
+        return x
+
+    return {lhs: [[target(x) for x in alt] for alt in alts] for lhs, alts in rules.items() if lhs not in alias or target(lhs) == lhs}
 
 
 def compile_lark(
@@ -209,45 +204,52 @@ def compile_lark(
         order = (-t.priority, 0 if literal else 1, -max_width, -len(t.pattern.value), t.name)
         terminals.append(Terminal(t.name, dfa, t.priority, literal, t.name in ignore, order))
     _check_productive(text, rules, {t.name for t in terminals if not t.dfa.empty}, start)
-    return build_tables(text, rules, terminals, start, ambiguous=ambiguous)
+    plain = [(r.origin.name, [x.name for x in r.expansion]) for r in rules]
+    return build_tables(text, plain, terminals, start, ambiguous=ambiguous)
 
 
 def compile_rules(
     rules: dict[str, list[list[str]]], terminals: dict[str, ByteDFA], start: str = "start", *, ambiguous: bool = True
 ) -> GrammarTables:
     """Compile grammar rules built in Python: ``{lhs: [[symbol, ...], ...]}`` with terminal
-    automata by name (upper-case or not: a symbol is a terminal iff it is in ``terminals``)."""
-    from lark.grammar import NonTerminal, Rule
-    from lark.grammar import Terminal as LarkTerminal
-
-    lark_rules = []
-    for lhs, alts in rules.items():
-        for i, alt in enumerate(alts):
-            expansion = [LarkTerminal(s) if s in terminals else NonTerminal(s) for s in alt]
-            lark_rules.append(Rule(NonTerminal(lhs), expansion, order=i))
+    automata by name (a symbol is a terminal iff it is in ``terminals``)."""
+    rules = _inline_units(rules, set(terminals), start)
+    plain = [(lhs, list(alt)) for lhs, alts in rules.items() for alt in alts]
     terms = [Terminal(name, dfa, 0, False, False, (0, 1, 0, 0, name)) for name, dfa in terminals.items()]
-    return build_tables("", lark_rules, terms, start, ambiguous=ambiguous)
+    return build_tables("", plain, terms, start, ambiguous=ambiguous)
 
 
-def build_tables(source: str, rules: list, terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
-    """LALR(1) analysis (conflicts kept if ``ambiguous``) and the lexer automaton."""
-    rules = _prune(rules, {t.name for t in terminals if not t.dfa.empty}, start)
-    if not any(r.origin.name == start for r in rules):
+def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
+    """Parse tables (Lark's LALR(1), or for an ambiguous grammar SLR(1) with every conflict kept)
+    and the lexer automaton."""
+    term_names = {t.name for t in terminals}
+    rules = _prune(rules, {t.name for t in terminals if not t.dfa.empty}, term_names, start)
+    if not any(lhs == start for lhs, _ in rules):
         raise GrammarError("the grammar's language is empty")
-    used = {s.name for r in rules for s in r.expansion if s.is_term}
+    used = {x for _, rhs in rules for x in rhs if x in term_names}
     terminals = [t for t in terminals if t.name in used or t.ignore]
     names = [t.name for t in terminals]
-    analyzer = LALR_Analyzer(ParserConf(rules, None, [start]), strict=False)
     if ambiguous:
-        rows, start_state, end_state = _all_actions(analyzer, start)
+        slr_rows, start_state, end_state, _ = slr_tables(rules, set(names) | {"$END"}, start)
+        rows = {i: {sym: [(Shift if kind == "shift" else None, arg if kind == "shift" else rules[arg]) for kind, arg in acts]  # type: ignore[index]
+                    for sym, acts in row.items()} for i, row in enumerate(slr_rows)}
     else:
+        from lark.grammar import NonTerminal, Rule
+        from lark.grammar import Terminal as LarkTerminal
+
+        lark_rules = [
+            Rule(NonTerminal(lhs), [LarkTerminal(x) if x in term_names else NonTerminal(x) for x in rhs], order=i)
+            for i, (lhs, rhs) in enumerate(rules)
+        ]
+        analyzer = LALR_Analyzer(ParserConf(lark_rules, None, [start]), strict=False)
         try:
             analyzer.compute_lalr()
         except LarkGrammarError as e:
             detail = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
             raise GrammarError(f"grammar is not LALR(1): {detail}") from None
         table = analyzer.parse_table
-        rows = {state: {sym: [act] for sym, act in row.items()} for state, row in table.states.items()}
+        rows = {state: {sym: [(act, (arg.origin.name, [x.name for x in arg.expansion]) if act is not Shift else arg)]
+                        for sym, (act, arg) in row.items()} for state, row in table.states.items()}
         start_state, end_state = table.start_states[start], table.end_states[start]
     term_id = {n: i for i, n in enumerate(names)}
     end = len(names)
@@ -270,11 +272,13 @@ def build_tables(source: str, rules: list, terminals: list[Terminal], start: str
                 if action is Shift:
                     codes.append(arg)
                 else:
-                    r = rule_index.get(arg)
+                    lhs, rhs = arg
+                    key = (lhs, tuple(rhs))
+                    r = rule_index.get(key)
                     if r is None:
-                        r = rule_index[arg] = len(rule_lhs)
-                        rule_lhs.append(nonterms.setdefault(arg.origin.name, len(nonterms)))
-                        rule_len.append(len(arg.expansion))
+                        r = rule_index[key] = len(rule_lhs)
+                        rule_lhs.append(nonterms.setdefault(lhs, len(nonterms)))
+                        rule_len.append(len(rhs))
                     codes.append(-1 - r)
             actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
     parse = ParseTables(

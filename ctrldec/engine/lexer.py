@@ -73,6 +73,13 @@ class LexerAutomaton:
         self.multi_np = np.array([len(a) > 1 for a in self.accepts], dtype=bool)
         self.eager_np = np.array(self.eager, dtype=bool)
         self.completable = self._completable()
+        values = sorted(set(self.completable))
+        ids = {v: i for i, v in enumerate(values)}
+        self.completable_values = values  # distinct completable bitsets
+        self.completable_id = np.array([ids[v] for v in self.completable], dtype=np.int32)
+        self._shift: np.ndarray | None = None
+        self._chain: np.ndarray | None = None
+        self.shift()  # part of compiling: no mask should pay for it
 
     @property
     def n_states(self) -> int:
@@ -124,6 +131,42 @@ class LexerAutomaton:
                     bits[s] = b
                     changed = True
         return bits
+
+    def shift(self) -> np.ndarray:
+        """int[state]: the one state every JSON-string-safe character (any UTF-8 character but
+        controls, quote and backslash) leads to, -1 if every such character is rejected, -2 if
+        they do not all agree. A string interior shifts to itself, a character counter to the
+        next count: a token of n safe characters from state s ends in shift^n(s), which lets
+        masks settle such tokens without walking their bytes."""
+        if self._shift is None:
+            from .bytedfa import utf8_sequences
+
+            n = self.n_states
+            safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
+            rows = self.trans[:, safe]
+            out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
+            for seq in utf8_sequences([(0x80, 0x10FFFF)]):
+                cur = np.arange(n)
+                ok = np.ones(n, dtype=bool)
+                for lo, hi in seq:
+                    nxt = self.trans[np.maximum(cur, 0), lo : hi + 1]
+                    ok &= (cur >= 0) & (nxt == nxt[:, :1]).all(axis=1)
+                    cur = np.where(cur >= 0, nxt[:, 0], -1)
+                out = np.where(ok & (cur == out), out, np.where(ok & (cur == -1) & (out == -1), -1, -2))
+            self._shift = out
+        return self._shift
+
+    def shift_chain(self, length: int) -> np.ndarray:
+        """int[state, k]: shift applied k times (k <= length); -1 dead, -2 not uniform."""
+        if self._chain is None or self._chain.shape[1] <= length:
+            shift = self.shift()
+            chain = np.empty((self.n_states, length + 1), dtype=np.int32)
+            chain[:, 0] = np.arange(self.n_states)
+            for k in range(length):
+                prev = chain[:, k]
+                chain[:, k + 1] = np.where(prev >= 0, shift[np.maximum(prev, 0)], prev)
+            self._chain = chain
+        return self._chain
 
     def describe(self, state: int) -> str:
         """The terminals alive in a lexer state, for error messages."""

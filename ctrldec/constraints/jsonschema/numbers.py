@@ -4,6 +4,9 @@ Numbers are written in canonical JSON form: ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``; a
 allowed only when the number has no bound and no ``multipleOf`` (a bound on ``1e400`` would need
 arbitrary-precision comparison inside an automaton). ``-0`` is not produced.
 
+Integer parts are compared with the bounds by automata built digit by digit (no regex), so
+int64 or 1e308 bounds cost hundreds of states, not a giant alternation.
+
 >>> integer_dfa(lo=-5, hi=12).matches(b"-3"), integer_dfa(lo=-5, hi=12).matches(b"13")
 (True, False)
 >>> number_dfa(lo=Decimal("0.5"), lo_exclusive=True).matches(b"0.5")
@@ -16,123 +19,154 @@ from decimal import Decimal
 
 import numpy as np
 
-from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, product, union_all
+from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, literal, product, union_all
 
 __all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "MAX_MODULUS"]
 
 ANY_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 ANY_INTEGER = r"-?(0|[1-9][0-9]*)"
-_FRAC = r"(\.[0-9]+)?"
 MAX_MODULUS = 50_000  # states of a multipleOf automaton: the scaled divisor times (fraction digits + 2)
+_EMPTY = ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
+_DIGITS = [ord(str(d)) for d in range(10)]
 
 
-def _same_length(lo: str, hi: str) -> str:
-    """Regex for the digit strings of one length between ``lo`` and ``hi`` (inclusive)."""
-    if lo == hi:
-        return lo
-    if len(lo) == 1:
-        return f"[{lo}-{hi}]"
-    if lo[0] == hi[0]:
-        return lo[0] + "(?:" + _same_length(lo[1:], hi[1:]) + ")"
-    rest = len(lo) - 1
-    parts = [lo[0] + "(?:" + _same_length(lo[1:], "9" * rest) + ")"]
-    if int(hi[0]) - int(lo[0]) > 1:
-        parts.append(f"[{int(lo[0]) + 1}-{int(hi[0]) - 1}]" + "[0-9]" * rest)
-    parts.append(hi[0] + "(?:" + _same_length("0" * rest, hi[1:]) + ")")
-    return "|".join(parts)
+def _cmp(a: int, b: int) -> str:
+    return "<" if a < b else "=" if a == b else ">"
 
 
-def _nonneg(lo: int, hi: int | None) -> str | None:
-    """Regex for canonical decimal integers in [lo, hi] (hi None: unbounded), lo >= 0."""
-    if hi is not None and lo > hi:
-        return None
-    parts = []
-    top = len(str(hi)) if hi is not None else len(str(lo))
-    for d in range(len(str(lo)), top + 1):
-        a = max(lo, 10 ** (d - 1) if d > 1 else 0)
-        b = 10**d - 1 if hi is None else min(hi, 10**d - 1)
-        if a <= b:
-            parts.append(_same_length(str(a), str(b)))
-    if hi is None:
-        parts.append(f"[1-9][0-9]{{{top},}}")
-    return "(?:" + "|".join(parts) + ")"
+def _range_dfa(lo: int, hi: int | None) -> ByteDFA:
+    """Canonical decimal integers in [lo, hi] (lo >= 0; hi None: unbounded).
+
+    A state is (digits read, how they compare with the same-length prefix of lo, of hi); with
+    the final length known, that settles both comparisons. Past len(lo) digits with no upper
+    bound, one looping state remains.
+    """
+    if hi is not None and hi < lo:
+        return _EMPTY
+    lo_s, hi_s = str(lo), None if hi is None else str(hi)
+    index: dict[tuple, int] = {}
+    edges: list[tuple[int, int, tuple]] = []
+    accept: dict[tuple, bool] = {}
+    start, zero = ("start",), ("zero",)
+    todo: list[tuple] = []
+
+    def add(src: tuple, byte: int, dst: tuple) -> None:
+        edges.append((index.setdefault(src, len(index)), byte, dst))
+        if dst not in index:
+            index[dst] = len(index)
+            todo.append(dst)
+
+    index[start] = 0
+    if lo == 0:
+        add(start, ord("0"), zero)
+        accept[zero] = True
+    for d in range(1, 10):
+        first = ("long" if len(lo_s) < 1 else _cmp(d, int(lo_s[0])), None if hi_s is None else _cmp(d, int(hi_s[0])))
+        add(start, _DIGITS[d], (1, *first))
+    while todo:
+        key = todo.pop()
+        if key == zero:
+            continue
+        n, clo, chi = key
+        lo_ok = n > len(lo_s) or (n == len(lo_s) and clo in "=>")
+        hi_ok = hi_s is None or n < len(hi_s) or (n == len(hi_s) and chi in "<=")
+        accept[key] = lo_ok and hi_ok
+        if hi_s is not None and n >= len(hi_s):
+            continue
+        for d in range(10):
+            nlo = "long" if n + 1 > len(lo_s) else clo if clo != "=" else _cmp(d, int(lo_s[n]))
+            if hi_s is None:
+                nxt = (min(n + 1, len(lo_s) + 1), nlo, None)
+            else:
+                nxt = (n + 1, nlo, chi if chi != "=" else _cmp(d, int(hi_s[n])))
+            add(key, _DIGITS[d], nxt)
+    trans = np.full((len(index), 256), -1, dtype=np.int32)
+    for src, byte, dst in edges:
+        trans[src, byte] = index[dst]
+    accepting = np.zeros(len(index), dtype=bool)
+    for key, ok in accept.items():
+        accepting[index[key]] = ok
+    trans, accepting = _trim(trans, accepting, 0)
+    return ByteDFA(trans, accepting)
 
 
-def _integer_regex(lo: int | None, hi: int | None) -> str | None:
-    parts = []
-    if hi is None or hi >= 0:
-        pos = _nonneg(max(lo, 0) if lo is not None else 0, hi)
-        if pos:
-            parts.append(pos)
-    if lo is None or lo < 0:
-        neg = _nonneg(max(1, -hi) if hi is not None else 1, -lo if lo is not None else None)
-        if neg:
-            parts.append("-" + neg)
-    return "|".join(parts) if parts else None
+def _then(first: ByteDFA, rest: ByteDFA) -> ByteDFA:
+    """``first`` followed by ``rest``, where ``rest``'s first bytes never continue ``first``
+    (an integer part, then a fraction starting with '.'): a deterministic concatenation."""
+    if first.empty or rest.empty:
+        return _EMPTY
+    n = first.n_states
+    trans = np.vstack([first.trans, np.where(rest.trans >= 0, rest.trans + n, -1)]).astype(np.int32)
+    accepting = np.concatenate([first.accepting & bool(rest.accepting[0]), rest.accepting])
+    entry = rest.trans[0]
+    for s in np.flatnonzero(first.accepting):
+        clash = (entry >= 0) & (trans[s] >= 0)
+        if clash.any():
+            raise ValueError("the two automata are not separable")
+        trans[s] = np.where(entry >= 0, entry + n, trans[s])
+    trans, accepting = _trim(trans, accepting, 0)
+    return ByteDFA(trans, accepting)
 
 
 def _split(c: Decimal) -> tuple[int, str]:
     """A non-negative decimal as (integer part, fraction digits without trailing zeros)."""
-    text = format(c, "f")
-    whole, _, frac = text.partition(".")
+    whole, _, frac = format(c, "f").partition(".")
     return int(whole), frac.rstrip("0")
 
 
-def _mag_ge(c: Decimal, strict: bool) -> str:
-    """Regex for canonical magnitudes (no sign) m with m >= c (m > c if strict), c >= 0."""
-    whole, frac = _split(c)
-    parts = [_nonneg(whole + 1, None) + _FRAC]  # type: ignore[operator]
+_ANY_FRACTION = r"(\.[0-9]+)?"
+
+
+def _fraction_ge(frac: str, strict: bool) -> str:
+    """Fractions (with their '.', or none) whose value 0.x is >= 0.frac (> if strict)."""
     if not frac:
-        parts.append(f"{whole}" + (r"\.[0-9]*[1-9][0-9]*" if strict else _FRAC))
-    else:
-        for i, ch in enumerate(frac):
-            if ch != "9":
-                parts.append(rf"{whole}\.{frac[:i]}[{int(ch) + 1}-9][0-9]*")
-        parts.append(rf"{whole}\.{frac}" + ("[0-9]*[1-9][0-9]*" if strict else "[0-9]*"))
+        return r"\.[0-9]*[1-9][0-9]*" if strict else _ANY_FRACTION
+    parts = [rf"\.{frac[:i]}[{int(ch) + 1}-9][0-9]*" for i, ch in enumerate(frac) if ch != "9"]
+    parts.append(rf"\.{frac}" + ("[0-9]*[1-9][0-9]*" if strict else "[0-9]*"))
     return "|".join(parts)
 
 
-def _mag_le(c: Decimal, strict: bool) -> str | None:
-    """Regex for canonical magnitudes m with m <= c (m < c if strict), c >= 0."""
+def _fraction_le(frac: str, strict: bool) -> str | None:
+    """Fractions (or none) whose value 0.x is <= 0.frac (< if strict)."""
+    if not frac:
+        return None if strict else r"(\.0+)?"
+    parts = ["", r"\.0+"]
+    for i, ch in enumerate(frac):
+        if ch != "0":
+            parts.append(rf"\.{frac[:i]}[0-{int(ch) - 1}][0-9]*")
+        if i > 0:
+            parts.append(rf"\.{frac[:i]}0*")
+    if not strict:
+        parts.append(rf"\.{frac}0*")
+    return "(?:" + "|".join(parts[1:]) + ")?"
+
+
+def _magnitude_ge(c: Decimal, strict: bool) -> ByteDFA:
+    whole, frac = _split(c)
+    return union_all(
+        [_then(_range_dfa(whole + 1, None), compile_regex(_ANY_FRACTION)), _then(literal(str(whole).encode()), compile_regex(_fraction_ge(frac, strict)))]
+    )
+
+
+def _magnitude_le(c: Decimal, strict: bool) -> ByteDFA:
     whole, frac = _split(c)
     parts = []
     if whole > 0:
-        parts.append(_nonneg(0, whole - 1) + _FRAC)  # type: ignore[operator]
-    if not frac:
-        if not strict:
-            parts.append(rf"{whole}(\.0+)?")
-    else:
-        parts.append(f"{whole}")
-        parts.append(rf"{whole}\.0+")
-        for i, ch in enumerate(frac):
-            if ch != "0":
-                parts.append(rf"{whole}\.{frac[:i]}[0-{int(ch) - 1}][0-9]*")
-            if 0 < i:
-                parts.append(rf"{whole}\.{frac[:i]}0*")
-        if not strict:
-            parts.append(rf"{whole}\.{frac}0*")
-    return "|".join(parts) if parts else None
+        parts.append(_then(_range_dfa(0, whole - 1), compile_regex(_ANY_FRACTION)))
+    tail = _fraction_le(frac, strict)
+    if tail is not None:
+        parts.append(_then(literal(str(whole).encode()), compile_regex(tail)))
+    return union_all(parts)
 
 
-def _intersect_regexes(patterns: list[str | None]) -> ByteDFA | None:
-    if any(p is None for p in patterns):
-        return None
-    dfas = [compile_regex(p) for p in patterns]  # type: ignore[arg-type]
-    out = dfas[0]
-    for d in dfas[1:]:
-        out = product(out, d, "and")
-    return None if out.empty else out
-
-
-def _magnitudes(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict: bool) -> ByteDFA | None:
-    patterns: list[str | None] = [r"(0|[1-9][0-9]*)(\.[0-9]+)?"]
+def _magnitudes(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict: bool) -> ByteDFA:
+    """Canonical magnitudes m (no sign) with lo <(=) m <(=) hi, bounds >= 0 or None."""
+    out = _then(_range_dfa(0, None), compile_regex(_ANY_FRACTION))
     if lo is not None:
-        patterns.append(_mag_ge(lo, lo_strict))
+        out = product(out, _magnitude_ge(lo, lo_strict), "and")
     if hi is not None:
-        if hi < 0 or (hi == 0 and hi_strict):
-            return None
-        patterns.append(_mag_le(hi, hi_strict))
-    return _intersect_regexes(patterns)
+        out = product(out, _magnitude_le(hi, hi_strict), "and")
+    return out
 
 
 def _bounded(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict: bool) -> ByteDFA:
@@ -140,20 +174,15 @@ def _bounded(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict:
     # v = m >= 0
     if hi is None or hi > 0 or (hi == 0 and not hi_strict):
         mag_lo, mag_lo_strict = (lo, lo_strict) if lo is not None and lo >= 0 else (None, False)
-        pos = _magnitudes(mag_lo, mag_lo_strict, hi, hi_strict)
-        if pos is not None:
-            parts.append(pos)
-    # v = -m, m > 0
+        parts.append(_magnitudes(mag_lo, mag_lo_strict, hi, hi_strict))
+    # v = -m with m > 0
     if lo is None or lo < 0:
         m_hi, m_hi_strict = (-lo, lo_strict) if lo is not None else (None, False)
-        if hi is not None and hi < 0:
-            m_lo, m_lo_strict = -hi, hi_strict
-        else:
-            m_lo, m_lo_strict = Decimal(0), True
+        m_lo, m_lo_strict = (-hi, hi_strict) if hi is not None and hi < 0 else (Decimal(0), True)
         neg = _magnitudes(m_lo, m_lo_strict, m_hi, m_hi_strict)
-        if neg is not None:
+        if not neg.empty:
             parts.append(concat_bytes(b"-", neg, b""))
-    return union_all(parts)
+    return union_all([p for p in parts if not p.empty])
 
 
 def _multiple_of(m: Decimal) -> ByteDFA:
@@ -163,28 +192,26 @@ def _multiple_of(m: Decimal) -> ByteDFA:
     tracks that remainder through the integer digits and the first s fraction digits; later
     fraction digits must be zeros.
     """
-    sign, digits, exponent = m.normalize().as_tuple()
+    _, digits, exponent = m.normalize().as_tuple()
     p = int("".join(map(str, digits))) * (10 ** max(0, exponent))  # type: ignore[arg-type]
     s = max(0, -exponent)  # type: ignore[operator]
     if p * (s + 2) > MAX_MODULUS:
         raise OverflowError(f"multipleOf {m} needs {p * (s + 2)} automaton states")
-    # states: 0 start, 1 after '-', I(r) integer part, D(r) just read '.', F(j, r) after j
-    # fraction digits (j = 1..J; at j = J only zeros may follow)
+    # 0 start, 1 after '-', I(r) integer part, D(r) just read '.', F(j, r) after j fraction
+    # digits (j = 1..J; at j = J only zeros may follow)
     J = max(s, 1)
     I, D, F = 2, 2 + p, 2 + 2 * p
-    n = F + J * p
-    trans = np.full((n, 256), -1, dtype=np.int32)
-    accepting = np.zeros(n, dtype=bool)
-    digits = np.arange(ord("0"), ord("9") + 1)
+    trans = np.full((F + J * p, 256), -1, dtype=np.int32)
+    accepting = np.zeros(F + J * p, dtype=bool)
     for first in (0, 1):
-        trans[first, digits] = [I + d % p for d in range(10)]
+        trans[first, _DIGITS] = [I + d % p for d in range(10)]
     trans[0, ord("-")] = 1
     for r in range(p):
-        trans[I + r, digits] = [I + (r * 10 + d) % p for d in range(10)]
+        trans[I + r, _DIGITS] = [I + (r * 10 + d) % p for d in range(10)]
         trans[I + r, ord(".")] = D + r
         accepting[I + r] = (r * 10**s) % p == 0
         if s >= 1:
-            trans[D + r, digits] = [F + (r * 10 + d) % p for d in range(10)]
+            trans[D + r, _DIGITS] = [F + (r * 10 + d) % p for d in range(10)]
         else:
             trans[D + r, ord("0")] = F + r
     for j in range(1, J + 1):
@@ -192,7 +219,7 @@ def _multiple_of(m: Decimal) -> ByteDFA:
             state = F + (j - 1) * p + r
             accepting[state] = (r * 10 ** max(s - j, 0)) % p == 0
             if j < s:
-                trans[state, digits] = [F + j * p + (r * 10 + d) % p for d in range(10)]
+                trans[state, _DIGITS] = [F + j * p + (r * 10 + d) % p for d in range(10)]
             else:
                 trans[state, ord("0")] = state
     trans, accepting = _trim(trans, accepting, 0)
@@ -201,11 +228,15 @@ def _multiple_of(m: Decimal) -> ByteDFA:
 
 def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None) -> ByteDFA:
     """Canonical integers in [lo, hi] (inclusive; None: unbounded), multiples of ``multiple_of``."""
-    pattern = _integer_regex(lo, hi)
-    if pattern is None:
-        return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
-    dfa = compile_regex(pattern)
-    if multiple_of is not None:
+    parts = []
+    if hi is None or hi >= 0:
+        parts.append(_range_dfa(max(lo, 0) if lo is not None else 0, hi))
+    if lo is None or lo < 0:
+        neg = _range_dfa(max(1, -hi) if hi is not None else 1, -lo if lo is not None else None)
+        if not neg.empty:
+            parts.append(concat_bytes(b"-", neg, b""))
+    dfa = union_all([p for p in parts if not p.empty])
+    if multiple_of is not None and not dfa.empty:
         dfa = product(dfa, _multiple_of(multiple_of), "and")
     return dfa
 

@@ -1,0 +1,142 @@
+"""LR(0) automaton with SLR(1) reduce lookaheads, for ambiguous grammars.
+
+The engine follows every conflicting action of an ambiguous grammar (``lalr.Stacks.feed_all``),
+so it does not need LALR(1)'s precise lookaheads: SLR's FOLLOW sets only decide which
+reductions are *tried*, and every wrong try dies at the next shift. This builder works on
+integers (items are ``rule offset + dot``), and is several times faster than Lark's LALR
+analysis on the large grammars the JSON Schema compiler produces (measured in docs/engine.md).
+"""
+
+from __future__ import annotations
+
+from .bytedfa import check_budget
+
+__all__ = ["slr_tables"]
+
+
+def slr_tables(
+    rules: list[tuple[str, list[str]]], terminals: set[str], start: str
+) -> tuple[list[dict[str, list[tuple[str, object]]]], int, int, list[tuple[str, list[str]]]]:
+    """Build the action/goto rows of an SLR(1) automaton with every conflict kept.
+
+    Returns ``(rows, start_state, end_state, rules)`` where ``rows[state][symbol]`` is a list of
+    ``("shift", state)`` / ``("reduce", rule index)`` and ``end_state`` is the state after
+    ``start`` (where ``$END`` accepts). ``$END`` is the end-of-input terminal.
+    """
+    nts = sorted({lhs for lhs, _ in rules})
+    by_lhs: dict[str, list[int]] = {}
+    for i, (lhs, _) in enumerate(rules):
+        by_lhs.setdefault(lhs, []).append(i)
+    aug = len(rules)
+    all_rules = rules + [("$root", [start])]
+    offsets = []
+    total = 0
+    for _, rhs in all_rules:
+        offsets.append(total)
+        total += len(rhs) + 1
+    item_rule = [0] * total
+    item_dot = [0] * total
+    for r, (_, rhs) in enumerate(all_rules):
+        for d in range(len(rhs) + 1):
+            item_rule[offsets[r] + d] = r
+            item_dot[offsets[r] + d] = d
+
+    def next_symbol(item: int) -> str | None:
+        rhs = all_rules[item_rule[item]][1]
+        d = item_dot[item]
+        return rhs[d] if d < len(rhs) else None
+
+    # nonterminal -> the initial items of every rule reachable through leftmost nonterminals
+    closure_of: dict[str, frozenset[int]] = {}
+    for nt in nts:
+        seen = {nt}
+        stack = [nt]
+        items: set[int] = set()
+        while stack:
+            x = stack.pop()
+            for r in by_lhs.get(x, []):
+                items.add(offsets[r])
+                rhs = rules[r][1]
+                if rhs and rhs[0] not in terminals and rhs[0] not in seen:
+                    seen.add(rhs[0])
+                    stack.append(rhs[0])
+        closure_of[nt] = frozenset(items)
+
+    def closure(kernel: frozenset[int]) -> set[int]:
+        out = set(kernel)
+        for item in kernel:
+            x = next_symbol(item)
+            if x is not None and x not in terminals:
+                out |= closure_of[x]
+        return out
+
+    # FIRST / nullable / FOLLOW
+    nullable: set[str] = set()
+    first: dict[str, set[str]] = {nt: set() for nt in nts}
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            before = (lhs in nullable, len(first[lhs]))
+            all_null = True
+            for sym in rhs:
+                if sym in terminals:
+                    first[lhs].add(sym)
+                    all_null = False
+                    break
+                first[lhs] |= first.get(sym, set())
+                if sym not in nullable:
+                    all_null = False
+                    break
+            if all_null:
+                nullable.add(lhs)
+            if (lhs in nullable, len(first[lhs])) != before:
+                changed = True
+    follow: dict[str, set[str]] = {nt: set() for nt in nts}
+    follow.setdefault(start, set()).add("$END")
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            trailer = set(follow.get(lhs, ()))
+            for sym in reversed(rhs):
+                if sym in terminals:
+                    trailer = {sym}
+                    continue
+                size = len(follow[sym])
+                follow[sym] |= trailer
+                if len(follow[sym]) != size:
+                    changed = True
+                trailer = trailer | first[sym] if sym in nullable else set(first[sym])
+
+    start_kernel = frozenset([offsets[aug]])
+    index: dict[frozenset[int], int] = {start_kernel: 0}
+    kernels = [start_kernel]
+    rows: list[dict[str, list[tuple[str, object]]]] = []
+    i = 0
+    while i < len(kernels):
+        if i % 256 == 0:
+            check_budget(len(kernels))
+        items = closure(kernels[i])
+        moves: dict[str, set[int]] = {}
+        row: dict[str, list[tuple[str, object]]] = {}
+        for item in items:
+            x = next_symbol(item)
+            if x is None:
+                r = item_rule[item]
+                if r != aug:
+                    for t in follow.get(all_rules[r][0], ()):
+                        row.setdefault(t, []).append(("reduce", r))
+            else:
+                moves.setdefault(x, set()).add(item + 1)
+        for x, kernel in moves.items():
+            key = frozenset(kernel)
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(kernels)
+                kernels.append(key)
+            row.setdefault(x, []).insert(0, ("shift", j))
+        rows.append(row)
+        i += 1
+    end_state = next(a for kind, a in rows[0][start] if kind == "shift")
+    return rows, 0, end_state, rules  # type: ignore[return-value]
