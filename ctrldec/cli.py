@@ -5,6 +5,7 @@
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
+    ctrldec bench coverage [--suite DIR] [--jsonschemabench DIR] [--limit N] [--engines a,b] [--out F]
 
 Errors are one line on stderr (``ctrldec: error: ...``) with exit status 2; an output cut off by
 ``--max-new-tokens`` before the constraint is satisfied is printed, flagged on stderr, status 3.
@@ -174,6 +175,36 @@ def cmd_bench_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_coverage(args: argparse.Namespace) -> int:
+    from .bench import coverage
+
+    if not args.suite and not args.jsonschemabench:
+        raise CtrldecError("give --suite DIR and/or --jsonschemabench DIR (e.g. ../shared/data/...)")
+    _quiet_transformers()
+    from .models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    engines = args.engines.split(",") if args.engines else None
+    report: dict[str, Any] = {}
+    try:
+        if args.suite:
+            report["suite"] = coverage.run_suite(args.suite, tokenizer, engines=engines, progress=args.progress)
+            print(coverage.format_suite(report["suite"]), flush=True)
+        if args.jsonschemabench:
+            report["jsonschemabench"] = coverage.run_bench(
+                args.jsonschemabench, tokenizer, engines=engines, sample=args.limit, seed=args.seed,
+                masks=not args.no_masks, progress=args.progress,
+            )
+            print(coverage.format_bench(report["jsonschemabench"]))
+    except (OSError, ValueError) as e:
+        raise CtrldecError(str(e)) from None
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrldec", description="Constrained and controlled decoding for Hugging Face models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,6 +238,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", metavar="results.json")
     m.add_argument("--progress", action="store_true")
     m.set_defaults(func=cmd_bench_masks)
+    c = bsub.add_parser("coverage", help="JSON Schema coverage (test suite, JSONSchemaBench), side by side with peers")
+    c.add_argument("--suite", metavar="DIR", help="JSON-Schema-Test-Suite tests/draft2020-12 folder")
+    c.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (*.jsonl)")
+    c.add_argument("--limit", type=int, help="a seeded random sample of N schemas")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--engines", help="comma-separated: ctrldec,llguidance,xgrammar,outlines-core (default: all installed)")
+    c.add_argument("--model", metavar="PATH", help="whose tokenizer to use (default: the embedded model's)")
+    c.add_argument("--no-masks", action="store_true", help="skip mask timing")
+    c.add_argument("--out", metavar="results.json")
+    c.add_argument("--progress", action="store_true")
+    c.set_defaults(func=cmd_bench_coverage)
     return p
 
 

@@ -212,7 +212,11 @@ def compile_rules(
     rules: dict[str, list[list[str]]], terminals: dict[str, ByteDFA], start: str = "start", *, ambiguous: bool = True
 ) -> GrammarTables:
     """Compile grammar rules built in Python: ``{lhs: [[symbol, ...], ...]}`` with terminal
-    automata by name (a symbol is a terminal iff it is in ``terminals``)."""
+    automata by name (a symbol is a terminal iff it is in ``terminals``). No rules at all gives
+    the empty language: every matcher starts at a dead end."""
+    if not rules:
+        parse = ParseTables([], 0, [{}], [{}], [], [], 0, -1, ambiguous=True)
+        return GrammarTables("", parse, LexerAutomaton([], [[]], ambiguous=True))
     rules = _inline_units(rules, set(terminals), start)
     plain = [(lhs, list(alt)) for lhs, alts in rules.items() for alt in alts]
     terms = [Terminal(name, dfa, 0, False, False, (0, 1, 0, 0, name)) for name, dfa in terminals.items()]

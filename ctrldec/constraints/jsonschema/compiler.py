@@ -39,7 +39,7 @@ _ANNOTATIONS = {
 }  # fmt: skip
 _OBJECT_KW = {"properties", "required", "additionalProperties", "patternProperties", "propertyNames",
               "minProperties", "maxProperties", "dependentRequired", "dependencies", "dependentSchemas",
-              "unevaluatedProperties"}  # fmt: skip
+              "unevaluatedProperties", "$ctrldec:absent"}  # fmt: skip
 _ARRAY_KW = {"items", "prefixItems", "additionalItems", "minItems", "maxItems", "contains", "minContains",
              "maxContains", "uniqueItems", "unevaluatedItems"}  # fmt: skip
 _STRING_KW = {"minLength", "maxLength", "pattern", "format"}
@@ -49,6 +49,18 @@ _HANDLED = _OBJECT_KW | _ARRAY_KW | _STRING_KW | _NUMBER_KW | {
 }  # fmt: skip
 
 NEVER = None  # a rule for an unsatisfiable schema
+ALL = "<all>"  # the object (or array) part of a schema that puts no constraint on them
+ABSENT = "$ctrldec:absent"  # internal keyword: these object keys must not appear
+
+
+@dataclass
+class _Values:
+    """The values a schema allows: scalars (one automaton over their JSON text), objects and
+    arrays (a rule, ALL, or None for none)."""
+
+    scalar: ByteDFA | None = None
+    obj: str | None = None
+    arr: str | None = None
 
 
 def _pointer_escape(key: str) -> str:
@@ -222,6 +234,14 @@ class _Compiler:
         self.rules[name] = [[inner]]
         return name
 
+    def any_object(self) -> str:
+        self.any_value()
+        return "any_object"
+
+    def any_array(self) -> str:
+        self.any_value()
+        return "any_array"
+
     def any_value(self) -> str:
         """Any JSON value (the schema ``true``)."""
         if self._any is None:
@@ -231,17 +251,10 @@ class _Compiler:
             member = self.rule([[string, self.lit(b":"), "any_value"]])
             member_list = self.rule([[member], ["any_members", self.lit(b","), member]], name="any_members")
             items = self.rule([["any_value"], ["any_items", self.lit(b","), "any_value"]], name="any_items")
-            self.rules["any_value"] = [
-                [self.lit(b"null")],
-                [self.lit(b"true")],
-                [self.lit(b"false")],
-                [self.term(compile_regex(ANY_NUMBER))],  # type: ignore[list-item]
-                [string],  # type: ignore[list-item]
-                [self.lit(b"["), self.lit(b"]")],
-                [self.lit(b"["), items, self.lit(b"]")],  # type: ignore[list-item]
-                [self.lit(b"{"), self.lit(b"}")],
-                [self.lit(b"{"), member_list, self.lit(b"}")],  # type: ignore[list-item]
-            ]
+            self.rules["any_array"] = [[self.lit(b"["), self.lit(b"]")], [self.lit(b"["), items, self.lit(b"]")]]  # type: ignore[list-item]
+            self.rules["any_object"] = [[self.lit(b"{"), self.lit(b"}")], [self.lit(b"{"), member_list, self.lit(b"}")]]  # type: ignore[list-item]
+            scalars = union_all([literal(b"null"), strings([b"true", b"false"]), compile_regex(ANY_NUMBER), string_dfa()])
+            self.rules["any_value"] = [[self.term(scalars)], ["any_array"], ["any_object"]]  # type: ignore[list-item]
         return self._any
 
     # -- allOf / $ref merging ---------------------------------------------------------------------
@@ -267,27 +280,61 @@ class _Compiler:
             parts.append(self.flatten(sub, f"{pointer}/allOf/{i}", depth + 1))
         out: dict = {}
         for part in parts:
+            if "if" in part:  # each allOf member's condition stays with its own then/else
+                part = self.if_then_else(part, pointer)
+            else:
+                part = {k: v for k, v in part.items() if k not in ("then", "else")}
             out = _merge(out, part, pointer, self)
         return out
 
     def flat_value(self, s: dict, pointer: str) -> str | None:
-        if "not" in s and s["not"] is True:
-            return NEVER
-        alternatives = []
-        branches = [[k for k in ("anyOf", "oneOf") if k in s]]
-        if branches[0]:
-            return self.union(s, pointer)
-        for t, rule in self.by_type(s, pointer).items():
-            alternatives.append([rule])
-        return self.rule(alternatives)
+        """The rule for a flattened schema (no allOf / $ref at its top)."""
+        return self.emit(self.values(s, pointer))
 
-    def union(self, s: dict, pointer: str) -> str | None:
+    def emit(self, v: _Values) -> str | None:
+        alts: list[list[str | None]] = []
+        if v.scalar is not None and not v.scalar.empty:
+            alts.append([self.term(v.scalar)])
+        for part, make in ((v.obj, self.any_object), (v.arr, self.any_array)):
+            if part is ALL:
+                alts.append([make()])
+            elif part is not None:
+                alts.append([part])
+        return self.rule(alts)
+
+    def values(self, s: dict, pointer: str) -> _Values:
+        """What a flattened schema allows: scalars as one automaton, objects and arrays as rules.
+
+        Keeping scalars as an automaton is what makes oneOf, not and if/then/else exact for them
+        (set algebra on automata); objects get exact negation for properties/required schemas.
+        """
+        if s.get("not") is True:
+            return _Values()
+        if "if" in s:
+            return self.values(self.if_then_else(s, pointer), pointer)
+        if "anyOf" in s or "oneOf" in s:
+            return self.union(s, pointer)
+        nots = s.get("not")
+        nots = [] if nots is None else nots if isinstance(nots, list) else [nots]
+        rest = {k: v for k, v in s.items() if k != "not"}
+        v = self.enum_values(rest, pointer) if "const" in rest or "enum" in rest else self.by_type(rest, pointer)
+        for i, n in enumerate(nots):
+            v = self.subtract(v, rest, n, f"{pointer}/not")
+        return v
+
+    def if_then_else(self, s: dict, pointer: str) -> dict:
+        """(if and then) or (not if and else), as an anyOf the rest of the compiler handles."""
+        rest = {k: v for k, v in s.items() if k not in ("if", "then", "else")}
+        cond = s["if"]
+        then, other = s.get("then", True), s.get("else", True)
+        branches = [{"allOf": [cond, then]}, {"allOf": [{"not": cond}, other]}]
+        return _merge(rest, {"anyOf": branches}, pointer, self)
+
+    def union(self, s: dict, pointer: str) -> _Values:
         """anyOf / oneOf: the common keywords intersected with each branch."""
         key = "anyOf" if "anyOf" in s else "oneOf"
         rest = {k: v for k, v in s.items() if k != key}
-        if key == "oneOf" and len(s[key]) > 1 and not _disjoint(s[key], self):
-            self.relax(f"{pointer}/oneOf", "oneOf branches that may overlap (read as anyOf)")
-        alts = []
+        branches = []
         for i, branch in enumerate(s[key]):
             if branch is False:
                 continue
@@ -295,8 +342,87 @@ class _Compiler:
             if not isinstance(sub, dict):
                 raise SchemaError(f"{key} members must be schemas", pointer=f"{pointer}/{key}/{i}")
             merged = _merge(rest, self.flatten(sub, f"{pointer}/{key}/{i}"), pointer, self)
-            alts.append([self.flat_value(merged, f"{pointer}/{key}/{i}")])
-        return self.rule(alts)
+            branches.append((merged, self.values(merged, f"{pointer}/{key}/{i}")))
+        out = _Values()
+        scalars = [v.scalar for _, v in branches]
+        if key == "oneOf":
+            exact = []
+            for i, x in enumerate(scalars):
+                if x is None:
+                    continue
+                others = [y for j, y in enumerate(scalars) if j != i and y is not None]
+                exact.append(product(x, union_all(others), "diff") if others else x)
+            scalars = exact
+            for part in ("obj", "arr"):
+                present = [(m, getattr(v, part)) for m, v in branches if getattr(v, part) is not None]
+                if len(present) > 1 and not _disjoint([m for m, _ in present], self, part):
+                    exact = self.exactly_one_object(rest, s["oneOf"], branches, pointer) if part == "obj" else None
+                    if exact is not None:
+                        for (_, v), rule in zip(branches, exact):
+                            v.obj = rule
+                        continue
+                    self.relax(f"{pointer}/oneOf", f"oneOf branches whose {'objects' if part == 'obj' else 'arrays'} may overlap (read as anyOf)")
+        out.scalar = union_all([x for x in scalars if x is not None]) if any(x is not None for x in scalars) else None
+        for part in ("obj", "arr"):
+            present = [getattr(v, part) for _, v in branches if getattr(v, part) is not None]
+            setattr(out, part, ALL if ALL in present else self.rule([[p] for p in present]) if present else None)
+        return out
+
+    def exactly_one_object(self, rest: dict, raw: list, branches: list, pointer: str) -> list | None:
+        """For each oneOf branch, its objects that fail every other branch (None if a branch
+        cannot be negated: only properties/required schemas can)."""
+        raws = [b for b in raw if b is not False]
+        negations = []
+        for b in raws:
+            flat = {} if b is True else self.flatten(b, pointer)
+            negations.append(_negate_object(flat) if set(flat) & _OBJECT_KW or "type" in flat else [])
+        out = []
+        for i, (merged, v) in enumerate(branches):
+            if v.obj is None:
+                out.append(None)
+                continue
+            variants = [{**merged, "type": "object"}]
+            for j, alts in enumerate(negations):
+                if j == i:
+                    continue
+                if alts is None or len(variants) * max(len(alts), 1) > MAX_UNION_PRODUCT:
+                    return None
+                if not alts:  # the other branch accepts every object: none is left
+                    variants = []
+                    break
+                variants = [_merge(x, a, pointer, self) for x in variants for a in alts]
+            rules = [self.values(x, pointer).obj for x in variants]
+            out.append(self.rule([[r if r is not ALL else self.any_object()] for r in rules if r is not None]))
+        return out
+
+    def subtract(self, v: _Values, rest: dict, n: Any, pointer: str) -> _Values:
+        """``v`` minus the values of schema ``n`` (``rest`` is the schema ``v`` came from)."""
+        if n is False:
+            return v
+        if n is True:
+            return _Values()
+        neg = self.values(self.flatten(n, pointer), pointer)
+        if v.scalar is not None and neg.scalar is not None:
+            v.scalar = product(v.scalar, neg.scalar, "diff")
+        if v.obj is not None and neg.obj is not None:
+            if neg.obj is ALL:
+                v.obj = None
+            else:
+                alternatives = _negate_object(self.flatten(n, pointer))
+                if alternatives is None:
+                    self.relax(pointer, "'not' of an object schema beyond properties/required (not enforced)")
+                elif len(alternatives) > MAX_UNION_PRODUCT:
+                    self.relax(pointer, "'not' with too many alternatives (not enforced)")
+                else:
+                    base = {**{k: x for k, x in rest.items() if k not in ("type", "enum", "const")}, "type": "object"}
+                    rules = [self.emit(self.values(_merge(base, alt, pointer, self), pointer)) for alt in alternatives]
+                    v.obj = self.rule([[r] for r in rules])
+        if v.arr is not None and neg.arr is not None:
+            if neg.arr is ALL:
+                v.arr = None
+            else:
+                self.relax(pointer, "'not' of an array schema (not enforced)")
+        return v
 
     # -- by type ----------------------------------------------------------------------------------
 
@@ -312,81 +438,42 @@ class _Compiler:
             types.append("null")
         return [x for x in TYPES if x in types]
 
-    def by_type(self, s: dict, pointer: str) -> dict[str, str]:
-        for k in s:
-            if k not in _HANDLED and k not in _ANNOTATIONS and not k.startswith("x-"):
-                pass  # unknown keywords carry no constraint (JSON Schema ignores them)
+    def by_type(self, s: dict, pointer: str) -> _Values:
         types = self.allowed_types(s, pointer)
-        nots = s.get("not")
-        if nots is not None:
-            types = self.apply_not(s, nots, types, pointer)
-        if "const" in s or "enum" in s:
-            return self.enum(s, types, pointer)
-        out: dict[str, str] = {}
+        scalars = []
         builders = {
-            "null": lambda: self.lit(b"null"),
-            "boolean": lambda: self.rule([[self.lit(b"true")], [self.lit(b"false")]]),
-            "integer": lambda: self.number(s, pointer, integer=True),
-            "number": lambda: self.number(s, pointer, integer=False),
-            "string": lambda: self.string(s, pointer),
-            "array": lambda: self.array(s, pointer),
-            "object": lambda: self.object(s, pointer),
+            "null": lambda: literal(b"null"),
+            "boolean": lambda: strings([b"true", b"false"]),
+            "integer": lambda: self._number_automaton(s, pointer, integer=True),
+            "number": lambda: self._number_automaton(s, pointer, integer=False),
+            "string": lambda: self._string_automaton(s, pointer),
         }
         for t in types:
-            rule = builders[t]()
-            if rule is not NEVER:
-                out[t] = rule
+            if t in builders:
+                dfa = builders[t]()
+                if dfa is not None and not dfa.empty:
+                    scalars.append(dfa)
+        out = _Values(scalar=union_all(scalars) if scalars else None)
+        if "object" in types:
+            out.obj = ALL if not set(s) & _OBJECT_KW else self.object(s, pointer)
+        if "array" in types:
+            out.arr = ALL if not set(s) & _ARRAY_KW else self.array(s, pointer)
         return out
 
-    def apply_not(self, s: dict, nots: Any, types: list[str], pointer: str) -> list[str]:
-        for i, n in enumerate(nots if isinstance(nots, list) else [nots]):
-            if n is True:
-                return []
-            if n is False:
-                continue
-            if isinstance(n, dict) and set(n) - _ANNOTATIONS <= {"type"} and "type" in n:
-                banned = [n["type"]] if isinstance(n["type"], str) else n["type"]
-                types = [t for t in types if t not in banned and not (t == "integer" and "number" in banned)]
-                if "integer" in banned and "number" in types:
-                    self.relax(f"{pointer}/not", "'not integer' on numbers (integral numbers are still allowed)")
-            elif isinstance(n, dict) and set(n) - _ANNOTATIONS <= {"enum", "const"}:
-                continue  # handled by enum filtering / string and number exclusion below
-            elif isinstance(n, dict) and set(n) - _ANNOTATIONS == {"required"}:
-                continue  # handled by object()
-            else:
-                self.relax(f"{pointer}/not", "'not' with keywords other than type, enum, const or required")
-        return types
-
-    def _excluded_values(self, s: dict) -> list[Any]:
-        out = []
-        nots = s.get("not")
-        for n in nots if isinstance(nots, list) else [nots] if nots is not None else []:
-            if isinstance(n, dict):
-                if "const" in n:
-                    out.append(n["const"])
-                out += list(n.get("enum", []))
-        return out
-
-    def enum(self, s: dict, types: list[str], pointer: str) -> dict[str, str]:
+    def enum_values(self, s: dict, pointer: str) -> _Values:
         values = [s["const"]] if "const" in s else s["enum"]
         if "const" in s and "enum" in s:
             values = [v for v in s["enum"] if _json_equal(v, s["const"])]
         if not isinstance(values, list):
             raise SchemaError("enum must be an array", pointer=f"{pointer}/enum")
-        excluded = self._excluded_values(s)
-        rest = {k: v for k, v in s.items() if k not in ("enum", "const", "not")}
-        out: dict[str, str] = {}
-        alts = []
+        types = self.allowed_types(s, pointer)
+        rest = {k: v for k, v in s.items() if k not in ("enum", "const")}
+        literals = []
         for v in values:
-            if any(_json_equal(v, x) for x in excluded) or _json_type(v, types) is None:
+            if _json_type(v, types) is None or not self._value_ok(v, rest):
                 continue
-            if not self._value_ok(v, rest):
-                continue
-            alts.append([self.term(strings(_spellings(v)))])
-        rule = self.rule(alts)
-        if rule is not NEVER:
-            out["enum"] = rule
-        return out
+            literals += _spellings(v)
+        return _Values(scalar=strings(literals) if literals else None)
 
     def _value_ok(self, v: Any, s: dict) -> bool:
         """Does ``v`` satisfy the scalar keywords of ``s``? (enum values are filtered by them)."""
@@ -453,13 +540,6 @@ class _Compiler:
             s2 = {k: v for k, v in s.items() if k != "multipleOf"}
             return self._number_automaton(s2, pointer, integer=integer)
 
-    def number(self, s: dict, pointer: str, *, integer: bool) -> str | None:
-        dfa = self._number_automaton(s, pointer, integer=integer)
-        for v in self._excluded_values(s):
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and dfa is not None:
-                dfa = product(dfa, literal(_dumps(v)), "diff")
-        return NEVER if dfa is None else self.term(dfa)
-
     # -- strings ----------------------------------------------------------------------------------
 
     def _string_automaton(self, s: dict, pointer: str) -> ByteDFA:
@@ -490,13 +570,6 @@ class _Compiler:
             return ByteDFA(*_empty_tables())
         return string_dfa(pattern=usable, fmt=known, min_length=lo, max_length=hi)
 
-    def string(self, s: dict, pointer: str) -> str | None:
-        dfa = self._string_automaton(s, pointer)
-        excluded = [_dumps(v) for v in self._excluded_values(s) if isinstance(v, str)]
-        if excluded:
-            dfa = product(dfa, strings(excluded), "diff")
-        return self.term(dfa)
-
     # -- arrays -----------------------------------------------------------------------------------
 
     def array(self, s: dict, pointer: str) -> str | None:
@@ -510,8 +583,8 @@ class _Compiler:
         hi = None if hi is None else int(hi)
         if s.get("uniqueItems") is True:
             self.relax(f"{pointer}/uniqueItems", "uniqueItems (duplicates are not prevented)")
-        if "unevaluatedItems" in s and s["unevaluatedItems"] is not True:
-            self.relax(f"{pointer}/unevaluatedItems", "unevaluatedItems (not enforced)")
+        if "items" not in s and "unevaluatedItems" in s and not isinstance(items, list):
+            rest = s["unevaluatedItems"]  # the items past prefixItems that nothing else evaluates
         elem = [self.value(p, f"{pointer}/prefixItems/{i}") for i, p in enumerate(prefix)]
         rest_rule = self.value(rest, f"{pointer}/items") if rest is not False else NEVER
         contains = s.get("contains")
@@ -596,23 +669,18 @@ class _Compiler:
         patterns: dict = s.get("patternProperties", {}) or {}
         additional = s.get("additionalProperties", True)
         names = s.get("propertyNames")
-        for kw in ("dependentSchemas", "unevaluatedProperties"):
-            if kw in s and s[kw] is not True and s[kw] != {}:
-                self.relax(f"{pointer}/{kw}", f"{kw} (not enforced)")
-        for kw in ("dependentRequired", "dependencies"):
-            if s.get(kw):
-                self.relax(f"{pointer}/{kw}", f"{kw} (not enforced)")
+        if s.get("dependentRequired") or s.get("dependentSchemas") or s.get("dependencies"):
+            return self.object_dependencies(s, pointer)
+        if "additionalProperties" not in s and "unevaluatedProperties" in s:
+            # after merging, every property the schema evaluates is listed or patterned here:
+            # what is left is exactly what unevaluatedProperties governs
+            additional = s["unevaluatedProperties"]
         lo = int(s.get("minProperties", 0) or 0)
         hi = s.get("maxProperties")
-        forbidden = set()
-        for n in (s.get("not") if isinstance(s.get("not"), list) else [s.get("not")]):
-            if isinstance(n, dict) and set(n) - _ANNOTATIONS == {"required"}:
-                if len(n["required"]) == 1:
-                    forbidden.add(n["required"][0])
-                else:
-                    self.relax(f"{pointer}/not", "not required with several names")
-        # Known keys: the listed properties, then required names that are not listed.
-        keys = list(props) + [r for r in required if r not in props]
+        forbidden = set(s.get(ABSENT, []))
+        # Known keys: the listed properties, required names that are not listed, and forbidden
+        # names (listed so that the "other keys" automaton excludes them; they get no member).
+        keys = list(dict.fromkeys([*props, *required, *sorted(forbidden)]))
         members: list[tuple[str, str | None, bool]] = []  # (key, value rule, required)
         name_dfa = self._key_automaton(names, pointer) if names not in (None, True) else None
         for key in keys:
@@ -642,6 +710,46 @@ class _Compiler:
         if self.any_order and sum(req for _, _, req in members) <= MAX_ANY_ORDER_REQUIRED:
             return self._object_any_order(members, extra)
         return self._object_rules(members, extra)
+
+    def object_dependencies(self, s: dict, pointer: str) -> str | None:
+        """dependentRequired / dependentSchemas / dependencies as a union of object variants:
+        for each trigger key, either it is absent, or it is present with what it requires."""
+        required: dict[str, list[str]] = {}
+        schemas: dict[str, Any] = {}
+        for key, value in (s.get("dependencies") or {}).items():
+            (required if isinstance(value, list) else schemas)[key] = value
+        for key, value in (s.get("dependentRequired") or {}).items():
+            required[key] = list(value)
+        schemas.update(s.get("dependentSchemas") or {})
+        triggers = list(dict.fromkeys([*required, *schemas]))
+        base = {k: v for k, v in s.items() if k not in ("dependencies", "dependentRequired", "dependentSchemas")}
+        if 2 ** len(triggers) > MAX_UNION_PRODUCT:
+            self.relax(f"{pointer}/dependentRequired", f"{len(triggers)} property dependencies (not enforced)")
+            return self.object(base, pointer)
+        alts = []
+        for mask in range(2 ** len(triggers)):
+            variant = dict(base)
+            absent = list(variant.get(ABSENT, []))
+            need = list(variant.get("required", []))
+            extra = []
+            for i, key in enumerate(triggers):
+                if mask >> i & 1:
+                    need += [key, *required.get(key, [])]
+                    if key in schemas:
+                        extra.append(schemas[key])
+                else:
+                    absent.append(key)
+            variant["required"] = list(dict.fromkeys(need))
+            if absent:
+                variant[ABSENT] = absent
+            for j, sub in enumerate(extra):
+                if sub is False:
+                    variant = {"not": True}
+                elif isinstance(sub, dict):
+                    variant = _merge(variant, self.flatten(sub, f"{pointer}/dependentSchemas"), pointer, self)
+            variant["type"] = "object"
+            alts.append([self.flat_value(variant, pointer)])
+        return self.rule(alts)
 
     def _key_automaton(self, names: Any, pointer: str) -> ByteDFA | None:
         """Keys allowed by propertyNames (a string schema), as JSON strings."""
@@ -819,7 +927,24 @@ def _lcm(a: Decimal, b: Decimal) -> Decimal:
     return Decimal(ia * ib // math.gcd(ia, ib)) / Decimal(10**scale)
 
 
-def _disjoint(branches: list, compiler: _Compiler) -> bool:
+def _negate_object(n: dict) -> list[dict] | None:
+    """Object schemas whose union is every object that fails ``n`` (None if not expressible).
+
+    Handles ``required`` and ``properties``: an object fails {properties: {k: S}, required: R}
+    iff some r in R is absent, or some listed k is present with a value failing S.
+    """
+    if set(n) - _ANNOTATIONS - {"type", "properties", "required", ABSENT}:
+        return None
+    out_absent = [{"required": [k]} for k in n.get(ABSENT, [])]
+    out: list[dict] = [{ABSENT: [r]} for r in n.get("required", [])]
+    for key, sub in (n.get("properties") or {}).items():
+        if sub is True or sub == {}:
+            continue
+        out.append({"required": [key], "properties": {key: False if sub is False else {"not": sub}}})
+    return out + out_absent
+
+
+def _disjoint(branches: list, compiler: _Compiler, part: str = "any") -> bool:
     """Can no JSON value satisfy two oneOf branches? (Checked on types and const discriminators.)"""
     summaries = []
     for b in branches:
@@ -884,7 +1009,7 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
             out[k] = min(u, v)
         elif k in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(u, bool) and not isinstance(v, bool):
             out[k] = max(u, v) if k == "exclusiveMinimum" else min(u, v)
-        elif k == "required":
+        elif k in ("required", ABSENT):
             out[k] = list(dict.fromkeys([*u, *v]))
         elif k == "properties":
             merged = dict(u)
@@ -954,7 +1079,10 @@ def compile_schema(schema: Any, *, whitespace: str | None = None, lenient: bool 
         warnings.simplefilter("ignore")
         top = c.value(schema, "")
     if top is NEVER:
-        raise SchemaError("no JSON value satisfies this schema", pointer="/")
+        if not lenient:
+            raise SchemaError("no JSON value satisfies this schema", pointer="/")
+        c.warnings.append("no JSON value satisfies this schema: every output is rejected")
+        return CompiledSchema("start", {}, {}, c.warnings)
     start_alts: list[list[str]] = [[top]]
     if whitespace is not None:
         ws = c.term(compile_regex(f"(?:{whitespace})"))

@@ -1,0 +1,351 @@
+"""``ctrldec bench coverage``: how much of real-world JSON Schema each engine gets exactly right.
+
+Two data sets, engines side by side in one process, default tokenizer:
+
+* the JSON-Schema-Test-Suite (draft2020-12, every required file but format, refRemote and
+  vocabulary): a *group* (one schema, its tests) passes when the schema compiles and the token
+  matcher accepts every valid instance and rejects every invalid one;
+* JSONSchemaBench: per split, schemas compiled, schemas passing (same rule), valid instances
+  rejected, invalid instances accepted, compile time p50/p99, full-mask time p50/p99 (over every
+  token of every valid instance).
+
+Instances are serialized compactly (``json.dumps(separators=(",", ":"), ensure_ascii=False)``)
+and tokenized canonically; a document is accepted when every token is accepted and the matcher
+may stop at the end. Engine settings (each engine's most permissive spec-correct mode):
+
+* ctrldec: ``JSONSchema(schema, lenient=True, property_order="any")``;
+* llguidance: its defaults (properties in schema order);
+* xgrammar: ``any_whitespace=False, separators=(",", ":"), strict_mode=False, any_order=True``;
+* outlines-core: ``build_regex_from_schema`` and a full match of the document by Python's ``re``
+  (character level: outlines-core's token index needs a hub vocabulary).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import time
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from .masks import percentiles
+
+__all__ = ["run_suite", "run_bench", "SUITE_EXCLUDED", "SCHEMA_ENGINES"]
+
+SUITE_EXCLUDED = {"format.json", "refRemote.json", "vocabulary.json"}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class _SchemaEngine:
+    name = "?"
+    measures_masks = True
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+
+    def compile(self, schema: Any) -> Any:
+        raise NotImplementedError
+
+    def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
+        raise NotImplementedError
+
+    def mask_times(self, compiled: Any, ids: list[int]) -> list[float]:
+        """Full-mask time (us) before each token of a valid document."""
+        raise NotImplementedError
+
+
+class _Ctrldec(_SchemaEngine):
+    name = "ctrldec"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        from ..constraints.grammar import tokenizer_info
+
+        self.info = tokenizer_info(tokenizer)
+        self.buf = np.zeros((self.vocab_size + 31) // 32, dtype=np.uint32)
+
+    def compile(self, schema: Any) -> Any:
+        from ..constraints.jsonschema import JSONSchema
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return JSONSchema(schema, lenient=True, property_order="any").compile(self.info)
+
+    def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
+        m = compiled.matcher()
+        for t in ids:
+            if not m.accepts(t):
+                return False
+            m.advance(t)
+        return m.is_accepting()
+
+    def mask_times(self, compiled: Any, ids: list[int]) -> list[float]:
+        m = compiled.matcher()
+        out = []
+        for t in ids:
+            t0 = time.perf_counter_ns()
+            m.fill_mask(self.buf)
+            out.append((time.perf_counter_ns() - t0) / 1e3)
+            if not m.accepts(t):
+                break
+            m.advance(t)
+        return out
+
+
+class _LLGuidance(_SchemaEngine):
+    name = "llguidance"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        import llguidance.hf
+        import llguidance.numpy
+
+        self._ll = llguidance
+        self._tok = llguidance.hf.from_tokenizer(tokenizer)
+        self.buf = llguidance.numpy.allocate_token_bitmask(1, self._tok.vocab_size)
+
+    def compile(self, schema: Any) -> Any:
+        grammar = self._ll.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+        m = self._ll.LLMatcher(self._tok, grammar)
+        if m.is_error():
+            raise ValueError(m.get_error())
+        return grammar
+
+    def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
+        m = self._ll.LLMatcher(self._tok, compiled)
+        for t in ids:
+            if not m.consume_token(t) or m.is_error():
+                return False
+        return m.is_accepting()
+
+    def mask_times(self, compiled: Any, ids: list[int]) -> list[float]:
+        import llguidance.numpy as lln
+
+        m = self._ll.LLMatcher(self._tok, compiled)
+        out = []
+        for t in ids:
+            t0 = time.perf_counter_ns()
+            lln.fill_next_token_bitmask(m, self.buf, 0)
+            out.append((time.perf_counter_ns() - t0) / 1e3)
+            if not m.consume_token(t):
+                break
+        return out
+
+
+class _XGrammar(_SchemaEngine):
+    name = "xgrammar"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
+        self._compiler = xgr.GrammarCompiler(info, cache_enabled=False)
+        self._eos = tokenizer.eos_token_id
+        self.buf = xgr.allocate_token_bitmask(1, self.vocab_size)
+
+    def compile(self, schema: Any) -> Any:
+        return self._compiler.compile_json_schema(
+            json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=False, any_order=True
+        )
+
+    def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
+        m = self._xgr.GrammarMatcher(compiled)
+        for t in ids:
+            if not m.accept_token(t):
+                return False
+        return bool(m.accept_token(self._eos)) and m.is_terminated()
+
+    def mask_times(self, compiled: Any, ids: list[int]) -> list[float]:
+        m = self._xgr.GrammarMatcher(compiled)
+        out = []
+        for t in ids:
+            t0 = time.perf_counter_ns()
+            m.fill_next_token_bitmask(self.buf)
+            out.append((time.perf_counter_ns() - t0) / 1e3)
+            if not m.accept_token(t):
+                break
+        return out
+
+
+class _OutlinesCore(_SchemaEngine):
+    name = "outlines-core"
+    measures_masks = False
+
+    def compile(self, schema: Any) -> Any:
+        import re
+
+        from outlines_core.json_schema import build_regex_from_schema
+
+        return re.compile(build_regex_from_schema(json.dumps(schema)))
+
+    def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
+        return compiled.fullmatch(text) is not None
+
+    def mask_times(self, compiled: Any, ids: list[int]) -> list[float]:
+        return []
+
+
+SCHEMA_ENGINES = {"ctrldec": (_Ctrldec, None), "llguidance": (_LLGuidance, "llguidance"), "xgrammar": (_XGrammar, "xgrammar"), "outlines-core": (_OutlinesCore, "outlines_core")}
+
+
+def _engines(names: list[str] | None, tokenizer: Any) -> list[_SchemaEngine]:
+    import importlib.util
+
+    chosen = names or [n for n, (_, module) in SCHEMA_ENGINES.items() if module is None or importlib.util.find_spec(module)]
+    out = []
+    for n in chosen:
+        if n not in SCHEMA_ENGINES:
+            raise ValueError(f"unknown engine {n!r}; known: {', '.join(SCHEMA_ENGINES)}")
+        out.append(SCHEMA_ENGINES[n][0](tokenizer))
+    return out
+
+
+def _judge(engine: _SchemaEngine, schema: Any, tests: list[tuple[bool, Any]], tokenizer: Any, masks: bool) -> dict[str, Any]:
+    """Compile one schema and check its tests; optionally time masks over the valid ones."""
+    row: dict[str, Any] = {"compiled": False, "passing": False, "valid_rejected": 0, "invalid_accepted": 0, "mask_us": []}
+    t0 = time.perf_counter()
+    try:
+        compiled = engine.compile(schema)
+    except Exception as e:  # each engine raises its own types; all mean "does not compile"
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        return row
+    row["compile_ms"] = (time.perf_counter() - t0) * 1000
+    row["compiled"] = True
+    ok = True
+    for valid, data in tests:
+        text = _dumps(data)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        try:
+            accepted = engine.accepts(compiled, ids, text)
+        except Exception:
+            accepted = False
+        if valid and not accepted:
+            row["valid_rejected"] += 1
+            ok = False
+        elif not valid and accepted:
+            row["invalid_accepted"] += 1
+            ok = False
+        if valid and masks and engine.measures_masks and accepted:
+            row["mask_us"] += engine.mask_times(compiled, ids)
+    row["passing"] = ok
+    return row
+
+
+def run_suite(folder: str, tokenizer: Any, *, engines: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
+    """Groups passed per keyword file of the JSON-Schema-Test-Suite (draft2020-12)."""
+    files = sorted(f for f in glob.glob(os.path.join(folder, "*.json")) if os.path.basename(f) not in SUITE_EXCLUDED)
+    if not files:
+        raise ValueError(f"no test files in {folder}")
+    result: dict[str, Any] = {"files": {}, "totals": {}}
+    for engine in _engines(engines, tokenizer):
+        total = 0
+        for path in files:
+            groups = json.load(open(path, encoding="utf-8"))
+            passed = 0
+            for group in groups:
+                tests = [(t["valid"], t["data"]) for t in group["tests"]]
+                passed += _judge(engine, group["schema"], tests, tokenizer, masks=False)["passing"]
+            name = os.path.basename(path)[: -len(".json")]
+            result["files"].setdefault(name, {"groups": len(groups)})[engine.name] = passed
+            total += passed
+        result["totals"][engine.name] = total
+        if progress:
+            print(f"  suite {engine.name}: {total}", flush=True)
+    result["groups"] = sum(v["groups"] for v in result["files"].values())
+    return result
+
+
+def run_bench(
+    folder: str,
+    tokenizer: Any,
+    *,
+    engines: list[str] | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    masks: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """JSONSchemaBench coverage per split (a seeded random sample of schemas if ``sample``)."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.jsonl"))):
+        with open(path, encoding="utf-8") as f:
+            rows += [json.loads(line) for line in f]
+    if not rows:
+        raise ValueError(f"no *.jsonl files in {folder}")
+    if sample:
+        rows = random.Random(seed).sample(rows, min(sample, len(rows)))
+    out: dict[str, Any] = {"schemas": len(rows), "engines": {}}
+    for engine in _engines(engines, tokenizer):
+        per_split: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(list))
+        started = time.time()
+        failures = []
+        for i, r in enumerate(rows):
+            schema = json.loads(r["schema"])
+            tests = [(t["valid"], t["data"]) for t in r["tests"]]
+            row = _judge(engine, schema, tests, tokenizer, masks)
+            for split in (r["split"], "all"):
+                s = per_split[split]
+                s["schemas"].append(1)
+                s["compiled"].append(row["compiled"])
+                s["passing"].append(row["passing"])
+                s["valid_rejected"].append(row["valid_rejected"])
+                s["invalid_accepted"].append(row["invalid_accepted"])
+                s["valid"].append(sum(1 for v, _ in tests if v) if row["compiled"] else 0)
+                if "compile_ms" in row:
+                    s["compile_ms"].append(row["compile_ms"])
+                s["mask_us"] += row["mask_us"]
+            if not row["passing"] and len(failures) < 200:
+                failures.append({"id": r["id"], "error": row.get("error"), "valid_rejected": row["valid_rejected"], "invalid_accepted": row["invalid_accepted"]})
+            if progress and i % 100 == 0:
+                print(f"  {engine.name}: {i}/{len(rows)} schemas, {time.time() - started:.0f}s", flush=True)
+        summary = {}
+        for split, s in sorted(per_split.items()):
+            summary[split] = {
+                "schemas": len(s["schemas"]),
+                "compiled": int(sum(s["compiled"])),
+                "passing": int(sum(s["passing"])),
+                "valid_rejected": int(sum(s["valid_rejected"])),
+                "valid_of_compiled": int(sum(s["valid"])),
+                "invalid_accepted": int(sum(s["invalid_accepted"])),
+                "compile_ms": percentiles(s["compile_ms"]),
+                "mask_us": percentiles(s["mask_us"]),
+            }
+        out["engines"][engine.name] = {"splits": summary, "seconds": time.time() - started, "failures": failures}
+    return out
+
+
+def format_suite(report: dict[str, Any]) -> str:
+    names = list(report["totals"])
+    lines = [f"JSON-Schema-Test-Suite draft2020-12: {report['groups']} groups in {len(report['files'])} files"]
+    lines.append(f"{'file':<24}{'groups':>7}" + "".join(f"{n:>15}" for n in names))
+    for file, row in report["files"].items():
+        lines.append(f"{file:<24}{row['groups']:>7}" + "".join(f"{row.get(n, 0):>15}" for n in names))
+    lines.append(f"{'total':<24}{report['groups']:>7}" + "".join(f"{report['totals'][n]:>15}" for n in names))
+    return "\n".join(lines)
+
+
+def format_bench(report: dict[str, Any]) -> str:
+    lines = [f"JSONSchemaBench: {report['schemas']} schemas"]
+    head = f"{'engine':<14}{'split':<24}{'schemas':>8}{'compiled':>9}{'passing':>8}{'valid rej':>10}{'invalid acc':>12}{'compile ms p50/p99':>20}{'mask us p50/p99':>18}"
+    lines.append(head)
+    for name, e in report["engines"].items():
+        for split, s in e["splits"].items():
+            c, m = s["compile_ms"], s["mask_us"]
+            cm = f"{c['p50']:.1f}/{c['p99']:.0f}" if c.get("n") else "-"
+            mm = f"{m['p50']:.1f}/{m['p99']:.0f}" if m.get("n") else "-"
+            lines.append(
+                f"{name:<14}{split:<24}{s['schemas']:>8}{s['compiled']:>9}{s['passing']:>8}"
+                f"{s['valid_rejected']:>10}{s['invalid_accepted']:>12}{cm:>20}{mm:>18}"
+            )
+    return "\n".join(lines)
