@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urljoin
 
 from ...engine.bytedfa import ByteDFA, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
@@ -87,13 +87,16 @@ class _Compiler:
         self.terminals: dict[str, ByteDFA] = {}
         self._literal_names: dict[bytes, str] = {}
         self._dfa_names: dict[bytes, str] = {}
-        self._ref_rules: dict[str, str | None] = {}
-        self._anchors: dict[str, Any] = {}
+        self._ref_rules: dict[int, str | None] = {}
+        self._anchors: dict[str, tuple[Any, str]] = {}
+        self._resources: dict[str, tuple[Any, str]] = {}
+        self._base_of: dict[int, str] = {}
+        self._root_base = root.get("$id", "").split("#")[0] if isinstance(root, dict) and isinstance(root.get("$id"), str) else ""
         self._ws = whitespace
         self._any: str | None = None
         self._names = 0
         self._memo: dict[str, str | None] = {}
-        self._index_ids(root, "")
+        self._index_ids(root, "", self._root_base)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -151,36 +154,44 @@ class _Compiler:
 
     # -- references -------------------------------------------------------------------------------
 
-    def _index_ids(self, node: Any, pointer: str) -> None:
+    def _index_ids(self, node: Any, pointer: str, base: str = "") -> None:
+        """Record every subschema's base URI, embedded resources ($id) and anchors."""
         if isinstance(node, dict):
+            if isinstance(node.get("$id"), str):
+                ident = node["$id"]
+                if ident.startswith("#") and len(ident) > 1:  # draft-07 style plain-name anchor
+                    self._anchors[urljoin(base, ident)] = (node, pointer)
+                else:
+                    base = urljoin(base, ident).split("#")[0]
+                    self._resources[base] = (node, pointer)
             for key in ("$anchor", "$dynamicAnchor"):
                 if isinstance(node.get(key), str):
-                    self._anchors["#" + node[key]] = node
-            if isinstance(node.get("$id"), str) and node["$id"].startswith("#"):
-                self._anchors[node["$id"]] = node
+                    self._anchors[f"{base}#{node[key]}"] = (node, pointer)
+            self._base_of[id(node)] = base
             for k, v in node.items():
                 if k not in ("enum", "const", "default", "examples", "example"):
-                    self._index_ids(v, f"{pointer}/{_pointer_escape(k)}")
+                    self._index_ids(v, f"{pointer}/{_pointer_escape(k)}", base)
         elif isinstance(node, list):
             for i, v in enumerate(node):
-                self._index_ids(v, f"{pointer}/{i}")
+                self._index_ids(v, f"{pointer}/{i}", base)
 
-    def resolve(self, ref: str, pointer: str) -> tuple[Any, str]:
-        """(target schema, its pointer) for a $ref inside this document."""
-        if ref in self._anchors:
-            return self._anchors[ref], ref
-        if not ref.startswith("#"):
-            # an absolute id of this very document, e.g. "http://x/schema#/definitions/a"
-            base = self.root.get("$id", "") if isinstance(self.root, dict) else ""
-            if base and ref.startswith(base.rstrip("#")):
-                ref = ref[len(base.rstrip("#")) :] or "#"
-            else:
-                raise SchemaError(f"remote $ref {ref!r} is not supported (only references inside the schema)", pointer=pointer)
-        if ref in self._anchors:
-            return self._anchors[ref], ref
-        node = self.root
-        target = ""
-        for part in unquote(ref[1:]).split("/")[1:] if ref != "#" else []:
+    def resolve(self, ref: str, pointer: str, where: Any = None) -> tuple[Any, str]:
+        """(target schema, its pointer) for a $ref found in schema ``where`` (for its base URI)."""
+        base = self._base_of.get(id(where), self._root_base)
+        uri = base + ref if ref.startswith("#") else urljoin(base, ref)  # urljoin mangles urn: bases
+        doc, _, fragment = uri.partition("#")
+        if uri in self._anchors:
+            return self._anchors[uri]
+        if doc in self._resources:
+            node, node_ptr = self._resources[doc]
+        elif doc in ("", self._root_base):
+            node, node_ptr = self.root, ""
+        else:
+            raise SchemaError(f"remote $ref {ref!r} is not supported (only references inside the schema)", pointer=pointer)
+        if fragment and not fragment.startswith("/"):
+            raise SchemaError(f"$ref {ref!r}: no anchor {fragment!r} in this schema", pointer=pointer)
+        target = node_ptr
+        for part in unquote(fragment).split("/")[1:] if fragment else []:
             part = part.replace("~1", "/").replace("~0", "~")
             target += "/" + _pointer_escape(part)
             try:
@@ -201,11 +212,13 @@ class _Compiler:
         if not isinstance(schema, dict):
             raise SchemaError(f"a schema must be an object or a boolean, got {type(schema).__name__}", pointer=pointer)
         if set(schema) == {"$ref"} or (set(schema) - _ANNOTATIONS == {"$ref"}):
-            return self.ref_rule(schema["$ref"], pointer)
+            return self.ref_rule(schema["$ref"], pointer, schema)
         # Equal schemas (the same text: $refs resolve against the one root) share one rule, and a
         # schema met again while it is being expanded (recursion through $ref + siblings, or
         # through allOf) refers to the placeholder instead of expanding forever.
-        key = json.dumps({k: v for k, v in schema.items() if k not in _ANNOTATIONS}, sort_keys=True, default=str)
+        key = self._base_of.get(id(schema), self._root_base) + json.dumps(
+            {k: v for k, v in schema.items() if k not in _ANNOTATIONS}, sort_keys=True, default=str
+        )
         if key in self._memo:
             return self._memo[key]
         name = self._memo[key] = self.fresh()
@@ -216,11 +229,11 @@ class _Compiler:
         self.rules[name] = [[inner]]
         return name
 
-    def ref_rule(self, ref: str, pointer: str) -> str | None:
+    def ref_rule(self, ref: str, pointer: str, where: Any = None) -> str | None:
         if not isinstance(ref, str):
             raise SchemaError("$ref must be a string", pointer=pointer)
-        target, target_ptr = self.resolve(ref, pointer)
-        key = target_ptr if target_ptr.startswith("/") or target_ptr == "" else ref
+        target, target_ptr = self.resolve(ref, pointer, where)
+        key = id(target)
         if key in self._ref_rules:
             name = self._ref_rules[key]
             return name
@@ -265,7 +278,7 @@ class _Compiler:
             raise SchemaError("allOf/$ref nesting deeper than 32 (a reference cycle through allOf?)", pointer=pointer)
         parts = [{k: v for k, v in schema.items() if k not in ("allOf", "$ref")}]
         if "$ref" in schema:
-            target, target_ptr = self.resolve(schema["$ref"], pointer)
+            target, target_ptr = self.resolve(schema["$ref"], pointer, schema)
             if target is False:
                 return {"not": True}
             if isinstance(target, dict):
@@ -638,26 +651,55 @@ class _Compiler:
         return self.rule(first_alts)
 
     def array_contains(self, s, pointer, elem, rest, rest_rule, lo, hi) -> str | None:
-        if elem or hi is not None or lo > 1 or "maxContains" in s:
-            self.relax(f"{pointer}/contains", "contains together with prefixItems, maxItems, minItems > 1 or maxContains")
-        n = int(s.get("minContains", 1))
-        if n == 0:
+        """contains / minContains / maxContains: count the elements that match.
+
+        With no maxContains, "at least n matches" needs no negation (the grammar is ambiguous:
+        any element may be the one that matches). With maxContains, elements are split into
+        "matches" and "does not match" (exact when the contains schema can be negated).
+        """
+        n_min = int(s.get("minContains", 1))
+        n_max = s.get("maxContains")
+        if elem or hi is not None or lo > 1:
+            self.relax(f"{pointer}/contains", "contains together with prefixItems, maxItems or minItems > 1 (contains not enforced)")
             return self.array({k: v for k, v in s.items() if k not in ("contains", "minContains", "maxContains")}, pointer)
-        both = self.value({"allOf": [rest if rest is not True else {}, s["contains"]]}, f"{pointer}/contains")
-        if both is NEVER:
+        if n_max is not None and int(n_max) < n_min:
             return NEVER
+        item_schema = rest if rest is not True else {}
+        both = self.value({"allOf": [item_schema, s["contains"]]}, f"{pointer}/contains")
         open_, close, comma = self.lit(b"["), self.lit(b"]"), self.lit(b",")
-        # [ (rest ,)* match (, rest)* ] with at least n matches: chain n segments
-        any_item = rest_rule
-        before = self.loop([any_item, comma]) if any_item else NEVER
-        after = self.loop([comma, any_item]) if any_item else NEVER
-        seq: list[list[str | None]] = [[both]]
-        for _ in range(n - 1):
-            mid = self.rule([[comma], [after, comma]]) if after else self.rule([[comma]])
-            seq = [alt + [mid, both] for alt in seq]
-        core = self.rule(seq)
-        body_alts = [[core], [before, core], [core, after], [before, core, after]]
-        return self.rule([[open_, self.rule(body_alts), close]])
+        if n_max is None:
+            if n_min == 0:
+                return self.array({k: v for k, v in s.items() if k not in ("contains", "minContains", "maxContains")}, pointer)
+            if both is NEVER:
+                return NEVER
+            before = self.loop([rest_rule, comma]) if rest_rule else NEVER
+            after = self.loop([comma, rest_rule]) if rest_rule else NEVER
+            seq: list[list[str | None]] = [[both]]
+            for _ in range(n_min - 1):
+                mid = self.rule([[comma], [after, comma]]) if after else self.rule([[comma]])
+                seq = [alt + [mid, both] for alt in seq]
+            core = self.rule(seq)
+            return self.rule([[open_, self.rule([[core], [before, core], [core, after], [before, core, after]]), close]])
+        n_max = int(n_max)
+        if n_max > MAX_COUNT:
+            self.relax(f"{pointer}/maxContains", f"maxContains {n_max} beyond {MAX_COUNT} (not enforced)")
+            return self.array_contains({k: v for k, v in s.items() if k != "maxContains"}, pointer, elem, rest, rest_rule, lo, hi)
+        flat = self.flatten(item_schema, pointer) if isinstance(item_schema, dict) else {}
+        miss_values = self.subtract(self.values(flat, pointer), flat, s["contains"], f"{pointer}/contains")
+        miss = self.emit(miss_values)
+        # tail[c]: c matches so far, at least one element written
+        tails = [self.fresh() for _ in range(n_max + 1)]
+        for c, name in enumerate(tails):
+            alts: list[list[str | None]] = [[close]] if c >= n_min else []
+            alts.append([comma, miss, name])
+            if c < n_max:
+                alts.append([comma, both, tails[c + 1]])
+            self.rule(alts, name=name)
+        first: list[list[str | None]] = [[open_, close]] if n_min == 0 else []
+        first.append([open_, miss, tails[0]])
+        if n_max >= 1:
+            first.append([open_, both, tails[1]])
+        return self.rule(first)
 
     # -- objects ----------------------------------------------------------------------------------
 
@@ -700,16 +742,19 @@ class _Compiler:
                 return NEVER
             members.append((key, rule, is_required))
         extra = self._extra_members(keys, patterns, additional, name_dfa, pointer)
-        if hi is not None and int(hi) < len([m for m in members if m[2]]):
+        n_required = len([m for m in members if m[2]])
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < max(n_required, lo):
             return NEVER
-        if lo or hi is not None:
-            if lo <= len([m for m in members if m[2]]) and hi is None:
-                pass  # implied by the required properties
-            else:
-                self.relax(f"{pointer}", "minProperties/maxProperties (not enforced)")
-        if self.any_order and sum(req for _, _, req in members) <= MAX_ANY_ORDER_REQUIRED:
-            return self._object_any_order(members, extra)
-        return self._object_rules(members, extra)
+        counts = (lo, hi)
+        if lo <= n_required and hi is None:
+            counts = (0, None)  # implied by the required properties
+        elif max(lo, hi or 0) > MAX_COUNT:
+            self.relax(f"{pointer}", f"minProperties/maxProperties beyond {MAX_COUNT} (not enforced)")
+            counts = (0, None)
+        if self.any_order and n_required <= MAX_ANY_ORDER_REQUIRED:
+            return self._object_any_order(members, extra, counts)
+        return self._object_rules(members, extra, counts)
 
     def object_dependencies(self, s: dict, pointer: str) -> str | None:
         """dependentRequired / dependentSchemas / dependencies as a union of object variants:
@@ -804,61 +849,83 @@ class _Compiler:
                 alts.append([self.term(region), colon, self.value(additional, f"{pointer}/additionalProperties")])
         return self.rule(alts)
 
-    def _object_rules(self, members: list[tuple[str, str | None, bool]], extra: str | None) -> str | None:
+    def _object_rules(self, members: list[tuple[str, str | None, bool]], extra: str | None, counts: tuple = (0, None)) -> str | None:
         """``{`` members in schema order, optional ones skippable, extra members anywhere ``}``.
 
-        after[i]: at least one member was written and members i.. remain; first[i]: none yet.
+        after[i, c]: c >= 1 members written and members i.. remain; first[i]: none yet. Without
+        min/maxProperties, c is collapsed to one value.
         """
         open_, close, comma, colon = self.lit(b"{"), self.lit(b"}"), self.lit(b","), self.lit(b":")
+        lo, hi = counts
+        top = hi if hi is not None else max(lo, 1)
         n = len(members)
         present = [None if rule is NEVER else self.rule([[self.lit(_dumps(key)), colon, rule]]) for key, rule, _ in members]
-        after: list[str | None] = [None] * (n + 1)
+
+        def bump(c: int) -> int | None:
+            return min(c + 1, top) if hi is None else (c + 1 if c + 1 <= hi else None)
+
+        after = {(i, c): self.fresh() for i in range(n + 1) for c in range(1, top + 1)}
+        for i in range(n, -1, -1):
+            required = i < n and members[i][2]
+            for c in range(1, top + 1):
+                name = after[(i, c)]
+                nxt = bump(c)
+                alts: list[list[str | None]] = [[]] if i == n and c >= lo else []
+                if i < n:
+                    if nxt is not None:
+                        alts.append([comma, present[i], after[(i + 1, nxt)]])
+                    if not required:
+                        alts.append([after[(i + 1, c)]])
+                if extra is not None and nxt is not None:
+                    alts.append([comma, extra, after[(i, nxt)]])
+                self.rule(alts, name=name)
         first: list[str | None] = [None] * (n + 1)
         for i in range(n, -1, -1):
             required = i < n and members[i][2]
-            name = self.fresh()
-            alts: list[list[str | None]] = [[]] if i == n else []
+            alts = [[]] if i == n and lo == 0 else []
             if i < n:
-                alts.append([comma, present[i], after[i + 1]])
-                if not required:
-                    alts.append([after[i + 1]])
-            if extra is not None:
-                alts.append([comma, extra, name])
-            after[i] = self.rule(alts, name=name)
-            alts = [[]] if i == n else []
-            if i < n:
-                alts.append([present[i], after[i + 1]])
+                if hi is None or hi >= 1:
+                    alts.append([present[i], after[(i + 1, 1)]])
                 if not required:
                     alts.append([first[i + 1]])
-            if extra is not None:
-                alts.append([extra, after[i]])
+            if extra is not None and (hi is None or hi >= 1):
+                alts.append([extra, after[(i, 1)]])
             first[i] = self.rule(alts)
         return self.rule([[open_, first[0], close]])
 
-
-    def _object_any_order(self, members: list[tuple[str, str | None, bool]], extra: str | None) -> str | None:
-        """Members in any order; the rules track which required keys were seen (2^r of them).
+    def _object_any_order(self, members: list[tuple[str, str | None, bool]], extra: str | None, counts: tuple) -> str | None:
+        """Members in any order; the rules track which required keys were seen (2^r of them)
+        and, under minProperties/maxProperties, how many members were written.
 
         A known key may repeat (every value is still valid, and JSON parsers keep the last one).
         """
         open_, close, comma, colon = self.lit(b"{"), self.lit(b"}"), self.lit(b","), self.lit(b":")
+        lo, hi = counts
         units = [(None if rule is NEVER else self.rule([[self.lit(_dumps(key)), colon, rule]]), req) for key, rule, req in members]
         required = [i for i, (_, _, req) in enumerate(members) if req]
         bit = {i: 1 << j for j, i in enumerate(required)}
         full = (1 << len(required)) - 1
-        seq = {mask: self.fresh() for mask in range(full + 1)}  # seq[S]: after >= 1 member, S seen
-        for mask, name in seq.items():
-            alts: list[list[str | None]] = [[]] if mask == full else []
-            for i, (unit, req) in enumerate(units):
-                alts.append([comma, unit, seq[mask | bit.get(i, 0)]])
-            if extra is not None:
-                alts.append([comma, extra, name])
+        top = hi if hi is not None else max(lo, 1)  # counts past lo are all alike when unbounded
+
+        def bump(c: int) -> int | None:
+            return min(c + 1, top) if hi is None else (c + 1 if c + 1 <= hi else None)
+
+        seq = {(mask, c): self.fresh() for mask in range(full + 1) for c in range(1, top + 1)}
+        for (mask, c), name in seq.items():
+            alts: list[list[str | None]] = [[]] if mask == full and c >= lo else []
+            nxt = bump(c)
+            if nxt is not None:
+                for i, (unit, req) in enumerate(units):
+                    alts.append([comma, unit, seq[(mask | bit.get(i, 0), nxt)]])
+                if extra is not None:
+                    alts.append([comma, extra, seq[(mask, nxt)]])
             self.rule(alts, name=name)
-        first: list[list[str | None]] = [[open_, close]] if full == 0 else []
-        for i, (unit, req) in enumerate(units):
-            first.append([open_, unit, seq[bit.get(i, 0)], close])
-        if extra is not None:
-            first.append([open_, extra, seq[0], close])
+        first: list[list[str | None]] = [[open_, close]] if full == 0 and lo == 0 else []
+        if top >= 1 and (hi is None or hi >= 1):
+            for i, (unit, req) in enumerate(units):
+                first.append([open_, unit, seq[(bit.get(i, 0), 1)], close])
+            if extra is not None:
+                first.append([open_, extra, seq[(0, 1)], close])
         return self.rule(first)
 
 
@@ -875,10 +942,28 @@ def _dumps(v: Any) -> bytes:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _spellings(v: Any) -> list[bytes]:
-    """The compact JSON forms of an enum value: an integral number is written ``2`` or ``2.0``."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and abs(v) < 2**53:
-        return [str(int(v)).encode(), f"{int(v)}.0".encode()]
+def _spellings(v: Any, limit: int = 256) -> list[bytes]:
+    """The compact JSON forms of an enum value that are equal to it: an integral number is
+    ``2`` or ``2.0``, an object's keys in any order (up to ``limit`` forms, then one)."""
+    import itertools
+
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return [_dumps(v)]
+    if isinstance(v, (int, float)):
+        if float(v).is_integer() and abs(v) <= 2**53:
+            return [str(int(v)).encode(), f"{int(v)}.0".encode()]
+        return [_dumps(v)]
+    if isinstance(v, list):
+        parts = [_spellings(x, limit) for x in v]
+        if math.prod(len(p) for p in parts) > limit:
+            return [_dumps(v)]
+        return [b"[" + b",".join(c) + b"]" for c in itertools.product(*parts)]
+    if isinstance(v, dict):
+        items = [[_dumps(k) + b":" + x for x in _spellings(val, limit)] for k, val in v.items()]
+        orders = math.factorial(len(items)) if len(items) <= 6 else limit + 1
+        if orders * math.prod(len(p) for p in items) > limit:
+            return [_dumps(v)]
+        return [b"{" + b",".join(c) + b"}" for perm in itertools.permutations(items) for c in itertools.product(*perm)]
     return [_dumps(v)]
 
 
@@ -1016,8 +1101,6 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
             for name, sub in v.items():
                 merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
             out[k] = merged
-            # a property listed only in b must also pass a's additionalProperties (and vice versa)
-            out = _cross_additional(out, a, b, pointer)
         elif k == "patternProperties":
             merged = dict(u)
             for p, sub in v.items():
@@ -1051,6 +1134,14 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
             out[k] = bool(u) and bool(v)
         else:
             compiler.relax(pointer, f"allOf with {k!r} in several members (the first is kept)")
+    if ("properties" in a or "properties" in b) and ("additionalProperties" in a or "additionalProperties" in b):
+        # a property listed only in b must also pass a's additionalProperties (and vice versa)
+        out = _cross_additional(out, a, b, pointer)
+    if ("items" in a or "items" in b) and ("prefixItems" in a) != ("prefixItems" in b):
+        # ``items`` in a member without prefixItems governs every element, the prefix included
+        lone = b if "prefixItems" in a else a
+        if "items" in lone and not isinstance(lone["items"], list):
+            out["prefixItems"] = [{"allOf": [x, lone["items"]]} for x in out["prefixItems"]]
     if "anyOf" in a and "oneOf" in b or "oneOf" in a and "anyOf" in b:
         x = out.pop("anyOf")
         y = out.pop("oneOf")
@@ -1068,7 +1159,9 @@ def _cross_additional(out: dict, a: dict, b: dict, pointer: str) -> dict:
         for name in (other.get("properties") or {}):
             if name in listed or any(_pattern_matches(p, name) for p in pats):
                 continue
-            out["properties"][name] = False if extra is False else {"allOf": [out["properties"][name], extra]}
+            props = dict(out.get("properties") or {})
+            props[name] = False if extra is False else {"allOf": [props[name], extra]}
+            out["properties"] = props
     return out
 
 

@@ -24,7 +24,7 @@ from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, liter
 __all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "MAX_MODULUS"]
 
 ANY_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
-ANY_INTEGER = r"-?(0|[1-9][0-9]*)"
+ANY_INTEGER = r"-?(0|[1-9][0-9]*)(\.0+)?"
 MAX_MODULUS = 50_000  # states of a multipleOf automaton: the scaled divisor times (fraction digits + 2)
 _EMPTY = ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
 _DIGITS = [ord(str(d)) for d in range(10)]
@@ -227,7 +227,11 @@ def _multiple_of(m: Decimal) -> ByteDFA:
 
 
 def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None) -> ByteDFA:
-    """Canonical integers in [lo, hi] (inclusive; None: unbounded), multiples of ``multiple_of``."""
+    """Integers in [lo, hi] (inclusive; None: unbounded), multiples of ``multiple_of``.
+
+    ``1.0`` is an integer in JSON Schema (a number with no fractional part): a fraction of zeros
+    is accepted too.
+    """
     parts = []
     if hi is None or hi >= 0:
         parts.append(_range_dfa(max(lo, 0) if lo is not None else 0, hi))
@@ -236,6 +240,8 @@ def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decim
         if not neg.empty:
             parts.append(concat_bytes(b"-", neg, b""))
     dfa = union_all([p for p in parts if not p.empty])
+    if not dfa.empty:
+        dfa = _then(dfa, compile_regex(r"(\.0+)?"))
     if multiple_of is not None and not dfa.empty:
         dfa = product(dfa, _multiple_of(multiple_of), "and")
     return dfa
