@@ -1,7 +1,7 @@
 """The ``ctrldec`` command line.
 
-    ctrldec generate PROMPT [--grammar FILE.lark | --regex RE] [--model PATH] [--max-new-tokens N]
-                            [--temperature T] [--seed S]
+    ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]]
+                            [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
@@ -34,20 +34,27 @@ def _quiet_transformers() -> None:
 
 
 def _constraint(args: argparse.Namespace):
-    from .constraints import Grammar, Regex
+    from .constraints import Grammar, JSONSchema, Regex
 
     if args.grammar:
         return Grammar.from_file(args.grammar)
     if args.regex is not None:
         return Regex(args.regex)
+    if args.schema:
+        try:
+            text = open(args.schema, encoding="utf-8").read()
+        except OSError as e:
+            raise CtrldecError(f"cannot read schema file {args.schema}: {e.strerror}") from None
+        return JSONSchema(text, whitespace=args.whitespace, property_order=args.property_order, lenient=args.lenient)
     return None
 
 
-def _prompt_ids(tokenizer: Any, prompt: str, chat: bool):
+def _prompt_ids(tokenizer: Any, prompt: str, chat: bool, system: str | None = None):
     import torch
 
     if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
         if not torch.is_tensor(ids):
             ids = ids["input_ids"]
         return ids
@@ -72,7 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         constraint.tables()  # report grammar errors before the (slower) model load
     _quiet_transformers()
     model, tokenizer = load(args.model)
-    ids = _prompt_ids(tokenizer, args.prompt, not args.no_chat_template)
+    ids = _prompt_ids(tokenizer, args.prompt, not args.no_chat_template, args.system)
     kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "attention_mask": torch.ones_like(ids)}
     if args.temperature > 0:
         kwargs.update(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0)
@@ -205,6 +212,25 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    from .bench import generation
+    from .models import load
+
+    _quiet_transformers()
+    model, tokenizer = load(args.model)
+    try:
+        report = generation.run(model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit,
+                                seed=args.seed, max_new_tokens=args.max_new_tokens, progress=args.progress)
+    except (OSError, ValueError) as e:
+        raise CtrldecError(str(e)) from None
+    print(generation.format_report(report))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrldec", description="Constrained and controlled decoding for Hugging Face models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -214,6 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     which = g.add_mutually_exclusive_group()
     which.add_argument("--grammar", metavar="FILE.lark", help="a Lark grammar the output must match")
     which.add_argument("--regex", metavar="RE", help="a regular expression the output must match in full")
+    which.add_argument("--schema", metavar="FILE.json", help="a JSON Schema the output must validate against")
+    g.add_argument("--lenient", action="store_true", help="with --schema: relax what cannot be enforced exactly (warns)")
+    g.add_argument("--property-order", choices=["schema", "any"], default="schema", help="with --schema")
+    g.add_argument("--whitespace", default="compact", help="with --schema: compact, flexible, or a regex")
+    g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -249,6 +280,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="results.json")
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)
+    gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
+    gen.add_argument("--jsonschemabench", metavar="DIR", required=True)
+    gen.add_argument("--splits", default="Glaiveai2K,Github_easy")
+    gen.add_argument("--limit", type=int, default=30)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--model", metavar="PATH")
+    gen.add_argument("--out", metavar="results.json")
+    gen.add_argument("--progress", action="store_true")
+    gen.set_defaults(func=cmd_bench_generate)
     return p
 
 

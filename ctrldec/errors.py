@@ -43,4 +43,4 @@ class SchemaError(CtrldecError):
 
     def __init__(self, message: str, *, pointer: str = "/") -> None:
         self.pointer = pointer or "/"
-        super().__init__(f"{message} (at {self.pointer})" if "at /" not in message and " at #" not in message else message)
+        super().__init__(message if f"at {self.pointer}" in message else f"{message} (at {self.pointer})")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,11 +51,26 @@ _BUDGET: contextvars.ContextVar[tuple[float, int] | None] = contextvars.ContextV
 @contextlib.contextmanager
 def compile_budget(seconds: float, max_states: int):
     """Bound the compiles inside the block: past ``seconds`` or with an automaton of more than
-    ``max_states`` states, ``BudgetExceeded`` is raised (instead of a hang or running out of memory)."""
+    ``max_states`` states, ``BudgetExceeded`` is raised (instead of a hang or running out of memory).
+
+    ctrldec's own loops check the budget; third-party code it calls (interegular's regex to FSM
+    construction can be exponential) is interrupted by a real-time timer, which Python allows
+    only on the main thread: elsewhere only ctrldec's own checks apply.
+    """
     token = _BUDGET.set((time.monotonic() + seconds, max_states))
+    alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if alarm:
+        def on_alarm(signum, frame):  # noqa: ARG001
+            raise BudgetExceeded("the compile took longer than its time budget")
+
+        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+        previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
     try:
         yield
     finally:
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
+            signal.signal(signal.SIGALRM, previous_handler)
         _BUDGET.reset(token)
 
 
@@ -282,6 +299,8 @@ def parse_fsm(pattern: str) -> interegular.FSM:
     """interegular's character-level FSM of a pattern (RegexCompileError if it cannot)."""
     try:
         return interegular.parse_pattern(pattern).to_fsm()
+    except BudgetExceeded:
+        raise
     except Exception as e:  # interegular raises several types, none of them documented
         raise RegexCompileError(str(e) or type(e).__name__) from None
 

@@ -104,7 +104,11 @@ class _Compiler:
         """Raise in strict mode; otherwise record (and warn) that ``what`` was relaxed."""
         message = f"{what} at {pointer or '/'}"
         if not self.lenient:
-            raise SchemaError(message + " (pass lenient=True to relax it with a warning)", pointer=pointer or "/")
+            plain = re.sub(r" \((not enforced|contains not enforced|read as anyOf|duplicates are not prevented)\)", "", what)
+            raise SchemaError(
+                f"cannot enforce {plain} exactly at {pointer or '/'}; pass lenient=True (CLI: --lenient) to relax it with a warning",
+                pointer=pointer or "/",
+            )
         self.warnings.append(message)
 
     def fresh(self) -> str:

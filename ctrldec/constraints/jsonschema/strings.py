@@ -21,7 +21,7 @@ from functools import lru_cache
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, parse_fsm, product, utf8_sequences
 
 __all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND"]
 
@@ -333,5 +333,7 @@ def check_pattern(pattern: str) -> None:
         raise UnsupportedPattern(f"invalid regex: {e}") from None
     try:
         interegular.parse_pattern(ecma_to_python(pattern))
+    except BudgetExceeded:
+        raise
     except Exception as e:
         raise UnsupportedPattern(str(e) or type(e).__name__) from None

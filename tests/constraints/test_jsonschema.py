@@ -1,0 +1,180 @@
+"""JSONSchema: valid documents accepted, invalid ones rejected, checked against `jsonschema`."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import jsonschema
+import numpy as np
+import pytest
+from helpers import byte_level_tokenizer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ctrldec
+from ctrldec import SchemaError
+from ctrldec.constraints import tokenizer_info
+
+# Schemas whose every keyword ctrldec enforces exactly (no relaxation): the grammar must agree
+# with the reference validator on every instance.
+EXACT = [
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": -3, "exclusiveMaximum": 7}, "s": {"type": "string", "maxLength": 3}}, "required": ["n"]},
+    {"type": "array", "items": {"type": "number", "multipleOf": 0.5}, "minItems": 1, "maxItems": 3},
+    {"oneOf": [{"type": "integer"}, {"minimum": 2}]},
+    {"anyOf": [{"type": "string", "pattern": "^a"}, {"type": "boolean"}, {"type": "null"}]},
+    {"not": {"type": ["string", "array"]}},
+    {"enum": [1, "a", None, [1, 2], {"k": True}]},
+    {"type": "object", "additionalProperties": {"type": "integer"}, "properties": {"x": {"type": "string"}}},
+    {"type": "object", "patternProperties": {"^a": {"type": "integer"}, "b$": {"type": "string"}}, "additionalProperties": False},
+    {"type": "object", "propertyNames": {"maxLength": 2}, "minProperties": 1, "maxProperties": 2},
+    {"type": "object", "dependentRequired": {"a": ["b"]}},
+    {"if": {"properties": {"k": {"const": 1}}, "required": ["k"]}, "then": {"required": ["x"]}, "else": {"required": ["y"]}},
+    {"type": "array", "contains": {"type": "string"}, "minContains": 1, "maxContains": 2},
+    {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
+    {"$defs": {"t": {"type": "object", "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/t"}}}, "required": ["v"], "additionalProperties": False}}, "$ref": "#/$defs/t"},
+    {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"properties": {"a": {"maximum": 5}}}]},
+    {"type": "string", "format": "date"},
+    {"type": "string", "format": "ipv4"},
+    {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807},
+]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.sampled_from([0.5, 2.5, 7.0, -1.25, 1e3])
+    | st.sampled_from(["", "a", "ab", "abc", "ba", "x", "2024-02-29", "2023-02-29", "1.2.3.4", "256.1.1.1"]),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(["n", "s", "x", "a", "b", "ab", "k", "y", "v", "kids", "zz"]), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("index", range(len(EXACT)))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values)
+def test_schema_agrees_with_the_reference_validator(index, value):
+    schema = EXACT[index]
+    constraint = ctrldec.JSONSchema(schema, property_order="any")
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    assert constraint.matches(compact(value)) == validator.is_valid(value), (schema, value)
+
+
+def test_no_relaxation_in_the_exact_schemas():
+    for schema in EXACT:
+        c = ctrldec.JSONSchema(schema, property_order="any")
+        c.tables()
+        assert c.relaxations == []
+
+
+def test_json_schema_test_suite_regression_floor(shared_data):
+    """The official suite (draft2020-12, the files `bench coverage` uses): at least 295 of 347."""
+    from ctrldec.bench.coverage import run_suite
+
+    report = run_suite(str(shared_data / "json-schema-test-suite" / "tests" / "draft2020-12"), byte_level_tokenizer(), engines=["ctrldec"])
+    assert report["groups"] == 347
+    assert report["totals"]["ctrldec"] >= 295
+
+
+def test_schema_order_is_the_default():
+    s = ctrldec.JSONSchema({"type": "object", "properties": {"a": {}, "b": {}}})
+    assert s.matches('{"a":1,"b":2}') and not s.matches('{"b":2,"a":1}')
+    assert ctrldec.JSONSchema(s.schema, property_order="any").matches('{"b":2,"a":1}')
+
+
+def test_additional_properties_default_true_and_no_duplicate_known_keys():
+    s = ctrldec.JSONSchema({"type": "object", "properties": {"a": {"type": "integer"}}})
+    assert s.matches('{"a":1,"zz":"anything"}')
+    assert not s.matches('{"a":1,"a":2}')  # in schema order a listed key appears once
+
+
+def test_whitespace_modes():
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}}}}
+    assert not ctrldec.JSONSchema(schema).matches('{"a": [1, 2]}')
+    flexible = ctrldec.JSONSchema(schema, whitespace="flexible", max_whitespace=2)
+    assert flexible.matches('{ "a": [1, 2] }') and flexible.matches('{"a":[1,2]}')
+    assert not flexible.matches('{"a":     [1]}')  # bounded: at most 2 + 2 around ':'
+    custom = ctrldec.JSONSchema(schema, whitespace=r"\n?")
+    assert custom.matches('{\n"a":\n[1]}')
+
+
+def test_strict_errors_name_the_keyword():
+    cases = {
+        "/properties/tags/uniqueItems": {"properties": {"tags": {"type": "array", "uniqueItems": True}}},
+        "/properties/pw/format": {"properties": {"pw": {"type": "string", "format": "password"}}},
+        "/type": {"type": "strung"},
+    }
+    for pointer, schema in cases.items():
+        with pytest.raises(SchemaError) as info:
+            ctrldec.JSONSchema(schema).tables()
+        assert info.value.pointer == pointer
+
+
+def test_lenient_warns_and_names_each_relaxation():
+    schema = {"type": "array", "items": {"type": "string", "format": "password"}, "uniqueItems": True}
+    c = ctrldec.JSONSchema(schema, lenient=True)
+    with pytest.warns(UserWarning, match="uniqueItems"):
+        c.tables()
+    assert any("password" in r for r in c.relaxations) and any("uniqueItems" in r for r in c.relaxations)
+
+
+def test_unsatisfiable_schema():
+    with pytest.raises(SchemaError, match="no JSON value"):
+        ctrldec.JSONSchema({"type": "integer", "minimum": 3, "maximum": 2}).tables()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert not ctrldec.JSONSchema(False, lenient=True).matches("1")
+
+
+def test_remote_references_are_refused():
+    with pytest.raises(SchemaError, match="remote"):
+        ctrldec.JSONSchema({"$ref": "https://example.com/other.json"}).tables()
+
+
+def test_compile_budget_turns_blowups_into_errors():
+    deep = {"type": "string", "pattern": "(a|b)*a(a|b){14}"}  # the classic exponential DFA
+    start = time.perf_counter()
+    with pytest.raises(SchemaError, match="budget"):
+        ctrldec.JSONSchema(deep, max_states=2000, max_seconds=5).tables()
+    assert time.perf_counter() - start < 30
+
+
+def test_bad_schema_text():
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        ctrldec.JSONSchema("{not json")
+
+
+def test_pydantic_model_class():
+    pydantic = pytest.importorskip("pydantic")
+
+    class Cat(pydantic.BaseModel):
+        name: str
+        age: int
+        indoor: bool = True
+
+    c = ctrldec.JSONSchema(Cat)
+    assert c.matches('{"name":"Tom","age":3}') and c.matches('{"name":"Tom","age":3,"indoor":false}')
+    assert not c.matches('{"name":"Tom"}') and not c.matches('{"name":"Tom","age":"3"}')
+
+
+def test_mask_agrees_with_accepts_on_a_schema_grammar():
+    """The ambiguous (GLR-style) path: full masks equal token-by-token checks on prefixes."""
+    info = tokenizer_info(byte_level_tokenizer())
+    schema = EXACT[3] | {}
+    for schema in (EXACT[0], EXACT[3], EXACT[11], EXACT[13]):
+        compiled = ctrldec.JSONSchema(schema, property_order="any").compile(info)
+        fresh = ctrldec.JSONSchema(schema, property_order="any", max_states=199_999).compile(info)
+        docs = {0: {"n": 5, "s": "ab"}, 3: "abc", 11: ["x", 1, "y"], 13: {"v": 1, "kids": [{"v": 2}]}}
+        doc = compact(docs[EXACT.index(schema)])
+        ids = info.encode(doc)
+        for cut in range(len(ids) + 1):
+            a, b = compiled.matcher(), fresh.matcher()
+            for t in ids[:cut]:
+                a.advance(t)
+                b.advance(t)
+            allowed = set(a.allowed_token_ids().tolist())
+            assert allowed == {t for t in range(info.vocab_size) if b.accepts(t)}, (schema, cut)
+            assert (ids[cut] if cut < len(ids) else info.eos_token_ids[0]) in allowed
