@@ -8,6 +8,7 @@ True
 from . import models
 from .constraints import Constraint, Grammar, JSONSchema, Regex
 from .engine import CompiledGrammar, Matcher
+from .generate import Decoder, GenerationResult, custom_generate, generate
 from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import GrammarLogitsProcessor
 from .vocab import TokenizerInfo
@@ -20,6 +21,10 @@ __all__ = [
     "JSONSchema",
     "Regex",
     "CompiledGrammar",
+    "Decoder",
+    "GenerationResult",
+    "custom_generate",
+    "generate",
     "Matcher",
     "GrammarLogitsProcessor",
     "TokenizerInfo",

@@ -49,25 +49,8 @@ def _constraint(args: argparse.Namespace):
     return None
 
 
-def _prompt_ids(tokenizer: Any, prompt: str, chat: bool, system: str | None = None):
-    import torch
-
-    if chat and getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        if not torch.is_tensor(ids):
-            ids = ids["input_ids"]
-        return ids
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    if ids.shape[1] == 0:
-        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        ids = torch.tensor([[bos]])
-    return ids
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    import torch
-
+    from .generate import Decoder
     from .models import load
 
     if args.max_new_tokens < 1:
@@ -79,33 +62,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
         constraint.tables()  # report grammar errors before the (slower) model load
     _quiet_transformers()
     model, tokenizer = load(args.model)
-    ids = _prompt_ids(tokenizer, args.prompt, not args.no_chat_template, args.system)
-    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "attention_mask": torch.ones_like(ids)}
-    if args.temperature > 0:
-        kwargs.update(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_k=None, top_p=None)
-    processor = None
-    if constraint is not None:
-        processor = constraint.logits_processor(tokenizer, vocab_size=model.get_output_embeddings().weight.shape[0])
-        kwargs["logits_processor"] = [processor]
-    if args.seed is not None:
-        torch.manual_seed(args.seed)
-    with torch.no_grad():
-        out = model.generate(ids, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
-    new = out[0, ids.shape[1] :].tolist()
-    text = tokenizer.decode(new, skip_special_tokens=True)
-    sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
+    decoder = Decoder(model, tokenizer)
+    stream = decoder.stream(
+        args.prompt,
+        constraint=constraint,
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.temperature == 0,
+        temperature=args.temperature or 1.0,
+        seed=args.seed,
+        chat=not args.no_chat_template,
+        system=args.system,
+        fast_forward=not args.no_fast_forward,
+    )
+    text = ""
+    for delta in stream:
+        text += delta
+        if args.stream:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+    result = decoder.last_result
+    if not args.stream:
+        sys.stdout.write(result.text)
+    sys.stdout.write("\n")
     sys.stdout.flush()
-    if processor is not None:
-        m = processor.matcher_for(out[0].tolist())
-        if not (m.ended or m.is_accepting()):
-            print(
-                f"ctrldec: output truncated after {len(new)} tokens: not yet a complete match of the constraint "
-                "(raise --max-new-tokens)",
-                file=sys.stderr,
-            )
-            return EXIT_TRUNCATED
+    if result.truncated:
+        print(
+            f"ctrldec: output truncated after {len(result.token_ids)} tokens: not yet a complete match of the "
+            "constraint (raise --max-new-tokens)",
+            file=sys.stderr,
+        )
+        return EXIT_TRUNCATED
     return 0
 
 
@@ -198,9 +184,14 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
             report["suite"] = coverage.run_suite(args.suite, tokenizer, engines=engines, progress=args.progress)
             print(coverage.format_suite(report["suite"]), flush=True)
         if args.jsonschemabench:
+            def save(partial: dict) -> None:
+                if args.out:
+                    with open(args.out, "w", encoding="utf-8") as f:
+                        json.dump({**report, "jsonschemabench": partial}, f, indent=1)
+
             report["jsonschemabench"] = coverage.run_bench(
                 args.jsonschemabench, tokenizer, engines=engines, sample=args.limit, seed=args.seed,
-                masks=not args.no_masks, progress=args.progress,
+                masks=not args.no_masks, progress=args.progress, timeout=args.timeout, model=args.model, partial=save,
             )
             print(coverage.format_bench(report["jsonschemabench"]))
     except (OSError, ValueError) as e:
@@ -245,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--property-order", choices=["schema", "any"], default="schema", help="with --schema")
     g.add_argument("--whitespace", default="compact", help="with --schema: compact, flexible, or a regex")
     g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
+    g.add_argument("--stream", action="store_true", help="print the output as it is produced")
+    g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -277,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--engines", help="comma-separated: ctrldec,llguidance,xgrammar,outlines-core (default: all installed)")
     c.add_argument("--model", metavar="PATH", help="whose tokenizer to use (default: the embedded model's)")
     c.add_argument("--no-masks", action="store_true", help="skip mask timing")
+    c.add_argument("--timeout", type=float, default=10.0, help="seconds per schema and engine (JSONSchemaBench: 10)")
     c.add_argument("--out", metavar="results.json")
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)

@@ -313,6 +313,69 @@ def run_suite(folder: str, tokenizer: Any, *, engines: list[str] | None = None, 
     return result
 
 
+def _worker(conn: Any, engine_name: str, model: str | None, masks: bool) -> None:
+    """A process that judges schemas for one engine until told to stop (see ``_Judge``)."""
+    import warnings as _warnings
+
+    _warnings.simplefilter("ignore")
+    from ..models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    engine = SCHEMA_ENGINES[engine_name][0](tokenizer)
+    conn.send("ready")
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        schema, tests = job
+        conn.send(_judge(engine, schema, tests, tokenizer, masks))
+
+
+class _Judge:
+    """Judge schemas in a worker process, with a wall-clock limit per schema.
+
+    Peers compile in native code that no Python timer can interrupt, and some schemas take
+    them minutes: past ``timeout`` seconds the worker is killed, the schema counts as not
+    compiled (JSONSchemaBench's own rule, 10 s), and a fresh worker takes over.
+    """
+
+    def __init__(self, engine_name: str, model: str | None, masks: bool, timeout: float) -> None:
+        self.args = (engine_name, model, masks)
+        self.timeout = timeout
+        self.process: Any = None
+        self._start()
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker, args=(child, *self.args), daemon=True)
+        self.process.start()
+        if not self.conn.poll(300) or self.conn.recv() != "ready":
+            raise RuntimeError(f"the {self.args[0]} worker did not start")
+
+    def __call__(self, schema: Any, tests: list) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.conn.send((schema, tests))
+        if self.conn.poll(self.timeout):
+            return self.conn.recv()
+        self.process.kill()
+        self.process.join()
+        self._start()
+        return {"compiled": False, "passing": False, "valid_rejected": 0, "invalid_accepted": 0, "mask_us": [],
+                "error": f"timeout after {time.perf_counter() - started:.0f} s"}
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 def run_bench(
     folder: str,
     tokenizer: Any,
@@ -322,8 +385,16 @@ def run_bench(
     seed: int = 0,
     masks: bool = True,
     progress: bool = False,
+    timeout: float = 10.0,
+    model: str | None = None,
+    partial: Any = None,
 ) -> dict[str, Any]:
-    """JSONSchemaBench coverage per split (a seeded random sample of schemas if ``sample``)."""
+    """JSONSchemaBench coverage per split (a seeded random sample of schemas if ``sample``).
+
+    Each engine runs in its own worker process with ``timeout`` seconds per schema (compile plus
+    checks; mask timing is excluded from the limit's purpose but not from its clock).
+    ``partial(report)`` is called after each engine, so long runs keep what they measured.
+    """
     rows = []
     for path in sorted(glob.glob(os.path.join(folder, "*.jsonl"))):
         with open(path, encoding="utf-8") as f:
@@ -332,15 +403,21 @@ def run_bench(
         raise ValueError(f"no *.jsonl files in {folder}")
     if sample:
         rows = random.Random(seed).sample(rows, min(sample, len(rows)))
-    out: dict[str, Any] = {"schemas": len(rows), "engines": {}}
-    for engine in _engines(engines, tokenizer):
+    out: dict[str, Any] = {"schemas": len(rows), "timeout_s": timeout, "engines": {}}
+    import importlib.util
+
+    names = engines or [n for n, (_, module) in SCHEMA_ENGINES.items() if module is None or importlib.util.find_spec(module)]
+    for name in names:
+        if name not in SCHEMA_ENGINES:
+            raise ValueError(f"unknown engine {name!r}; known: {', '.join(SCHEMA_ENGINES)}")
+        judge = _Judge(name, model, masks, timeout)
         per_split: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(list))
         started = time.time()
         failures = []
         for i, r in enumerate(rows):
             schema = json.loads(r["schema"])
             tests = [(t["valid"], t["data"]) for t in r["tests"]]
-            row = _judge(engine, schema, tests, tokenizer, masks)
+            row = judge(schema, tests)
             for split in (r["split"], "all"):
                 s = per_split[split]
                 s["schemas"].append(1)
@@ -355,7 +432,8 @@ def run_bench(
             if not row["passing"] and len(failures) < 200:
                 failures.append({"id": r["id"], "error": row.get("error"), "valid_rejected": row["valid_rejected"], "invalid_accepted": row["invalid_accepted"]})
             if progress and i % 100 == 0:
-                print(f"  {engine.name}: {i}/{len(rows)} schemas, {time.time() - started:.0f}s", flush=True)
+                print(f"  {name}: {i}/{len(rows)} schemas, {time.time() - started:.0f}s", flush=True)
+        judge.close()
         summary = {}
         for split, s in sorted(per_split.items()):
             summary[split] = {
@@ -368,7 +446,9 @@ def run_bench(
                 "compile_ms": percentiles(s["compile_ms"]),
                 "mask_us": percentiles(s["mask_us"]),
             }
-        out["engines"][engine.name] = {"splits": summary, "seconds": time.time() - started, "failures": failures}
+        out["engines"][name] = {"splits": summary, "seconds": time.time() - started, "failures": failures}
+        if partial is not None:
+            partial(out)
     return out
 
 

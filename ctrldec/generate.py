@@ -1,0 +1,302 @@
+"""ctrldec's own decoding loop: what a logits processor cannot do.
+
+* **Fast-forward**: tokens the constraint fixes (``Matcher.forced_tokens``, canonically
+  tokenized) are fed to the model in one forward pass instead of one pass each.
+* **Mask-free constrained sampling**: candidates are tested with ``Matcher.accepts`` in Gumbel
+  (or probability) order; a full mask only past ``max_checks`` tests (``samplers.sampling``).
+* A KV cache that can be forked and cropped, batching of independent prompts, stop strings,
+  streaming, and a result with per-token log-probabilities, kinds (sampled / forced), checks
+  and timing.
+
+>>> import ctrldec                                                          # doctest: +SKIP
+>>> model, tok = ctrldec.models.load()                                      # doctest: +SKIP
+>>> out = ctrldec.generate(model, tok, "A cat as JSON:", constraint=ctrldec.JSONSchema(schema),
+...                        greedy=True)                                     # doctest: +SKIP
+>>> out.text, out.finish_reason, out.kinds.count("forced")                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .constraints.grammar import Constraint, tokenizer_info
+from .errors import CtrldecError, DeadEndError
+from .samplers.sampling import SamplingParams, choose
+
+__all__ = ["Decoder", "GenerationResult", "generate", "custom_generate", "fork_cache", "crop_cache"]
+
+
+@dataclass
+class GenerationResult:
+    """What one generation produced.
+
+    ``finish_reason``: ``"eos"`` (the model or the constraint ended it), ``"stop"`` (a stop
+    string), ``"length"`` (``max_new_tokens``). ``truncated``: the length ran out before the
+    constraint could be satisfied (``text`` is then a valid prefix, not a complete output).
+    ``logprobs[i]``: log-probability of token i under the model's unwarped distribution.
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    kinds: list[str]  # "sampled" or "forced", per token
+    checks: list[int]  # Matcher.accepts calls per sampled token
+    finish_reason: str
+    truncated: bool
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def forced_share(self) -> float:
+        return self.kinds.count("forced") / len(self.kinds) if self.kinds else 0.0
+
+
+def fork_cache(cache: Any) -> Any:
+    """An independent copy of a KV cache (for beams and particles)."""
+    return copy.deepcopy(cache)
+
+
+def crop_cache(cache: Any, length: int) -> Any:
+    """Drop cached positions past ``length`` (for rejected drafts)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)  # transformers 5 counts from the end
+    return cache
+
+
+class Decoder:
+    """The decoding loop for one model and tokenizer (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.width = int(model.get_output_embeddings().weight.shape[0])
+        self.info = tokenizer_info(tokenizer, self.width if self.width != len(tokenizer) else None)
+        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos]) | set(self.info.eos_token_ids)
+        import inspect
+
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    # -- prompts ------------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str | Sequence[int] | list[dict], *, chat: bool = True, system: str | None = None) -> list[int]:
+        """Token ids for a prompt: text (through the chat template when there is one), chat
+        messages, or ids as they are."""
+        if isinstance(prompt, str) and not prompt.strip():
+            raise CtrldecError("the prompt is empty: give some text, chat messages or token ids")
+        if isinstance(prompt, (list, tuple)) and (not prompt or isinstance(prompt[0], int)):
+            ids = list(prompt)
+        elif isinstance(prompt, list):
+            ids = self._chat(prompt)
+        elif chat and getattr(self.tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            ids = self._chat(messages)
+        else:
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if not ids:
+            raise CtrldecError("the prompt is empty: give some text or token ids")
+        return ids
+
+    def _chat(self, messages: list[dict]) -> list[int]:
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        out = out if torch.is_tensor(out) else out["input_ids"]
+        return out[0].tolist()
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def _forward(self, ids: list[int], cache: Any, keep: int = 1) -> tuple[torch.Tensor, Any]:
+        """Run ``ids`` through the model; logits for the last ``keep`` positions only (projecting
+        every prompt position onto the vocabulary is most of a long prefill's cost)."""
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids]), **{self._cache_arg: cache}, use_cache=True, logits_to_keep=keep)
+        return out.logits[0].float(), getattr(out, "cache", None) or out.past_key_values
+
+    def stream(
+        self,
+        prompt: str | Sequence[int] | list[dict],
+        *,
+        constraint: Constraint | None = None,
+        max_new_tokens: int = 256,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        min_p: float = 0.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        fast_forward: bool = True,
+        max_checks: int = 64,
+        chat: bool = True,
+        system: str | None = None,
+    ) -> Iterator[str]:
+        """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,
+        or ``Decoder.last_result``) is the ``GenerationResult``."""
+        if max_new_tokens < 1:
+            raise CtrldecError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        params = SamplingParams(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        matcher = constraint.compile(self.info).matcher() if constraint is not None else None
+        prompt_ids = self.encode_prompt(prompt, chat=chat, system=system)
+        token_bytes = self.info.token_bytes
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        ids: list[int] = []
+        logprobs: list[float] = []
+        kinds: list[str] = []
+        checks: list[int] = []
+        text = ""
+        passes = 0
+        started = time.perf_counter()
+        logits, cache = self._forward(prompt_ids, None)
+        passes += 1
+        last = logits[-1]
+        prefill = time.perf_counter() - started
+        finish = "length"
+
+        def emit(new: list[int], kind: str, rows: torch.Tensor) -> str:
+            nonlocal text
+            logp = torch.log_softmax(rows, dim=-1)
+            for j, t in enumerate(new):
+                ids.append(t)
+                logprobs.append(float(logp[j, t]) if t < logp.shape[-1] else float("-inf"))
+                kinds.append(kind)
+            delta = decoder.decode(b"".join(token_bytes[t] for t in new if t < len(token_bytes)))
+            text += delta
+            return delta
+
+        while len(ids) < max_new_tokens:
+            if matcher is not None and matcher.is_done():
+                finish = "eos"
+                break
+            forced = matcher.forced_tokens()[: max_new_tokens - len(ids)] if matcher is not None and fast_forward else []
+            if forced:
+                for t in forced:
+                    matcher.advance(t)  # type: ignore[union-attr]
+                if len(ids) + len(forced) >= max_new_tokens or matcher.is_done():  # type: ignore[union-attr]
+                    rows = torch.cat([last[None], self._forward(forced[:-1], cache, len(forced) - 1)[0]]) if len(forced) > 1 else last[None]
+                    delta = emit(forced, "forced", rows)
+                    if delta:
+                        yield delta
+                    continue
+                out, cache = self._forward(forced, cache, len(forced))
+                passes += 1
+                rows = torch.cat([last[None], out[:-1]])
+                last = out[-1]
+                delta = emit(forced, "forced", rows)
+                if delta:
+                    yield delta
+                continue
+            choice = choose(last, matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size)
+            token = choice.token
+            if token in self.eos:
+                finish = "eos"
+                break
+            if matcher is not None:
+                if not matcher.accepts(token):
+                    matcher.check_not_dead()
+                    raise DeadEndError("no token is allowed and the output may not end")  # pragma: no cover
+                matcher.advance(token)
+            checks.append(choice.checks)
+            delta = emit([token], "sampled", last[None])
+            if delta:
+                yield delta
+            if stop and any(s in text for s in stop):
+                cut = min(text.index(s) for s in stop if s in text)
+                text = text[:cut]
+                finish = "stop"
+                break
+            if len(ids) >= max_new_tokens:
+                break
+            out, cache = self._forward([token], cache)
+            passes += 1
+            last = out[-1]
+        tail = decoder.decode(b"", final=True)
+        if tail and finish != "stop":
+            text += tail
+            yield tail
+        elapsed = time.perf_counter() - started
+        truncated = matcher is not None and finish == "length" and not matcher.is_accepting()
+        result = GenerationResult(
+            text=text,
+            token_ids=ids,
+            logprobs=logprobs,
+            kinds=kinds,
+            checks=checks,
+            finish_reason=finish,
+            truncated=truncated,
+            timing={
+                "prefill_s": prefill,
+                "decode_s": elapsed - prefill,
+                "total_s": elapsed,
+                "forward_passes": passes,
+                "tokens_per_s": len(ids) / (elapsed - prefill) if elapsed > prefill and ids else 0.0,
+            },
+        )
+        self.last_result = result
+        return result
+
+    def generate(self, prompt: str | Sequence[int] | list[dict], **kwargs: Any) -> GenerationResult:
+        """Generate for one prompt; the keyword arguments are those of ``stream``."""
+        it = self.stream(prompt, **kwargs)
+        while True:
+            try:
+                next(it)
+            except StopIteration as done:
+                return done.value
+
+    def generate_batch(self, prompts: Sequence[str | Sequence[int] | list[dict]], **kwargs: Any) -> list[GenerationResult]:
+        """Independent prompts, one result each (each keeps its own matcher, cache and seed).
+
+        The rows are decoded one after the other: on a CPU a batched forward pass costs about as
+        much per row, and each row keeps fast-forward (a batch would have to feed its forced
+        tokens one step at a time).
+        """
+        seed = kwargs.pop("seed", None)
+        return [self.generate(p, seed=None if seed is None else seed + i, **kwargs) for i, p in enumerate(prompts)]
+
+
+def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | list[dict], **kwargs: Any) -> GenerationResult:
+    """One-call form of ``Decoder(model, tokenizer).generate(prompt, **kwargs)``."""
+    return Decoder(model, tokenizer).generate(prompt, **kwargs)
+
+
+def custom_generate(constraint: Constraint | None = None, *, tokenizer: Any, **options: Any):
+    """ctrldec's loop as a ``custom_generate=`` callable for ``model.generate``.
+
+    >>> run = ctrldec.custom_generate(ctrldec.Regex("yes|no"), tokenizer=tok)          # doctest: +SKIP
+    >>> out = model.generate(ids, custom_generate=run, max_new_tokens=5, do_sample=False)  # doctest: +SKIP
+
+    ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p`` and ``min_p`` come
+    from the generation config; other logits processors passed to ``model.generate`` are not
+    applied (the loop samples under the constraint itself). Returns the sequences, padded.
+    """
+
+    def run(model: Any, input_ids: torch.LongTensor, logits_processor: Any = None, stopping_criteria: Any = None,
+            generation_config: Any = None, **model_kwargs: Any) -> torch.LongTensor:
+        cfg = generation_config
+        decoder = Decoder(model, tokenizer)
+        sampling = {
+            "greedy": not cfg.do_sample,
+            "temperature": cfg.temperature or 1.0,
+            "top_k": cfg.top_k or 0,
+            "top_p": cfg.top_p if cfg.top_p is not None else 1.0,
+            "min_p": cfg.min_p or 0.0,
+        }
+        mask = model_kwargs.get("attention_mask")
+        rows = []
+        for i, row in enumerate(input_ids.tolist()):
+            prompt = row if mask is None else [t for t, keep in zip(row, mask[i].tolist()) if keep]
+            result = decoder.generate(prompt, constraint=constraint, max_new_tokens=cfg.max_new_tokens, **sampling, **options)
+            rows.append(row + result.token_ids)
+        pad = cfg.pad_token_id if cfg.pad_token_id is not None else next(iter(decoder.eos))
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+
+    return run
