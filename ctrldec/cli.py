@@ -222,6 +222,26 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_e2e(args: argparse.Namespace) -> int:
+    from .bench import e2e
+    from .models import load
+
+    _quiet_transformers()
+    model, tokenizer = load(args.model)
+    try:
+        report = e2e.run(model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit,
+                         seed=args.seed, max_new_tokens=args.max_new_tokens,
+                         configs=args.configs.split(",") if args.configs else None, progress=args.progress)
+    except (OSError, ValueError) as e:
+        raise CtrldecError(str(e)) from None
+    print(e2e.format_report(report))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrldec", description="Constrained and controlled decoding for Hugging Face models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -284,6 +304,17 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", metavar="results.json")
     gen.add_argument("--progress", action="store_true")
     gen.set_defaults(func=cmd_bench_generate)
+    e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
+    e.add_argument("--jsonschemabench", metavar="DIR", required=True)
+    e.add_argument("--splits", default="Glaiveai2K,Github_easy")
+    e.add_argument("--limit", type=int, default=20)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s")
+    e.add_argument("--model", metavar="PATH")
+    e.add_argument("--out", metavar="results.json")
+    e.add_argument("--progress", action="store_true")
+    e.set_defaults(func=cmd_bench_e2e)
     return p
 
 

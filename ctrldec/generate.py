@@ -133,18 +133,28 @@ class Decoder:
         seed: int | None = None,
         stop: Sequence[str] = (),
         fast_forward: bool = True,
+        lookahead: int = 8,
         max_checks: int = 64,
         chat: bool = True,
         system: str | None = None,
     ) -> Iterator[str]:
         """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,
-        or ``Decoder.last_result``) is the ``GenerationResult``."""
+        or ``Decoder.last_result``) is the ``GenerationResult``.
+
+        ``lookahead``: up to this many tokens drafted by prompt lookup (the longest recent n-gram
+        seen earlier in the prompt or output, and what followed it) are checked in one forward
+        pass by sample-and-compare: each position's token is drawn as usual (under the
+        constraint) and the draft is kept while they agree, so the output distribution is
+        exactly that of one-token-at-a-time decoding (0 turns it off).
+        """
         if max_new_tokens < 1:
             raise CtrldecError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         params = SamplingParams(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         matcher = constraint.compile(self.info).matcher() if constraint is not None else None
         prompt_ids = self.encode_prompt(prompt, chat=chat, system=system)
+        lookup = _PromptLookup()
+        self._drafted = self._accepted = 0
         token_bytes = self.info.token_bytes
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         ids: list[int] = []
@@ -193,6 +203,51 @@ class Decoder:
                 if delta:
                     yield delta
                 continue
+            draft = lookup.draft(prompt_ids + ids, min(lookahead, max_new_tokens - len(ids) - 1)) if lookahead else []
+            if draft:
+                out, cache = self._forward(draft, cache, len(draft))
+                passes += 1
+                rows = torch.cat([last[None], out])  # rows[j] predicts the token at draft position j
+                kept = 0
+                bonus = None
+                while kept <= len(draft):
+                    choice = choose(rows[kept], matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size)
+                    checks.append(choice.checks)
+                    if kept < len(draft) and choice.token == draft[kept] and choice.token not in self.eos:
+                        if matcher is not None:
+                            matcher.advance(choice.token)
+                        kept += 1
+                        continue
+                    bonus = choice.token
+                    break
+                crop_cache(cache, len(prompt_ids) + len(ids) + kept)
+                accepted = draft[:kept]
+                delta = emit(accepted, "sampled", rows[:kept]) if accepted else ""
+                self._drafted += len(draft)
+                self._accepted += kept
+                if bonus is None or bonus in self.eos:
+                    if delta:
+                        yield delta
+                    if bonus in self.eos:
+                        finish = "eos"
+                        break
+                    continue
+                token = bonus
+                if matcher is not None:
+                    matcher.advance(token)
+                delta += emit([token], "sampled", rows[kept][None])
+                if delta:
+                    yield delta
+                if stop and any(x in text for x in stop):
+                    text = text[: min(text.index(x) for x in stop if x in text)]
+                    finish = "stop"
+                    break
+                if len(ids) >= max_new_tokens:
+                    break
+                out, cache = self._forward([token], cache)
+                passes += 1
+                last = out[-1]
+                continue
             choice = choose(last, matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size)
             token = choice.token
             if token in self.eos:
@@ -237,6 +292,8 @@ class Decoder:
                 "total_s": elapsed,
                 "forward_passes": passes,
                 "tokens_per_s": len(ids) / (elapsed - prefill) if elapsed > prefill and ids else 0.0,
+                "drafted": self._drafted,
+                "draft_accepted": self._accepted,
             },
         )
         self.last_result = result
@@ -260,6 +317,25 @@ class Decoder:
         """
         seed = kwargs.pop("seed", None)
         return [self.generate(p, seed=None if seed is None else seed + i, **kwargs) for i, p in enumerate(prompts)]
+
+
+class _PromptLookup:
+    """Draft the continuation of the longest recent n-gram (n = 4, 3, 2) seen earlier in the
+    context (prompt lookup decoding): free, and good on outputs that copy from the prompt."""
+
+    def draft(self, context: list[int], k: int) -> list[int]:
+        if k <= 0:
+            return []
+        for n in (4, 3, 2):
+            if len(context) <= n:
+                continue
+            tail = context[-n:]
+            for start in range(len(context) - n - 1, -1, -1):
+                if context[start : start + n] == tail:
+                    follow = context[start + n : start + n + k]
+                    if follow:
+                        return follow
+        return []
 
 
 def generate(model: Any, tokenizer: Any, prompt: str | Sequence[int] | list[dict], **kwargs: Any) -> GenerationResult:

@@ -168,3 +168,29 @@ def test_default_model_greedy_loop_equals_hf_processor(default_model):
     ours = decoder.generate(prompt, constraint=schema, greedy=True, fast_forward=False, max_new_tokens=40)
     hf = model.generate(torch.tensor([prompt]), logits_processor=[schema.logits_processor(tok)], max_new_tokens=40, do_sample=False, pad_token_id=tok.eos_token_id)
     assert ours.token_ids == [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]
+
+
+def test_prompt_lookup_is_lossless_for_greedy(tok, model):
+    prompt = tok("ab ab ab ab ab ab ab", add_special_tokens=False)["input_ids"]
+    regex = ctrldec.Regex("( ?ab)+")
+    with_lookup = ctrldec.generate(model, tok, prompt, constraint=regex, greedy=True, max_new_tokens=24)
+    without = ctrldec.generate(model, tok, prompt, constraint=regex, greedy=True, max_new_tokens=24, lookahead=0)
+    assert with_lookup.token_ids == without.token_ids
+    assert with_lookup.timing["drafted"] > 0
+
+
+def test_prompt_lookup_keeps_the_sampling_distribution(tok, model):
+    """Two-sample chi-square over the 8 outputs of [ab]{3}, 1,500 samples per mode."""
+    from scipy.stats import chi2_contingency
+
+    prompt = tok("aba bab aab abb", add_special_tokens=False)["input_ids"]
+    regex = ctrldec.Regex("[ab]{3}")
+    decoder = ctrldec.Decoder(model, tok)
+    outcomes = ["".join(x) for x in __import__("itertools").product("ab", repeat=3)]
+    table = []
+    for lookahead in (0, 8):
+        counts = dict.fromkeys(outcomes, 0)
+        for seed in range(1500):
+            counts[decoder.generate(prompt, constraint=regex, seed=seed, max_new_tokens=8, lookahead=lookahead).text] += 1
+        table.append([counts[o] + 1 for o in outcomes])
+    assert chi2_contingency(table).pvalue > 0.01
