@@ -11,6 +11,7 @@ from .engine import CompiledGrammar, Matcher
 from .generate import Decoder, GenerationResult, custom_generate, generate
 from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import GrammarLogitsProcessor
+from .samplers.control import EntropyTemperature, Mirostat, StepStats
 from .vocab import TokenizerInfo
 
 __version__ = "0.1.0"
@@ -27,6 +28,9 @@ __all__ = [
     "generate",
     "Matcher",
     "GrammarLogitsProcessor",
+    "Mirostat",
+    "EntropyTemperature",
+    "StepStats",
     "TokenizerInfo",
     "models",
     "CtrldecError",

@@ -2,6 +2,8 @@
 
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]]
                             [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
+                            [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
+                            [--entropy-temperature T_MIN:T_MAX[:EXP]]
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
@@ -49,6 +51,23 @@ def _constraint(args: argparse.Namespace):
     return None
 
 
+def _controllers(args: argparse.Namespace) -> list[Any]:
+    from .samplers.control import EntropyTemperature, Mirostat
+
+    out: list[Any] = []
+    try:
+        if args.entropy_temperature:
+            parts = args.entropy_temperature.split(":")
+            if len(parts) not in (2, 3):
+                raise ValueError(f"--entropy-temperature takes T_MIN:T_MAX or T_MIN:T_MAX:EXPONENT, got {args.entropy_temperature!r}")
+            out.append(EntropyTemperature(*(float(x) for x in parts)))
+        if args.mirostat is not None:
+            out.append(Mirostat(args.mirostat, args.mirostat_eta, version=args.mirostat_version))
+    except ValueError as e:
+        raise CtrldecError(str(e)) from None
+    return out
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import Decoder
     from .models import load
@@ -57,6 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CtrldecError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
+    controllers = _controllers(args)
     constraint = _constraint(args)
     if constraint is not None:
         constraint.tables()  # report grammar errors before the (slower) model load
@@ -67,8 +87,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.prompt,
         constraint=constraint,
         max_new_tokens=args.max_new_tokens,
-        greedy=args.temperature == 0,
+        greedy=args.temperature == 0 and not controllers,
         temperature=args.temperature or 1.0,
+        controllers=controllers,
         seed=args.seed,
         chat=not args.no_chat_template,
         system=args.system,
@@ -130,6 +151,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_bench_masks(args: argparse.Namespace) -> int:
     from .bench import masks
     from .constraints.grammar import builtin_grammar_path
@@ -161,11 +190,7 @@ def cmd_bench_masks(args: argparse.Namespace) -> int:
     report = masks.run(text, docs, tokenizer, engines=engines, compile_repeats=args.compile_repeats, progress=args.progress)
     report["grammar"] = str(path)
     print(masks.format_table(report))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.out}")
-    return 0
+    return _write_report(args, report)
 
 
 def cmd_bench_coverage(args: argparse.Namespace) -> int:
@@ -196,11 +221,7 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
             print(coverage.format_bench(report["jsonschemabench"]))
     except (OSError, ValueError) as e:
         raise CtrldecError(str(e)) from None
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.out}")
-    return 0
+    return _write_report(args, report)
 
 
 def cmd_bench_generate(args: argparse.Namespace) -> int:
@@ -215,11 +236,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise CtrldecError(str(e)) from None
     print(generation.format_report(report))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.out}")
-    return 0
+    return _write_report(args, report)
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
@@ -235,11 +252,33 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise CtrldecError(str(e)) from None
     print(e2e.format_report(report))
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.out}")
-    return 0
+    return _write_report(args, report)
+
+
+def cmd_bench_mirostat(args: argparse.Namespace) -> int:
+    from .bench import mirostat
+    from .models import load
+
+    try:
+        taus = [float(x) for x in args.taus.split(",")]
+    except ValueError:
+        raise CtrldecError(f"--taus takes comma-separated numbers, got {args.taus!r}") from None
+    if args.grammar and not os.path.exists(args.grammar):
+        from .constraints.grammar import builtin_grammar_path
+
+        args.grammar = str(builtin_grammar_path(args.grammar))
+    args.regex, args.whitespace, args.property_order, args.lenient = None, "compact", "schema", False
+    constraint = _constraint(args)
+    _quiet_transformers()
+    model, tokenizer = load(args.model)
+    try:
+        report = mirostat.run(model, tokenizer, taus=taus, version=args.version, eta=args.eta, prompts=args.prompts,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed, surprise=args.surprise,
+                              constraint=constraint, progress=args.progress)
+    except ValueError as e:
+        raise CtrldecError(str(e)) from None
+    print(mirostat.format_report(report))
+    return _write_report(args, report)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -262,6 +301,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--seed", type=int)
+    g.add_argument("--mirostat", type=float, metavar="TAU", help="Mirostat: hold the surprise at TAU bits per token (implies sampling)")
+    g.add_argument("--mirostat-eta", type=float, default=0.1, metavar="ETA", help="Mirostat's learning rate (default 0.1)")
+    g.add_argument("--mirostat-version", type=int, choices=[1, 2], default=2)
+    g.add_argument("--entropy-temperature", metavar="T_MIN:T_MAX[:EXP]",
+                   help="temperature from the normalized entropy of each step's distribution (implies sampling)")
     g.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     g.set_defaults(func=cmd_generate)
 
@@ -315,6 +359,21 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="results.json")
     e.add_argument("--progress", action="store_true")
     e.set_defaults(func=cmd_bench_e2e)
+    mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
+    mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")
+    mi.add_argument("--version", type=int, choices=[1, 2], default=2)
+    mi.add_argument("--eta", type=float, default=0.1)
+    mi.add_argument("--surprise", choices=["original", "truncated"], default="original")
+    mi.add_argument("--prompts", type=int, default=10)
+    mi.add_argument("--max-new-tokens", type=int, default=200)
+    which = mi.add_mutually_exclusive_group()
+    which.add_argument("--grammar", metavar="FILE.lark|NAME", help="constrain with a grammar (a file or a shipped name, e.g. json_compact)")
+    which.add_argument("--schema", metavar="FILE.json", help="constrain with a JSON Schema (compact whitespace)")
+    mi.add_argument("--seed", type=int, default=0)
+    mi.add_argument("--model", metavar="PATH")
+    mi.add_argument("--out", metavar="results.json")
+    mi.add_argument("--progress", action="store_true")
+    mi.set_defaults(func=cmd_bench_mirostat)
     return p
 
 

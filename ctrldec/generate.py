@@ -24,11 +24,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .constraints.grammar import Constraint, tokenizer_info
 from .errors import CtrldecError, DeadEndError
-from .samplers.sampling import SamplingParams, choose
+from .samplers.control import Mirostat, StepStats, choose_controlled
+from .samplers.sampling import Choice, SamplingParams, choose
 
 __all__ = ["Decoder", "GenerationResult", "generate", "custom_generate", "fork_cache", "crop_cache"]
 
@@ -51,6 +53,7 @@ class GenerationResult:
     finish_reason: str
     truncated: bool
     timing: dict[str, float] = field(default_factory=dict)
+    steps: list[StepStats] = field(default_factory=list)  # per token, with controllers or diagnostics=True
 
     @property
     def forced_share(self) -> float:
@@ -137,6 +140,8 @@ class Decoder:
         max_checks: int = 64,
         chat: bool = True,
         system: str | None = None,
+        controllers: Sequence[Any] = (),
+        diagnostics: bool = False,
     ) -> Iterator[str]:
         """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,
         or ``Decoder.last_result``) is the ``GenerationResult``.
@@ -146,14 +151,30 @@ class Decoder:
         pass by sample-and-compare: each position's token is drawn as usual (under the
         constraint) and the draft is kept while they agree, so the output distribution is
         exactly that of one-token-at-a-time decoding (0 turns it off).
+
+        ``controllers``: ``Mirostat`` and/or ``EntropyTemperature`` (samplers.control), applied in
+        order to the constrained distribution, before temperature, top-k, top-p, min-p (the order
+        ``model.generate`` applies ``logits_processor=[grammar, *controllers]`` in; with the same
+        seed the draws are the same, with ``lookahead=0``). They need the whole distribution, so
+        sampled steps compute the full mask. Each sequence has its own controller state (Mirostat's
+        ``mu``); forced tokens leave it unchanged. ``diagnostics=True`` (implied by controllers)
+        fills ``GenerationResult.steps``: entropy, surprise, probability, ``mu`` per token.
         """
         if max_new_tokens < 1:
             raise CtrldecError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         params = SamplingParams(greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        controllers = list(controllers)
+        for c in controllers:
+            if not all(hasattr(c, a) for a in ("init", "warp", "update")):
+                raise CtrldecError(f"{c!r} is not a controller (it needs init, warp and update: Mirostat, EntropyTemperature)")
+        states = [c.init() for c in controllers]
+        record = diagnostics or bool(controllers)
+        steps: list[StepStats] = []
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         matcher = constraint.compile(self.info).matcher() if constraint is not None else None
         prompt_ids = self.encode_prompt(prompt, chat=chat, system=system)
         lookup = _PromptLookup()
+        draft_len = lookahead  # adapted: doubled after a fully kept draft, cut to what was kept otherwise
         self._drafted = self._accepted = 0
         token_bytes = self.info.token_bytes
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -170,13 +191,27 @@ class Decoder:
         prefill = time.perf_counter() - started
         finish = "length"
 
-        def emit(new: list[int], kind: str, rows: torch.Tensor) -> str:
+        def pick(row: torch.Tensor) -> tuple[Choice, StepStats | None]:
+            if not record:
+                return choose(row, matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size), None
+            token, stats = choose_controlled(row, matcher, params, generator, controllers, states, width=self.info.vocab_size)
+            return Choice(token, 0, matcher is not None), stats
+
+        def emit(new: list[int], kind: str, rows: torch.Tensor, stats: list[StepStats | None] = ()) -> str:
             nonlocal text
-            logp = torch.log_softmax(rows, dim=-1)
+            x = rows.numpy().astype(np.float64)
+            top = x.max(axis=-1, keepdims=True)
+            norm = (top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True)))[:, 0]
             for j, t in enumerate(new):
                 ids.append(t)
-                logprobs.append(float(logp[j, t]) if t < logp.shape[-1] else float("-inf"))
+                logprobs.append(float(x[j, t] - norm[j]) if t < x.shape[-1] else float("-inf"))
                 kinds.append(kind)
+                if record:
+                    if kind == "forced":
+                        mu = next((st.mu for c, st in zip(controllers, states) if isinstance(c, Mirostat)), None)
+                        steps.append(StepStats(entropy=0.0, surprise=0.0, prob=1.0, mu=mu, kept=1, forced=True))
+                    else:
+                        steps.append(stats[j])
             delta = decoder.decode(b"".join(token_bytes[t] for t in new if t < len(token_bytes)))
             text += delta
             return delta
@@ -203,53 +238,9 @@ class Decoder:
                 if delta:
                     yield delta
                 continue
-            draft = lookup.draft(prompt_ids + ids, min(lookahead, max_new_tokens - len(ids) - 1)) if lookahead else []
-            if draft:
-                out, cache = self._forward(draft, cache, len(draft))
-                passes += 1
-                rows = torch.cat([last[None], out])  # rows[j] predicts the token at draft position j
-                kept = 0
-                bonus = None
-                while kept <= len(draft):
-                    choice = choose(rows[kept], matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size)
-                    checks.append(choice.checks)
-                    if kept < len(draft) and choice.token == draft[kept] and choice.token not in self.eos:
-                        if matcher is not None:
-                            matcher.advance(choice.token)
-                        kept += 1
-                        continue
-                    bonus = choice.token
-                    break
-                crop_cache(cache, len(prompt_ids) + len(ids) + kept)
-                accepted = draft[:kept]
-                delta = emit(accepted, "sampled", rows[:kept]) if accepted else ""
-                self._drafted += len(draft)
-                self._accepted += kept
-                if bonus is None or bonus in self.eos:
-                    if delta:
-                        yield delta
-                    if bonus in self.eos:
-                        finish = "eos"
-                        break
-                    continue
-                token = bonus
-                if matcher is not None:
-                    matcher.advance(token)
-                delta += emit([token], "sampled", rows[kept][None])
-                if delta:
-                    yield delta
-                if stop and any(x in text for x in stop):
-                    text = text[: min(text.index(x) for x in stop if x in text)]
-                    finish = "stop"
-                    break
-                if len(ids) >= max_new_tokens:
-                    break
-                out, cache = self._forward([token], cache)
-                passes += 1
-                last = out[-1]
-                continue
-            choice = choose(last, matcher, params, generator, max_checks=max_checks, width=self.info.vocab_size)
+            choice, stats = pick(last)
             token = choice.token
+            checks.append(choice.checks)
             if token in self.eos:
                 finish = "eos"
                 break
@@ -258,8 +249,41 @@ class Decoder:
                     matcher.check_not_dead()
                     raise DeadEndError("no token is allowed and the output may not end")  # pragma: no cover
                 matcher.advance(token)
-            checks.append(choice.checks)
-            delta = emit([token], "sampled", last[None])
+            room = max_new_tokens - len(ids) - 1
+            draft = lookup.draft(prompt_ids + ids, min(draft_len, room)) if lookahead and room > 1 else []
+            if len(draft) > 1 and draft[0] == token:
+                # The token just drawn is the draft's first: feed the whole draft in one pass and
+                # keep drawing from its rows while the draws agree with it (sample-and-compare).
+                out, cache = self._forward(draft, cache, len(draft))
+                passes += 1
+                picked: list[StepStats | None] = [stats]
+                kept = 1
+                while True:
+                    choice, stats = pick(out[kept - 1])
+                    checks.append(choice.checks)
+                    if kept < len(draft) and choice.token == draft[kept] and choice.token not in self.eos:
+                        if matcher is not None:
+                            matcher.advance(choice.token)
+                        picked.append(stats)
+                        kept += 1
+                        continue
+                    break
+                crop_cache(cache, len(prompt_ids) + len(ids) + kept)
+                self._drafted += len(draft) - 1
+                self._accepted += kept - 1
+                draft_len = min(lookahead, draft_len * 2) if kept == len(draft) else max(2, kept + 1)
+                delta = emit(draft[:kept], "sampled", torch.cat([last[None], out[: kept - 1]]), picked)
+                last, token = out[kept - 1], choice.token
+                if token in self.eos:
+                    if delta:
+                        yield delta
+                    finish = "eos"
+                    break
+                if matcher is not None:
+                    matcher.advance(token)
+                delta += emit([token], "sampled", last[None], [stats])
+            else:
+                delta = emit([token], "sampled", last[None], [stats])
             if delta:
                 yield delta
             if stop and any(s in text for s in stop):
@@ -295,6 +319,7 @@ class Decoder:
                 "drafted": self._drafted,
                 "draft_accepted": self._accepted,
             },
+            steps=steps,
         )
         self.last_result = result
         return result

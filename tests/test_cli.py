@@ -58,6 +58,18 @@ def test_grammar_errors_come_before_loading_the_model(tmp_path):
 
 def test_bad_numbers():
     assert_one_line_error(ctrldec("generate", "hi", "--max-new-tokens", "0"), "max-new-tokens")
+    assert_one_line_error(ctrldec("generate", "hi", "--mirostat", "0"), "tau must be a positive number")
+    assert_one_line_error(ctrldec("generate", "hi", "--mirostat", "3", "--mirostat-eta", "-1"), "eta")
+    assert_one_line_error(ctrldec("generate", "hi", "--entropy-temperature", "1.5:0.5"), "t_min must be <= t_max")
+    assert_one_line_error(ctrldec("generate", "hi", "--entropy-temperature", "1.5"), "T_MIN:T_MAX")
+
+
+@pytest.mark.model
+def test_generate_with_mirostat_and_a_regex():
+    result = ctrldec("generate", "Name a color.", "--regex", "[a-z]{3,10}", "--mirostat", "3", "--seed", "1",
+                     "--entropy-temperature", "0.7:1.3")
+    assert result.returncode == 0, result.stderr
+    assert 3 <= len(result.stdout.strip()) <= 10 and result.stdout.strip().isalpha()
 
 
 @pytest.mark.model

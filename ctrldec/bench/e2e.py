@@ -6,7 +6,7 @@ message), greedy, the same ``max_new_tokens``:
 (a) ``model.generate`` unconstrained,
 (b) ``model.generate`` with xgrammar's logits processor (when installed),
 (c) ``model.generate`` with ctrldec's logits processor,
-(d) ctrldec's loop (fast-forward on), and (d0) the loop with fast-forward off,
+(d) ctrldec's loop (fast-forward and prompt lookup on), and (d0) the plain loop (both off),
 (s) ctrldec's loop sampling at temperature 1, for the number of ``accepts`` checks per token.
 
 Reported per configuration: output tokens, time per output token, tokens/s (prompt prefill
@@ -87,6 +87,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
             continue
         prompt = decoder.encode_prompt([{"role": "system", "content": PROMPT}, {"role": "user", "content": json.dumps(schema)}])
         ids = torch.tensor([prompt])
+        outputs: dict[str, list[int]] = {}
         for name in names:
             s = stats[name]
             if name in ("a", "b", "c"):
@@ -109,18 +110,22 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
             else:
                 started = time.perf_counter()
                 result = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens,
-                                          greedy=name != "s", temperature=1.0, seed=seed + i, fast_forward=name != "d0")
+                                          greedy=name != "s", temperature=1.0, seed=seed + i, fast_forward=name != "d0",
+                                          lookahead=0 if name == "d0" else 8)
                 seconds = time.perf_counter() - started
                 new, text, finished = result.token_ids, result.text, result.finish_reason == "eos"
                 s["passes"] += result.timing["forward_passes"]
                 s["forced"] += result.kinds.count("forced")
                 s["checks"] += sum(result.checks)
                 s["sampled"] += len(result.checks)
+            outputs[name] = new
             s["tokens"] += len(new)
             s["seconds"] += seconds
             s["outputs"] += 1
             s["finished"] += finished
             s["valid"] += finished and name != "a" and _validate(schema, text)
+        if "c" in outputs and "d0" in outputs:
+            stats["d0"]["equal_to_c"] = stats["d0"].get("equal_to_c", 0) + (outputs["d0"] == outputs["c"])
         if progress:
             print(f"  {i + 1}/{len(pairs)} {row['id']}: " + ", ".join(f"{n} {stats[n]['tokens'] / max(stats[n]['seconds'], 1e-9):.1f} tok/s" for n in names), flush=True)
     for s in stats.values():
@@ -133,8 +138,8 @@ LABELS = {
     "a": "(a) HF generate, unconstrained",
     "b": "(b) HF generate + xgrammar processor",
     "c": "(c) HF generate + ctrldec processor",
-    "d": "(d) ctrldec loop (fast-forward)",
-    "d0": "(d0) ctrldec loop, no fast-forward",
+    "d": "(d) ctrldec loop (fast-fwd, lookup)",
+    "d0": "(d0) ctrldec loop, plain",
     "s": "(s) ctrldec loop, sampling T=1",
 }
 
@@ -149,4 +154,11 @@ def format_report(report: dict[str, Any]) -> str:
             f"{LABELS[name]:<40}{int(s['tokens']):>8}{s['tokens_per_s']:>8.1f}{s['ms_per_token']:>8.1f}{int(s['passes']):>8}"
             f"{int(s['forced']):>8}{int(s['finished']):>9}{valid:>7}{checks:>11}"
         )
+    d0 = report["configs"].get("d0", {})
+    if "equal_to_c" in d0:
+        lines.append(f"(d0) outputs equal to (c) token for token: {int(d0['equal_to_c'])}/{int(d0['outputs'])}")
+    base = report["configs"].get("d")
+    for ref in ("a", "b"):
+        if base and ref in report["configs"] and report["configs"][ref]["tokens_per_s"]:
+            lines.append(f"(d) / {LABELS[ref][:3]} tokens/s: {base['tokens_per_s'] / report['configs'][ref]['tokens_per_s']:.2f}x")
     return "\n".join(lines)
