@@ -99,12 +99,20 @@ class LexerAutomaton:
         row = np.full(256, -1, dtype=np.int32)
         if not members:
             return row
+        if len(members) == 1:  # one terminal alive: no combinations to sort out
+            t, s = members[0]
+            nxt1 = self.terminals[t].dfa.trans[s]
+            for s2 in sorted(set(nxt1.tolist()) - {-1}):
+                row[nxt1 == s2] = self._intern(((t, s2),))
+            return row
         nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
-        combos, inverse = np.unique(nxt.T, axis=0, return_inverse=True)
-        for j, combo in enumerate(combos.tolist()):
+        live = np.flatnonzero((nxt >= 0).any(axis=0))  # few bytes extend several terminals
+        by_combo: dict[tuple, list[int]] = {}
+        for b, combo in zip(live.tolist(), nxt[:, live].T.tolist()):
+            by_combo.setdefault(tuple(combo), []).append(b)
+        for combo in sorted(by_combo):
             alive = tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0)
-            if alive:
-                row[inverse.reshape(-1) == j] = self._intern(alive)
+            row[by_combo[combo]] = self._intern(alive)
         return row
 
     def _choose(self, members: tuple) -> tuple[int, ...]:

@@ -92,22 +92,33 @@ def slr_tables(
                 nullable.add(lhs)
             if (lhs in nullable, len(first[lhs])) != before:
                 changed = True
+    # FOLLOW: each rule adds FIRST of what comes after a nonterminal, and where that is nullable,
+    # FOLLOW of its lhs (an edge lhs -> nonterminal, propagated with a worklist)
     follow: dict[str, set[str]] = {nt: set() for nt in nts}
     follow.setdefault(start, set()).add("$END")
-    changed = True
-    while changed:
-        changed = False
-        for lhs, rhs in rules:
-            trailer = set(follow.get(lhs, ()))
-            for sym in reversed(rhs):
-                if sym in terminals:
-                    trailer = {sym}
-                    continue
-                size = len(follow[sym])
-                follow[sym] |= trailer
-                if len(follow[sym]) != size:
-                    changed = True
-                trailer = trailer | first[sym] if sym in nullable else set(first[sym])
+    feeds: dict[str, set[str]] = {}
+    for lhs, rhs in rules:
+        trailer: set[str] = set()
+        open_end = True  # FOLLOW(lhs) still reaches this point
+        for sym in reversed(rhs):
+            if sym in terminals:
+                trailer, open_end = {sym}, False
+                continue
+            follow[sym] |= trailer
+            if open_end and sym != lhs:
+                feeds.setdefault(lhs, set()).add(sym)
+            if sym in nullable:
+                trailer = trailer | first[sym]
+            else:
+                trailer, open_end = set(first[sym]), False
+    work = list(follow)
+    while work:
+        x = work.pop()
+        for y in feeds.get(x, ()):
+            size = len(follow[y])
+            follow[y] |= follow[x]
+            if len(follow[y]) != size:
+                work.append(y)
 
     start_kernel = frozenset([offsets[aug]])
     index: dict[frozenset[int], int] = {start_kernel: 0}

@@ -178,3 +178,65 @@ def test_mask_agrees_with_accepts_on_a_schema_grammar():
             allowed = set(a.allowed_token_ids().tolist())
             assert allowed == {t for t in range(info.vocab_size) if b.accepts(t)}, (schema, cut)
             assert (ids[cut] if cut < len(ids) else info.eos_token_ids[0]) in allowed
+
+
+def _agrees(schema, cases, validator=jsonschema.Draft202012Validator):
+    """The constraint (strict: nothing relaxed) and the reference validator agree on every case."""
+    c = ctrldec.JSONSchema(schema, property_order="any")
+    check = validator(schema, format_checker=jsonschema.FormatChecker())
+    for value, valid in cases:
+        assert check.is_valid(value) == valid, (schema, value)
+        assert c.matches(compact(value)) == valid, (schema, value)
+    assert c.relaxations == []
+
+
+def test_oneof_branch_of_another_type_does_not_remove_objects():
+    """JSONSchemaBench component_spec: a string branch beside object branches meant 'every
+    object fails it', but was read as 'every object passes it', so no object was accepted."""
+    schema = {"oneOf": [{"type": "string"}, {"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]}
+    _agrees(schema, [({"a": 1}, True), ({"b": 1}, True), ({"a": 1, "b": 2}, False), ({}, False), ("x", True), (1, False)])
+    enum_branch = {"oneOf": [{"enum": ["x", 1]}, {"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]}
+    _agrees(enum_branch, [({"a": 1}, True), ({"a": 1, "b": 2}, False), ("x", True), ("y", False)])
+
+
+def test_draft07_ref_ignores_its_siblings():
+    """JSONSchemaBench o38538: under draft-07 a $ref's siblings are ignored; in 2020-12 they apply."""
+    inner = {"type": "object", "properties": {"p": {"type": "boolean"}}}
+    schema = {"definitions": {"o": inner}, "$ref": "#/definitions/o", "additionalProperties": False}
+    draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+    _agrees(draft7, [({"p": True}, True), ({"q": 1}, True), ({"p": 1}, False)], jsonschema.Draft7Validator)
+    _agrees(schema, [({"p": True}, False), ({}, True)])
+    nested = {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"o": inner},
+              "type": "array", "items": {"$ref": "#/definitions/o", "additionalProperties": False}}
+    _agrees(nested, [([{"p": True}], True), ([{"p": 1}], False)], jsonschema.Draft7Validator)
+
+
+def test_numbers_with_an_exponent_under_sign_bounds():
+    """JSONSchemaBench o57716: `minimum: 0` rejected 1e-06 (Python's float repr)."""
+    _agrees({"type": "number", "minimum": 0}, [(1e-06, True), (2.5e20, True), (0.0, True), (-1e-06, False), (-2.5e20, False)])
+    _agrees({"type": "number", "exclusiveMaximum": 0}, [(-1e-06, True), (1e-06, False), (0.0, False)])
+    c = ctrldec.JSONSchema({"type": "number", "exclusiveMinimum": 0})
+    assert c.matches("1E+3") and c.matches("0.5e-7") and not c.matches("0e5") and not c.matches("0.0e1")
+    # a bound away from 0 would need digit comparisons: exponents stay out (never wrongly in)
+    bounded = ctrldec.JSONSchema({"type": "number", "minimum": 0, "maximum": 1})
+    assert bounded.matches("0.000001") and not bounded.matches("2e0") and not bounded.matches("1e-06")
+
+
+def test_pattern_anchors_inside_a_top_level_group():
+    """JSONSchemaBench o27402: `(^gs://.+)|(^https?://.+)` was relaxed (the anchors sat inside groups)."""
+    _agrees(
+        {"type": "string", "pattern": "(^gs://(.+))|(?:(^https?://.+))"},
+        [("gs://b/x", True), ("http://x", True), ("https://x", True), ("ftp://x", False), ("xgs://b", False), ("gs://", False)],
+    )
+    with pytest.raises(SchemaError, match="anchor"):  # not a group that spans the alternative
+        ctrldec.JSONSchema({"type": "string", "pattern": "(^a)(b)"}).tables()
+
+
+def test_iri_formats():
+    """JSONSchemaBench o76630: format "iri" was unknown (not enforced); "not-an-iri" has no scheme."""
+    c = ctrldec.JSONSchema({"type": "string", "format": "iri"})
+    assert c.matches('"https://example.com"') and c.matches('"http://例え.jp/パス?q=ü"') and c.matches('"urn:x:😀"')
+    assert not c.matches('"not-an-iri"') and not c.matches('"http://a b"') and not c.matches('"http://a/\x85"')
+    ref = ctrldec.JSONSchema({"type": "string", "format": "iri-reference"})
+    assert ref.matches('"not-an-iri"') and ref.matches('"/パス"') and not ref.matches('"a b"')
+    assert c.relaxations == [] and ref.relaxations == []

@@ -48,6 +48,7 @@ _HANDLED = _OBJECT_KW | _ARRAY_KW | _STRING_KW | _NUMBER_KW | {
     "type", "enum", "const", "allOf", "anyOf", "oneOf", "not", "$ref", "if", "then", "else", "$dynamicRef",
 }  # fmt: skip
 
+_REF_ALONE_DRAFTS = ("draft-03/", "draft-04/", "draft-06/", "draft-07/")  # $ref siblings are ignored there
 NEVER = None  # a rule for an unsatisfiable schema
 ALL = "<all>"  # the object (or array) part of a schema that puts no constraint on them
 ABSENT = "$ctrldec:absent"  # internal keyword: these object keys must not appear
@@ -92,6 +93,9 @@ class _Compiler:
         self._resources: dict[str, tuple[Any, str]] = {}
         self._base_of: dict[int, str] = {}
         self._root_base = root.get("$id", "").split("#")[0] if isinstance(root, dict) and isinstance(root.get("$id"), str) else ""
+        declared = root.get("$schema") if isinstance(root, dict) else None
+        # draft-07 and earlier: "all other properties in a $ref object MUST be ignored"
+        self._ref_alone = isinstance(declared, str) and any(d in declared for d in _REF_ALONE_DRAFTS)
         self._ws = whitespace
         self._any: str | None = None
         self._names = 0
@@ -215,7 +219,7 @@ class _Compiler:
             return NEVER
         if not isinstance(schema, dict):
             raise SchemaError(f"a schema must be an object or a boolean, got {type(schema).__name__}", pointer=pointer)
-        if set(schema) == {"$ref"} or (set(schema) - _ANNOTATIONS == {"$ref"}):
+        if "$ref" in schema and (self._ref_alone or set(schema) - _ANNOTATIONS == {"$ref"}):
             return self.ref_rule(schema["$ref"], pointer, schema)
         # Equal schemas (the same text: $refs resolve against the one root) share one rule, and a
         # schema met again while it is being expanded (recursion through $ref + siblings, or
@@ -277,17 +281,21 @@ class _Compiler:
     # -- allOf / $ref merging ---------------------------------------------------------------------
 
     def flatten(self, schema: dict, pointer: str, depth: int = 0) -> dict:
-        """Merge allOf members and a $ref with siblings into one schema (an intersection)."""
+        """Merge allOf members and a $ref with siblings into one schema (an intersection).
+
+        Under a draft-07 (or earlier) ``$schema``, a $ref stands alone: its siblings are ignored.
+        """
         if depth > 32:
             raise SchemaError("allOf/$ref nesting deeper than 32 (a reference cycle through allOf?)", pointer=pointer)
-        parts = [{k: v for k, v in schema.items() if k not in ("allOf", "$ref")}]
+        alone = "$ref" in schema and self._ref_alone
+        parts = [] if alone else [{k: v for k, v in schema.items() if k not in ("allOf", "$ref")}]
         if "$ref" in schema:
             target, target_ptr = self.resolve(schema["$ref"], pointer, schema)
             if target is False:
                 return {"not": True}
             if isinstance(target, dict):
                 parts.append(self.flatten(target, target_ptr, depth + 1))
-        for i, sub in enumerate(schema.get("allOf", [])):
+        for i, sub in enumerate([] if alone else schema.get("allOf", [])):
             if sub is True:
                 continue
             if sub is False:
@@ -392,7 +400,7 @@ class _Compiler:
         negations = []
         for b in raws:
             flat = {} if b is True else self.flatten(b, pointer)
-            negations.append(_negate_object(flat) if set(flat) & _OBJECT_KW or "type" in flat else [])
+            negations.append(_negate_object(flat))
         out = []
         for i, (merged, v) in enumerate(branches):
             if v.obj is None:
@@ -1020,9 +1028,12 @@ def _negate_object(n: dict) -> list[dict] | None:
     """Object schemas whose union is every object that fails ``n`` (None if not expressible).
 
     Handles ``required`` and ``properties``: an object fails {properties: {k: S}, required: R}
-    iff some r in R is absent, or some listed k is present with a value failing S.
+    iff some r in R is absent, or some listed k is present with a value failing S. A schema whose
+    ``type`` or ``enum`` excludes objects fails every object; keywords of other types are ignored.
     """
-    if set(n) - _ANNOTATIONS - {"type", "properties", "required", ABSENT}:
+    if n.get("not") is True or not _admits_objects(n):
+        return [{}]
+    if set(n) - _ANNOTATIONS - _STRING_KW - _NUMBER_KW - _ARRAY_KW - {"type", "properties", "required", ABSENT}:
         return None
     out_absent = [{"required": [k]} for k in n.get(ABSENT, [])]
     out: list[dict] = [{ABSENT: [r]} for r in n.get("required", [])]
@@ -1031,6 +1042,15 @@ def _negate_object(n: dict) -> list[dict] | None:
             continue
         out.append({"required": [key], "properties": {key: False if sub is False else {"not": sub}}})
     return out + out_absent
+
+
+def _admits_objects(n: dict) -> bool:
+    """Do the ``type``, ``const`` and ``enum`` of a flat schema leave room for objects?"""
+    t = n.get("type", "object")
+    if "object" not in ([t] if isinstance(t, str) else t):
+        return False
+    values = [n["const"]] if "const" in n else n.get("enum")
+    return values is None or any(isinstance(v, dict) for v in values)
 
 
 def _disjoint(branches: list, compiler: _Compiler, part: str = "any") -> bool:

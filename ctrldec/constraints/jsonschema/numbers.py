@@ -1,8 +1,9 @@
 """Exact automata for JSON numbers under ``minimum``/``maximum`` (exclusive or not) and ``multipleOf``.
 
 Numbers are written in canonical JSON form: ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?``; an exponent is
-allowed only when the number has no bound and no ``multipleOf`` (a bound on ``1e400`` would need
-arbitrary-precision comparison inside an automaton). ``-0`` is not produced.
+allowed only when no ``multipleOf`` is given and the bounds are decided by the sign alone (no
+bound; ``minimum: 0`` allows ``1e-06``; a bound such as ``1`` would need comparing ``1e400``
+digit by digit inside an automaton). ``-0`` is not produced.
 
 Integer parts are compared with the bounds by automata built digit by digit (no regex), so
 int64 or 1e308 bounds cost hundreds of states, not a giant alternation.
@@ -247,6 +248,25 @@ def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decim
     return dfa
 
 
+_EXPONENT = r"[eE][+-]?[0-9]+"
+_NONZERO_MANTISSA = r"(?:[1-9][0-9]*(?:\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)"
+
+
+def _exponent_forms(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict: bool) -> ByteDFA:
+    """Numbers with an exponent whose sign alone puts them within the bounds: positive ones with
+    no upper bound and lo <= 0, negative ones with no lower bound and hi >= 0, zero if allowed."""
+    forms = []
+    if hi is None and (lo is None or lo <= 0):
+        forms.append(_NONZERO_MANTISSA)
+    if lo is None and (hi is None or hi >= 0):
+        forms.append("-" + _NONZERO_MANTISSA)
+    if (lo is None or lo < 0 or lo == 0 and not lo_strict) and (hi is None or hi > 0 or hi == 0 and not hi_strict):
+        forms.append(r"0(?:\.0+)?")
+    if not forms:
+        return _EMPTY
+    return compile_regex("(?:" + "|".join(forms) + ")" + _EXPONENT)
+
+
 def number_dfa(
     lo: Decimal | None = None,
     hi: Decimal | None = None,
@@ -259,6 +279,7 @@ def number_dfa(
     if lo is None and hi is None and multiple_of is None:
         return compile_regex(ANY_NUMBER)
     dfa = _bounded(lo, lo_exclusive, hi, hi_exclusive)
-    if multiple_of is not None and not dfa.empty:
-        dfa = product(dfa, _multiple_of(multiple_of), "and")
-    return dfa
+    if multiple_of is not None:
+        return product(dfa, _multiple_of(multiple_of), "and") if not dfa.empty else dfa
+    exponents = _exponent_forms(lo, lo_exclusive, hi, hi_exclusive)
+    return union_all([dfa, exponents]) if not exponents.empty else dfa

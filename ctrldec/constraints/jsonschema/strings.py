@@ -194,6 +194,41 @@ def _top_level_alternatives(pattern: str) -> list[str]:
     return parts
 
 
+def _group_end(pattern: str) -> int:
+    """The index of the ``)`` that closes the group opened at index 0 (-1 if none)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _unwrapped_alternatives(pattern: str) -> list[str]:
+    """Top-level alternatives, an alternative that is one plain group (``(^a|b$)``, ``(?:...)``)
+    replaced by its own alternatives, so that anchors inside it are at the top level."""
+    out = []
+    for alt in _top_level_alternatives(pattern):
+        plain = alt.startswith("(") and (not alt.startswith("(?") or alt.startswith("(?:"))
+        if plain and _group_end(alt) == len(alt) - 1:
+            out += _unwrapped_alternatives(alt[3 if alt.startswith("(?:") else 1 : -1])
+        else:
+            out.append(alt)
+    return out
+
+
 def ecma_to_python(pattern: str) -> str:
     """A JSON Schema ``pattern`` (ECMA-262, unanchored search) as a Python regex for full matches.
 
@@ -202,7 +237,7 @@ def ecma_to_python(pattern: str) -> str:
     union exponential (seen on a 17-way alternation in JSONSchemaBench).
     """
     groups: dict[tuple[bool, bool], list[str]] = {}
-    for alt in _top_level_alternatives(pattern):
+    for alt in _unwrapped_alternatives(pattern):
         head = alt.startswith("^")
         body = alt[1:] if head else alt
         tail = body.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", body)
@@ -247,6 +282,10 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _URI_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
+# RFC 3987 ucschar and iprivate: every character past U+009F but surrogates and noncharacters (a
+# negated class: cheap to compile; real characters, as interegular does not read \uXXXX)
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
+_IRI_CHARS = f"(?:{_URI_CHARS}|[^\x00-\x9f\ud800-\udfff{_NONCHARACTERS}])"
 
 FORMATS: dict[str, str] = {
     "date": _DATE,
@@ -260,6 +299,8 @@ FORMATS: dict[str, str] = {
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
     "uri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_URI_CHARS}*",
     "uri-reference": rf"{_URI_CHARS}*",
+    "iri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_IRI_CHARS}*",
+    "iri-reference": rf"{_IRI_CHARS}*",
 }
 
 
