@@ -302,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--seed", type=int)
     g.add_argument("--mirostat", type=float, metavar="TAU", help="Mirostat: hold the surprise at TAU bits per token (implies sampling)")
-    g.add_argument("--mirostat-eta", type=float, default=0.1, metavar="ETA", help="Mirostat's learning rate (default 0.1)")
+    g.add_argument("--mirostat-eta", type=float, default=1.0, metavar="ETA", help="Mirostat's learning rate (default 1.0)")
     g.add_argument("--mirostat-version", type=int, choices=[1, 2], default=2)
     g.add_argument("--entropy-temperature", metavar="T_MIN:T_MAX[:EXP]",
                    help="temperature from the normalized entropy of each step's distribution (implies sampling)")
@@ -362,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
     mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
     mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")
     mi.add_argument("--version", type=int, choices=[1, 2], default=2)
-    mi.add_argument("--eta", type=float, default=0.1)
+    mi.add_argument("--eta", type=float, default=1.0)
     mi.add_argument("--surprise", choices=["original", "truncated"], default="original")
     mi.add_argument("--prompts", type=int, default=10)
     mi.add_argument("--max-new-tokens", type=int, default=200)

@@ -146,11 +146,12 @@ class Decoder:
         """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,
         or ``Decoder.last_result``) is the ``GenerationResult``.
 
-        ``lookahead``: up to this many tokens drafted by prompt lookup (the longest recent n-gram
-        seen earlier in the prompt or output, and what followed it) are checked in one forward
-        pass by sample-and-compare: each position's token is drawn as usual (under the
-        constraint) and the draft is kept while they agree, so the output distribution is
-        exactly that of one-token-at-a-time decoding (0 turns it off).
+        ``lookahead``: up to this many tokens drafted by prompt lookup (what followed the output's
+        latest stretch of text where it appeared earlier in the prompt or output, whitespace
+        ignored, cut to what the constraint allows) are fed with each sampled token and checked
+        in the same forward pass by sample-and-compare: each position's token is drawn as usual
+        (under the constraint) and the draft is kept while they agree, so the output
+        distribution is exactly that of one-token-at-a-time decoding (0 turns it off).
 
         ``controllers``: ``Mirostat`` and/or ``EntropyTemperature`` (samplers.control), applied in
         order to the constrained distribution, before temperature, top-k, top-p, min-p (the order
@@ -173,7 +174,8 @@ class Decoder:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         matcher = constraint.compile(self.info).matcher() if constraint is not None else None
         prompt_ids = self.encode_prompt(prompt, chat=chat, system=system)
-        lookup = _PromptLookup()
+        lookup = _Lookup(self.info, prompt_ids)
+        pending: tuple[Choice, StepStats | None] | None = None  # a token drawn while checking a draft
         draft_len = lookahead  # adapted: doubled after a fully kept draft, cut to what was kept otherwise
         self._drafted = self._accepted = 0
         token_bytes = self.info.token_bytes
@@ -212,15 +214,17 @@ class Decoder:
                         steps.append(StepStats(entropy=0.0, surprise=0.0, prob=1.0, mu=mu, kept=1, forced=True))
                     else:
                         steps.append(stats[j])
-            delta = decoder.decode(b"".join(token_bytes[t] for t in new if t < len(token_bytes)))
+            data = b"".join(token_bytes[t] for t in new if t < len(token_bytes))
+            lookup.extend(data)
+            delta = decoder.decode(data)
             text += delta
             return delta
 
         while len(ids) < max_new_tokens:
-            if matcher is not None and matcher.is_done():
+            if matcher is not None and matcher.is_done() and pending is None:
                 finish = "eos"
                 break
-            forced = matcher.forced_tokens()[: max_new_tokens - len(ids)] if matcher is not None and fast_forward else []
+            forced = matcher.forced_tokens()[: max_new_tokens - len(ids)] if matcher is not None and fast_forward and pending is None else []
             if forced:
                 for t in forced:
                     matcher.advance(t)  # type: ignore[union-attr]
@@ -238,7 +242,8 @@ class Decoder:
                 if delta:
                     yield delta
                 continue
-            choice, stats = pick(last)
+            choice, stats = pending if pending is not None else pick(last)
+            pending = None
             token = choice.token
             checks.append(choice.checks)
             if token in self.eos:
@@ -249,53 +254,42 @@ class Decoder:
                     matcher.check_not_dead()
                     raise DeadEndError("no token is allowed and the output may not end")  # pragma: no cover
                 matcher.advance(token)
-            room = max_new_tokens - len(ids) - 1
-            draft = lookup.draft(prompt_ids + ids, min(draft_len, room)) if lookahead and room > 1 else []
-            if len(draft) > 1 and draft[0] == token:
-                # The token just drawn is the draft's first: feed the whole draft in one pass and
-                # keep drawing from its rows while the draws agree with it (sample-and-compare).
-                out, cache = self._forward(draft, cache, len(draft))
+            delta = emit([token], "sampled", last[None], [stats])
+            room = max_new_tokens - len(ids)
+            draft = lookup.draft(matcher, ids, min(draft_len, room - 1)) if lookahead and room > 1 else []
+            if not self._stopped(text, stop) and room > 0:
+                # Feed the token with the draft (if any) in one pass; keep drawing from the draft's
+                # rows while the draws agree with it (sample-and-compare). The first draw that
+                # disagrees is the next token, already drawn from the right distribution.
+                out, cache = self._forward([token, *draft], cache, len(draft) + 1)
                 passes += 1
-                picked: list[StepStats | None] = [stats]
-                kept = 1
-                while True:
-                    choice, stats = pick(out[kept - 1])
-                    checks.append(choice.checks)
-                    if kept < len(draft) and choice.token == draft[kept] and choice.token not in self.eos:
-                        if matcher is not None:
-                            matcher.advance(choice.token)
-                        picked.append(stats)
-                        kept += 1
-                        continue
-                    break
-                crop_cache(cache, len(prompt_ids) + len(ids) + kept)
-                self._drafted += len(draft) - 1
-                self._accepted += kept - 1
-                draft_len = min(lookahead, draft_len * 2) if kept == len(draft) else max(2, kept + 1)
-                delta = emit(draft[:kept], "sampled", torch.cat([last[None], out[: kept - 1]]), picked)
-                last, token = out[kept - 1], choice.token
-                if token in self.eos:
-                    if delta:
-                        yield delta
-                    finish = "eos"
-                    break
-                if matcher is not None:
-                    matcher.advance(token)
-                delta += emit([token], "sampled", last[None], [stats])
-            else:
-                delta = emit([token], "sampled", last[None], [stats])
+                last = out[0]
+                if draft:
+                    kept = 0
+                    picked: list[StepStats | None] = []
+                    while True:
+                        choice, stats = pick(out[kept])
+                        if kept < len(draft) and choice.token == draft[kept] and choice.token not in self.eos:
+                            checks.append(choice.checks)
+                            if matcher is not None:
+                                matcher.advance(choice.token)
+                            picked.append(stats)
+                            kept += 1
+                            continue
+                        break
+                    crop_cache(cache, len(prompt_ids) + len(ids) + kept)
+                    self._drafted += len(draft)
+                    self._accepted += kept
+                    draft_len = min(lookahead, draft_len * 2) if kept == len(draft) else max(2, kept + 1)
+                    delta += emit(draft[:kept], "sampled", out[:kept], picked)
+                    last = out[kept]
+                    pending = (choice, stats) if len(ids) < max_new_tokens else None
             if delta:
                 yield delta
-            if stop and any(s in text for s in stop):
-                cut = min(text.index(s) for s in stop if s in text)
-                text = text[:cut]
+            if self._stopped(text, stop):
+                text = text[: min(text.index(s) for s in stop if s in text)]
                 finish = "stop"
                 break
-            if len(ids) >= max_new_tokens:
-                break
-            out, cache = self._forward([token], cache)
-            passes += 1
-            last = out[-1]
         tail = decoder.decode(b"", final=True)
         if tail and finish != "stop":
             text += tail
@@ -324,6 +318,10 @@ class Decoder:
         self.last_result = result
         return result
 
+    @staticmethod
+    def _stopped(text: str, stop: Sequence[str]) -> bool:
+        return bool(stop) and any(s in text for s in stop)
+
     def generate(self, prompt: str | Sequence[int] | list[dict], **kwargs: Any) -> GenerationResult:
         """Generate for one prompt; the keyword arguments are those of ``stream``."""
         it = self.stream(prompt, **kwargs)
@@ -344,22 +342,51 @@ class Decoder:
         return [self.generate(p, seed=None if seed is None else seed + i, **kwargs) for i, p in enumerate(prompts)]
 
 
-class _PromptLookup:
-    """Draft the continuation of the longest recent n-gram (n = 4, 3, 2) seen earlier in the
-    context (prompt lookup decoding): free, and good on outputs that copy from the prompt."""
+class _Lookup:
+    """Prompt lookup decoding on text: find the longest recent stretch of the output (24, 12 or
+    6 bytes, whitespace ignored) earlier in the prompt or the output, and draft what followed it.
 
-    def draft(self, context: list[int], k: int) -> list[int]:
+    Matching ignores whitespace, so a compact JSON output still finds the pretty-printed schema
+    it copies from; under a constraint the drafted bytes are cut to the longest prefix the
+    grammar allows (skipping whitespace it rejects), then tokenized canonically after the
+    output's last tokens. Drafts cost nothing to make (~0.1-1 ms) and are checked by the model.
+    """
+
+    _WS = frozenset(b" \t\n\r")
+    _MAX_BYTES = 64
+
+    def __init__(self, info: Any, prompt_ids: list[int]) -> None:
+        self.info = info
+        self._text = bytearray()
+        self._norm = bytearray()  # the text without whitespace
+        self._where: list[int] = []  # position in _text of each byte of _norm
+        self.extend(info.decode_bytes(prompt_ids))
+
+    def extend(self, data: bytes) -> None:
+        base = len(self._text)
+        self._text += data
+        for i, b in enumerate(data):
+            if b not in self._WS:
+                self._norm.append(b)
+                self._where.append(base + i)
+
+    def draft(self, matcher: Any, ids: list[int], k: int) -> list[int]:
         if k <= 0:
             return []
-        for n in (4, 3, 2):
-            if len(context) <= n:
+        norm = self._norm
+        for n in (24, 12, 6):
+            if len(norm) <= n:
                 continue
-            tail = context[-n:]
-            for start in range(len(context) - n - 1, -1, -1):
-                if context[start : start + n] == tail:
-                    follow = context[start + n : start + n + k]
-                    if follow:
-                        return follow
+            pos = norm.rfind(norm[-n:], 0, len(norm) - 1)  # an earlier occurrence
+            if pos < 0:
+                continue
+            start = self._where[pos + n - 1] + 1
+            data = bytes(self._text[start : start + self._MAX_BYTES])
+            if matcher is not None:
+                data = matcher.viable_prefix(data, skip=self._WS)
+            tokens = self.info.encode_after(ids, data) if data else None
+            # The last token may be cut short by the byte limit or by the grammar: leave it out.
+            return tokens[:-1][:k] if tokens else []
         return []
 
 

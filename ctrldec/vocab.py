@@ -226,6 +226,36 @@ class TokenizerInfo:
             raise TokenizerError("this TokenizerInfo was built without a tokenizer, so it cannot encode text")
         return self._encode(text)
 
+    def encode_after(self, previous: Sequence[int], data: bytes) -> list[int] | None:
+        """Canonical tokens for ``data`` following the tokens ``previous`` (the output so far).
+
+        ``data`` is tokenized together with the text of the last few previous tokens (BPE merges
+        across the boundary), and the tokens after those are returned; None when the new text
+        would re-merge the previous tokens (no canonical split at the boundary). A multi-byte
+        character cut at the end of ``data`` is left out.
+        """
+        text = data.decode("utf-8", errors="ignore")
+        while text and not data.startswith(text.encode("utf-8")):
+            text = text[:-1]
+        if not text:
+            return []
+        tail_ids: list[int] = []
+        tail_text = ""
+        for k in (3, 2, 1, 0):
+            ids = list(previous[-k:]) if k else []
+            if len(ids) < k or any(t in self.special_ids for t in ids):
+                continue
+            try:
+                tail_text = self.decode_bytes(ids).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            tail_ids = ids
+            break
+        ids = self.encode(tail_text + text)
+        if ids[: len(tail_ids)] != tail_ids:
+            return None
+        return ids[len(tail_ids) :]
+
     def unsafe_tail(self) -> np.ndarray:
         """Per token: the index of its last byte that is *not* part of a complete JSON-string-safe
         UTF-8 character (not a control, quote or backslash); -1 if the whole token is safe.

@@ -5,6 +5,10 @@ For each tau, each prompt is continued for ``max_new_tokens`` tokens by ctrldec'
 ``-log2 p`` of the sampled tokens under the distribution Mirostat controls (the constrained one
 under a constraint), its error against tau, the mean surprise over all tokens (forced tokens
 count 0), the share of forced tokens, the last ``mu`` and the outputs that ended early (EOS).
+
+A first row, "none", samples at temperature 1 without Mirostat: its mean surprise is the ceiling.
+Mirostat only truncates, so the surprise it can reach is at most what untruncated sampling gives
+(the model's entropy, on average); a tau above that row is out of reach.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ PROMPTS = [
 ]
 
 
-def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta: float = 0.1, prompts: int = 10,
+def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta: float = 1.0, prompts: int = 10,
         max_new_tokens: int = 200, seed: int = 0, surprise: str = "original", constraint: Any = None,
         progress: bool = False) -> dict[str, Any]:
     from ..generate import Decoder
@@ -38,20 +42,21 @@ def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta:
         raise ValueError(f"prompts must be between 1 and {len(PROMPTS)}, got {prompts}")
     decoder = Decoder(model, tokenizer)
     rows = []
-    for tau in taus:
+    for tau in [None, *taus]:
         sampled: list[float] = []
         every: list[float] = []
         forced = early = 0
         last_mu: list[float] = []
         for i, text in enumerate(PROMPTS[:prompts]):
             prompt = text + (" Answer with a JSON object." if constraint is not None else "")
+            controllers = [Mirostat(tau, eta, version=version, surprise=surprise)] if tau is not None else []
             out = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens, seed=seed + i,
-                                   controllers=[Mirostat(tau, eta, version=version, surprise=surprise)])
+                                   controllers=controllers, diagnostics=True)
             sampled += [s.surprise for s in out.steps if not s.forced]
             every += [s.surprise for s in out.steps]
             forced += sum(s.forced for s in out.steps)
             early += out.finish_reason != "length"
-            if out.steps:
+            if out.steps and out.steps[-1].mu is not None:
                 last_mu.append(out.steps[-1].mu)
             if progress:
                 print(f"  tau {tau} prompt {i + 1}: {len(out.token_ids)} tokens, mean surprise "
@@ -62,7 +67,7 @@ def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta:
             "tokens": len(every),
             "sampled": len(sampled),
             "mean_surprise": mean,
-            "error": mean - tau,
+            "error": mean - tau if tau is not None else None,
             "mean_surprise_all": statistics.fmean(every) if every else float("nan"),
             "forced_share": forced / len(every) if every else 0.0,
             "final_mu": statistics.fmean(last_mu) if last_mu else float("nan"),
@@ -77,6 +82,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{report['max_new_tokens']} new tokens" + (f", constraint {report['constraint']}" if report["constraint"] else ", unconstrained"))
     lines = [head, f"{'tau':>5}{'tokens':>8}{'sampled':>9}{'mean S':>8}{'error':>8}{'S all':>8}{'forced':>8}{'mu end':>8}{'EOS':>5}"]
     for r in report["rows"]:
-        lines.append(f"{r['tau']:>5.1f}{r['tokens']:>8}{r['sampled']:>9}{r['mean_surprise']:>8.2f}{r['error']:>+8.2f}"
+        tau = "none" if r["tau"] is None else f"{r['tau']:.1f}"
+        error = "-" if r["error"] is None else f"{r['error']:+.2f}"
+        lines.append(f"{tau:>5}{r['tokens']:>8}{r['sampled']:>9}{r['mean_surprise']:>8.2f}{error:>8}"
                      f"{r['mean_surprise_all']:>8.2f}{r['forced_share']:>8.0%}{r['final_mu']:>8.2f}{r['ended_early']:>5}")
+    lines.append("(none: sampling at T=1 without Mirostat, the ceiling of reachable surprise; mean S: over sampled tokens)")
     return "\n".join(lines)

@@ -638,6 +638,24 @@ class Matcher:
         self._configs = configs
         return True
 
+    def viable_prefix(self, data: bytes, *, skip: frozenset[int] | bytes = b"") -> bytes:
+        """The longest prefix of ``data`` the output may continue with, where bytes in ``skip``
+        that the grammar rejects are dropped rather than ending it (e.g. whitespace a compact
+        grammar does not allow). No state change. For drafting text to check, not for output."""
+        run = self._run
+        configs = self._configs
+        out = bytearray()
+        if self._ended:
+            return b""
+        for b in data:
+            nxt = tuple(c for c in run.step_all(configs, (b,)) if run.viable(*c))
+            if nxt:
+                configs = nxt
+                out.append(b)
+            elif b not in skip:
+                break
+        return bytes(out)
+
     def rollback(self, n: int = 1) -> None:
         """Undo the last ``n`` advanced tokens."""
         if not 0 <= n <= self._length:
@@ -731,29 +749,10 @@ class Matcher:
             return []
         g = self.grammar
         info = g.info
-        # A forced multi-byte character may be cut at the end: tokenize whole characters only.
-        text = forced.decode("utf-8", errors="ignore")
-        while text and not forced.startswith(text.encode("utf-8")):
-            text = text[:-1]
-        if not text:
-            return []
-        body = text.encode("utf-8")
-        tail_ids: list[int] = []
-        tail_text = ""
-        for k in (3, 2, 1, 0):
-            ids = self.tokens(k) if k else []
-            if any(t in info.special_ids for t in ids):
-                continue
-            try:
-                tail_text = info.decode_bytes(ids).decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            tail_ids = ids
-            break
-        ids = info.encode(tail_text + text)
-        if ids[: len(tail_ids)] != tail_ids:
-            return []  # the new text re-merges the committed tokens: no safe canonical split
-        out = ids[len(tail_ids) :]
+        out = info.encode_after(self.tokens(3), forced)
+        if not out:
+            return []  # nothing whole to feed, or the new text re-merges the committed tokens
+        body = info.decode_bytes(out)
         complete = len(body) == len(forced) and self._is_done_after(forced)
         if out and not complete and self._boundary_unsafe(body, out):
             out.pop()

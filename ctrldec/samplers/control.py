@@ -155,8 +155,10 @@ class Mirostat:
 
     Args:
         tau: target surprise in bits (> 0). llama.cpp's default is 5.0, the paper's 3.0.
-        eta: learning rate of ``mu`` (> 0); 0.1 (llama.cpp's default) follows slowly, 1.0 (the
-            paper's) quickly.
+        eta: learning rate of ``mu`` (> 0). 1.0 (the paper's, our default) reaches mu's
+            equilibrium within a few tokens; llama.cpp's 0.1 takes hundreds, and until then the
+            mean surprise misses tau by ``(mu_0 - mu_T) / (eta * T)`` after T tokens (measured on
+            the default model, tau 3, 200 tokens: -0.21 bits at 0.1).
         version: 2 (truncate by surprise) or 1 (Zipf estimate, top-k).
         m: v1's number of top probabilities for the Zipf estimate.
         surprise: ``"original"`` (default) or ``"truncated"``: the distribution the surprise
@@ -170,7 +172,7 @@ class Mirostat:
     under batches and beam search and across ``generate`` calls.
     """
 
-    def __init__(self, tau: float, eta: float = 0.1, *, version: int = 2, m: int = 100, surprise: str = "original",
+    def __init__(self, tau: float, eta: float = 1.0, *, version: int = 2, m: int = 100, surprise: str = "original",
                  callback: Callable[[int, StepStats], None] | None = None) -> None:
         _check_positive("tau", tau)
         _check_positive("eta", eta)
