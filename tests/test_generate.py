@@ -194,3 +194,20 @@ def test_prompt_lookup_keeps_the_sampling_distribution(tok, model):
             counts[decoder.generate(prompt, constraint=regex, seed=seed, max_new_tokens=8, lookahead=lookahead).text] += 1
         table.append([counts[o] + 1 for o in outcomes])
     assert chi2_contingency(table).pvalue > 0.01
+
+
+def test_text_lookup_drafts_across_whitespace_under_a_compact_grammar(tok):
+    from ctrldec.constraints import tokenizer_info
+    from ctrldec.generate import _Lookup
+
+    info = tokenizer_info(tok)
+    prompt = tok('copy this: {"name": "value", "ok": true}', add_special_tokens=False)["input_ids"]
+    m = ctrldec.Grammar.builtin("json_compact").compile(info).matcher()
+    out = info.encode('{"name":')
+    for t in out:
+        m.advance(t)
+    lookup = _Lookup(info, prompt)
+    lookup.extend(info.decode_bytes(out))
+    draft = info.decode_bytes(lookup.draft(m, out, 16))
+    assert draft.startswith(b'"value",') and b" " not in draft  # the compact grammar's spacing
+    assert lookup.draft(None, out, 16)  # unconstrained: drafted as written

@@ -13,7 +13,10 @@ Instances are serialized compactly (``json.dumps(separators=(",", ":"), ensure_a
 and tokenized canonically; a document is accepted when every token is accepted and the matcher
 may stop at the end. Engine settings (each engine's most permissive spec-correct mode):
 
-* ctrldec: ``JSONSchema(schema, lenient=True, property_order="any")``;
+* ctrldec: ``JSONSchema(schema, lenient=True, property_order="any")``: relaxations (e.g.
+  ``uniqueItems``) compile and warn, so they may accept invalid instances;
+* ctrldec-strict: the same with ``lenient=False`` (the default): what cannot be enforced exactly
+  does not compile;
 * llguidance: its defaults (properties in schema order);
 * xgrammar: ``any_whitespace=False, separators=(",", ":"), strict_mode=False, any_order=True``;
 * outlines-core: ``build_regex_from_schema`` and its own token ``Index`` over the same
@@ -74,12 +77,14 @@ class _Ctrldec(_SchemaEngine):
         self.info = tokenizer_info(tokenizer)
         self.buf = np.zeros((self.vocab_size + 31) // 32, dtype=np.uint32)
 
+    lenient = True
+
     def compile(self, schema: Any) -> Any:
         from ..constraints.jsonschema import JSONSchema
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return JSONSchema(schema, lenient=True, property_order="any").compile(self.info)
+            return JSONSchema(schema, lenient=self.lenient, property_order="any").compile(self.info)
 
     def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
         m = compiled.matcher()
@@ -222,7 +227,14 @@ class _OutlinesCore(_SchemaEngine):
         return out
 
 
-SCHEMA_ENGINES = {"ctrldec": (_Ctrldec, None), "llguidance": (_LLGuidance, "llguidance"), "xgrammar": (_XGrammar, "xgrammar"), "outlines-core": (_OutlinesCore, "outlines_core")}
+class _CtrldecStrict(_Ctrldec):
+    """The default mode: what cannot be enforced exactly is a compile error, never a relaxation."""
+
+    name = "ctrldec-strict"
+    lenient = False
+
+
+SCHEMA_ENGINES = {"ctrldec": (_Ctrldec, None), "ctrldec-strict": (_CtrldecStrict, None), "llguidance": (_LLGuidance, "llguidance"), "xgrammar": (_XGrammar, "xgrammar"), "outlines-core": (_OutlinesCore, "outlines_core")}
 
 
 def _engines(names: list[str] | None, tokenizer: Any) -> list[_SchemaEngine]:

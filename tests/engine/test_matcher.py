@@ -170,3 +170,18 @@ def test_every_json_document_is_accepted_token_by_token(info, value, indent):
     assert m.is_accepting()
     compact = ctrldec.Grammar.builtin("json_compact")
     assert compact.matches(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+def test_viable_prefix_skips_only_the_given_bytes(info):
+    m = ctrldec.Regex("[a-z]+,[0-9]+").compile(info).matcher()
+    assert m.viable_prefix(b"ab c,12x", skip=b" ") == b"abc,12"
+    assert m.viable_prefix(b"ab c,12x") == b"ab"
+    assert m.num_tokens == 0 and m.viable_prefix(b"") == b""
+
+
+def test_encode_after_continues_the_canonical_tokenization(info):
+    previous = info.encode("The quick")
+    assert info.encode_after(previous, b" brown fox") == info.encode("The quick brown fox")[len(previous):]
+    assert info.encode_after(info.encode("T"), b"he quick") is None  # "The" re-merges the committed "T"
+    assert info.encode_after([], b"abc") == info.encode("abc")
+    assert info.encode_after(previous, "é".encode()[:1]) == []  # a cut character is left out
