@@ -257,7 +257,7 @@ class Decoder:
             delta = emit([token], "sampled", last[None], [stats])
             room = max_new_tokens - len(ids)
             draft = lookup.draft(matcher, ids, min(draft_len, room - 1)) if lookahead and room > 1 else []
-            if not self._stopped(text, stop) and room > 0:
+            if room > 0 and not self._stopped(text, stop) and not (matcher is not None and matcher.is_done()):
                 # Feed the token with the draft (if any) in one pass; keep drawing from the draft's
                 # rows while the draws agree with it (sample-and-compare). The first draw that
                 # disagrees is the next token, already drawn from the right distribution.
