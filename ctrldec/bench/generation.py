@@ -1,7 +1,8 @@
 """``ctrldec bench generate``: generate JSON for real schemas with a model and validate it.
 
 JSONSchemaBench's protocol: system message "You need to generate a JSON object that matches the
-schema below.", the schema as the user message, greedy decoding. Every finished output (EOS
+schema below.", the schema as the user message, greedy decoding, with ctrldec's loop (what
+``ctrldec generate --schema --lenient`` runs). Every finished output (EOS
 reached) is validated with ``jsonschema`` (Draft 2020-12, FormatChecker on); outputs cut off by
 the token budget are counted separately.
 """
@@ -38,11 +39,12 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
         max_new_tokens: int = 512, progress: bool = False) -> dict[str, Any]:
     """Generate for ``limit`` schemas sampled from ``splits``; see the module docstring."""
     import jsonschema
-    import torch
 
     from ..constraints.jsonschema import JSONSchema
     from ..errors import CtrldecError
+    from ..generate import Decoder
 
+    decoder = Decoder(model, tokenizer)
     results = []
     for i, row in enumerate(_pick(folder, splits, limit, seed)):
         schema = json.loads(row["schema"])
@@ -52,24 +54,17 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 constraint = JSONSchema(schema, lenient=True)
-                processor = constraint.logits_processor(tokenizer)
-                constraint.tables()
+                constraint.compile(decoder.info)
             entry["relaxations"] = constraint.relaxations
         except CtrldecError as e:
             entry["error"] = str(e)
             continue
         messages = [{"role": "system", "content": PROMPT}, {"role": "user", "content": json.dumps(schema)}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        ids = ids if torch.is_tensor(ids) else ids["input_ids"]
-        started = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=[processor],
-                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-        new = out[0, ids.shape[1]:]
-        entry["seconds"] = time.perf_counter() - started
-        entry["tokens"] = int(len(new))
-        entry["finished"] = bool((new == tokenizer.eos_token_id).any())
-        text = tokenizer.decode(new, skip_special_tokens=True)
+        result = decoder.generate(messages, constraint=constraint, greedy=True, max_new_tokens=max_new_tokens)
+        entry["seconds"] = result.timing["total_s"]
+        entry["tokens"] = len(result.token_ids)
+        entry["finished"] = result.finish_reason == "eos"
+        text = result.text
         entry["output"] = text[:2000]
         if entry["finished"]:
             try:
