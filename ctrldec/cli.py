@@ -224,40 +224,39 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
     return _write_report(args, report)
 
 
-def cmd_bench_generate(args: argparse.Namespace) -> int:
-    from .bench import generation
+def _model_bench(args: argparse.Namespace, run: Any, describe: Any) -> int:
+    """Load the model, ``report = run(model, tokenizer)``, print ``describe(report)``, write --out."""
     from .models import load
 
     _quiet_transformers()
     model, tokenizer = load(args.model)
     try:
-        report = generation.run(model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit,
-                                seed=args.seed, max_new_tokens=args.max_new_tokens, progress=args.progress)
+        report = run(model, tokenizer)
     except (OSError, ValueError) as e:
         raise CtrldecError(str(e)) from None
-    print(generation.format_report(report))
+    print(describe(report))
     return _write_report(args, report)
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    from .bench import generation
+
+    return _model_bench(args, lambda model, tokenizer: generation.run(
+        model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, progress=args.progress), generation.format_report)
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
     from .bench import e2e
-    from .models import load
 
-    _quiet_transformers()
-    model, tokenizer = load(args.model)
-    try:
-        report = e2e.run(model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit,
-                         seed=args.seed, max_new_tokens=args.max_new_tokens,
-                         configs=args.configs.split(",") if args.configs else None, progress=args.progress)
-    except (OSError, ValueError) as e:
-        raise CtrldecError(str(e)) from None
-    print(e2e.format_report(report))
-    return _write_report(args, report)
+    return _model_bench(args, lambda model, tokenizer: e2e.run(
+        model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, configs=args.configs.split(",") if args.configs else None,
+        progress=args.progress), e2e.format_report)
 
 
 def cmd_bench_mirostat(args: argparse.Namespace) -> int:
     from .bench import mirostat
-    from .models import load
 
     try:
         taus = [float(x) for x in args.taus.split(",")]
@@ -269,16 +268,21 @@ def cmd_bench_mirostat(args: argparse.Namespace) -> int:
         args.grammar = str(builtin_grammar_path(args.grammar))
     args.regex, args.whitespace, args.property_order, args.lenient = None, "compact", "schema", False
     constraint = _constraint(args)
-    _quiet_transformers()
-    model, tokenizer = load(args.model)
-    try:
-        report = mirostat.run(model, tokenizer, taus=taus, version=args.version, eta=args.eta, prompts=args.prompts,
-                              max_new_tokens=args.max_new_tokens, seed=args.seed, surprise=args.surprise,
-                              constraint=constraint, progress=args.progress)
-    except ValueError as e:
-        raise CtrldecError(str(e)) from None
-    print(mirostat.format_report(report))
-    return _write_report(args, report)
+    return _model_bench(args, lambda model, tokenizer: mirostat.run(
+        model, tokenizer, taus=taus, version=args.version, eta=args.eta, prompts=args.prompts,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, surprise=args.surprise, constraint=constraint,
+        progress=args.progress), mirostat.format_report)
+
+
+def _schema_generation_args(p: argparse.ArgumentParser, *, limit: int, max_new_tokens: int) -> None:
+    p.add_argument("--jsonschemabench", metavar="DIR", required=True)
+    p.add_argument("--splits", default="Glaiveai2K,Github_easy")
+    p.add_argument("--limit", type=int, default=limit)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--model", metavar="PATH")
+    p.add_argument("--out", metavar="results.json")
+    p.add_argument("--progress", action="store_true")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -339,25 +343,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)
     gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
-    gen.add_argument("--jsonschemabench", metavar="DIR", required=True)
-    gen.add_argument("--splits", default="Glaiveai2K,Github_easy")
-    gen.add_argument("--limit", type=int, default=30)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--max-new-tokens", type=int, default=512)
-    gen.add_argument("--model", metavar="PATH")
-    gen.add_argument("--out", metavar="results.json")
-    gen.add_argument("--progress", action="store_true")
+    _schema_generation_args(gen, limit=30, max_new_tokens=512)
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
-    e.add_argument("--jsonschemabench", metavar="DIR", required=True)
-    e.add_argument("--splits", default="Glaiveai2K,Github_easy")
-    e.add_argument("--limit", type=int, default=20)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--max-new-tokens", type=int, default=128)
+    _schema_generation_args(e, limit=20, max_new_tokens=128)
     e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s")
-    e.add_argument("--model", metavar="PATH")
-    e.add_argument("--out", metavar="results.json")
-    e.add_argument("--progress", action="store_true")
     e.set_defaults(func=cmd_bench_e2e)
     mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
     mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")

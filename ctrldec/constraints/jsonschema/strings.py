@@ -171,31 +171,9 @@ def _translate(body: str) -> str:
     return "".join(out)
 
 
-def _top_level_alternatives(pattern: str) -> list[str]:
-    parts, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    parts.append(pattern[start:])
-    return parts
-
-
-def _group_end(pattern: str) -> int:
-    """The index of the ``)`` that closes the group opened at index 0 (-1 if none)."""
+def _structure(pattern: str):
+    """(index, char, depth) for each character of ``pattern`` that is neither escaped nor inside
+    a character class; ``depth`` is the group nesting before the character."""
     depth, i, in_class = 0, 0, False
     while i < len(pattern):
         c = pattern[i]
@@ -206,14 +184,25 @@ def _group_end(pattern: str) -> int:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            yield i, c, depth
+            depth += (c == "(") - (c == ")")
         i += 1
-    return -1
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    parts, start = [], 0
+    for i, c, depth in _structure(pattern):
+        if c == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    parts.append(pattern[start:])
+    return parts
+
+
+def _group_end(pattern: str) -> int:
+    """The index of the ``)`` that closes the group opened at index 0 (-1 if none)."""
+    return next((i for i, c, depth in _structure(pattern) if c == ")" and depth == 1), -1)
 
 
 def _unwrapped_alternatives(pattern: str) -> list[str]:
