@@ -231,3 +231,16 @@ def test_loop_diagnostics_align_with_tokens(tok, model):
 def test_loop_rejects_a_non_controller(tok, model):
     with pytest.raises(ctrldec.CtrldecError, match="not a controller"):
         ctrldec.generate(model, tok, [1], controllers=[object()])
+
+
+@pytest.mark.model
+def test_default_model_same_seed_same_output_as_hf_processor(default_model):
+    model, tok = default_model
+    decoder = ctrldec.Decoder(model, tok)
+    prompt = decoder.encode_prompt("Write one sentence about the sea.")
+    torch.manual_seed(7)
+    hf = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                        logits_processor=[Mirostat(3.0)], do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                        max_new_tokens=30, pad_token_id=tok.eos_token_id)
+    ours = decoder.generate(prompt, controllers=[Mirostat(3.0)], seed=7, max_new_tokens=30, lookahead=0)
+    assert ours.token_ids == [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]
