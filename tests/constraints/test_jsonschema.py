@@ -240,3 +240,10 @@ def test_iri_formats():
     ref = ctrldec.JSONSchema({"type": "string", "format": "iri-reference"})
     assert ref.matches('"not-an-iri"') and ref.matches('"/パス"') and not ref.matches('"a b"')
     assert c.relaxations == [] and ref.relaxations == []
+
+
+def test_any_order_beyond_its_limit_warns_that_it_keeps_the_schema_order(default_info):
+    keys = [f"k{i}" for i in range(8)]
+    schema = {"type": "object", "properties": {k: {"type": "integer"} for k in keys}, "required": keys}
+    with pytest.warns(UserWarning, match="keeps the schema's property order at /: .* this object has 8"):
+        ctrldec.JSONSchema(schema, property_order="any").compile(default_info)

@@ -110,4 +110,6 @@ class JSONSchema(Constraint):
         self.relaxations = compiled.warnings
         for message in compiled.warnings:
             warnings.warn(f"JSONSchema relaxed {message}", stacklevel=3)
+        for message in compiled.notes:
+            warnings.warn(f"JSONSchema {message}", stacklevel=3)
         return tables

@@ -76,6 +76,7 @@ class CompiledSchema:
     rules: dict[str, list[list[str]]]
     terminals: dict[str, ByteDFA]
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # restrictions (nothing invalid admitted), warned
 
 
 class _Compiler:
@@ -84,6 +85,7 @@ class _Compiler:
         self.lenient = lenient
         self.any_order = any_order
         self.warnings: list[str] = []
+        self.notes: list[str] = []
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, ByteDFA] = {}
         self._literal_names: dict[bytes, str] = {}
@@ -766,6 +768,10 @@ class _Compiler:
             counts = (0, None)
         if self.any_order and n_required <= MAX_ANY_ORDER_REQUIRED:
             return self._object_any_order(members, extra, counts)
+        if self.any_order:
+            # Not a relaxation (nothing invalid gets in) but a restriction: say so.
+            self.notes.append(f"keeps the schema's property order at {pointer or '/'}: property_order='any' tracks up "
+                              f"to {MAX_ANY_ORDER_REQUIRED} required keys, this object has {n_required}")
         return self._object_rules(members, extra, counts)
 
     def object_dependencies(self, s: dict, pointer: str) -> str | None:
@@ -1206,4 +1212,4 @@ def compile_schema(schema: Any, *, whitespace: str | None = None, lenient: bool 
         if ws is not None and not c.terminals[ws].accepting[0]:
             start_alts += [[ws, top], [top, ws], [ws, top, ws]]
     c.rules["start"] = start_alts
-    return CompiledSchema("start", c.rules, c.terminals, c.warnings)
+    return CompiledSchema("start", c.rules, c.terminals, c.warnings, c.notes)
