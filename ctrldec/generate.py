@@ -177,7 +177,7 @@ class Decoder:
         lookup = _Lookup(self.info, prompt_ids)
         pending: tuple[Choice, StepStats | None] | None = None  # a token drawn while checking a draft
         draft_len = lookahead  # adapted: doubled after a fully kept draft, cut to what was kept otherwise
-        self._drafted = self._accepted = 0
+        drafted = accepted = 0
         token_bytes = self.info.token_bytes
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         ids: list[int] = []
@@ -278,8 +278,8 @@ class Decoder:
                             continue
                         break
                     crop_cache(cache, len(prompt_ids) + len(ids) + kept)
-                    self._drafted += len(draft)
-                    self._accepted += kept
+                    drafted += len(draft)
+                    accepted += kept
                     draft_len = min(lookahead, draft_len * 2) if kept == len(draft) else max(2, kept + 1)
                     delta += emit(draft[:kept], "sampled", out[:kept], picked)
                     last = out[kept]
@@ -310,8 +310,8 @@ class Decoder:
                 "total_s": elapsed,
                 "forward_passes": passes,
                 "tokens_per_s": len(ids) / (elapsed - prefill) if elapsed > prefill and ids else 0.0,
-                "drafted": self._drafted,
-                "draft_accepted": self._accepted,
+                "drafted": drafted,
+                "draft_accepted": accepted,
             },
             steps=steps,
         )

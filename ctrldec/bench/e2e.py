@@ -16,41 +16,16 @@ forced tokens, and checks per sampled token.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import random
 import time
 import warnings
 from typing import Any
 
 import torch
 
-from .generation import PROMPT
+from .generation import PROMPT, pick_schemas, validation_errors
 
 __all__ = ["run", "format_report"]
-
-
-def _pairs(folder: str, splits: list[str], limit: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows: list[dict] = []
-    per = [limit // len(splits) + (1 if i < limit % len(splits) else 0) for i in range(len(splits))]
-    for split, n in zip(splits, per):
-        paths = glob.glob(os.path.join(folder, f"{split}.jsonl"))
-        if not paths:
-            raise ValueError(f"no {split}.jsonl in {folder}")
-        with open(paths[0], encoding="utf-8") as f:
-            rows += rng.sample([json.loads(line) for line in f], n)
-    return rows
-
-
-def _validate(schema: dict, text: str) -> bool:
-    import jsonschema
-
-    try:
-        return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).is_valid(json.loads(text))
-    except (ValueError, jsonschema.exceptions.SchemaError):
-        return False
 
 
 def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: int = 20, seed: int = 0,
@@ -73,7 +48,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
     if xgr is None and "b" in names:
         names.remove("b")
     stats: dict[str, dict[str, float]] = {n: {"tokens": 0, "seconds": 0.0, "passes": 0, "forced": 0, "finished": 0, "valid": 0, "checks": 0, "sampled": 0, "outputs": 0} for n in names}
-    pairs = _pairs(folder, splits, limit, seed)
+    pairs = pick_schemas(folder, splits, limit, seed)
     skipped = []
     for i, row in enumerate(pairs):
         schema = json.loads(row["schema"])
@@ -123,7 +98,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
             s["seconds"] += seconds
             s["outputs"] += 1
             s["finished"] += finished
-            s["valid"] += finished and name != "a" and _validate(schema, text)
+            s["valid"] += finished and name != "a" and not validation_errors(schema, text)
         if "c" in outputs and "d0" in outputs:
             stats["d0"]["equal_to_c"] = stats["d0"].get("equal_to_c", 0) + (outputs["d0"] == outputs["c"])
         if progress:

@@ -13,16 +13,16 @@ import glob
 import json
 import os
 import random
-import time
 import warnings
 from typing import Any
 
-__all__ = ["run", "PROMPT"]
+__all__ = ["run", "PROMPT", "pick_schemas", "validation_errors"]
 
 PROMPT = "You need to generate a JSON object that matches the schema below."
 
 
-def _pick(folder: str, splits: list[str], limit: int, seed: int) -> list[dict]:
+def pick_schemas(folder: str, splits: list[str], limit: int, seed: int) -> list[dict]:
+    """A seeded sample of ``limit`` rows, spread evenly over ``splits``."""
     rows = []
     for split in splits:
         paths = glob.glob(os.path.join(folder, f"{split}.jsonl"))
@@ -35,18 +35,27 @@ def _pick(folder: str, splits: list[str], limit: int, seed: int) -> list[dict]:
     return [r for split_rows, n in zip(rows, per) for r in rng.sample(split_rows, min(n, len(split_rows)))]
 
 
+def validation_errors(schema: Any, text: str) -> list[str]:
+    """Why ``text`` is not a JSON instance of ``schema`` (Draft 2020-12, FormatChecker on); [] if it is."""
+    import jsonschema
+
+    try:
+        validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        return [e.message for e in validator.iter_errors(json.loads(text))]
+    except (ValueError, jsonschema.exceptions.SchemaError) as e:
+        return [f"{type(e).__name__}: {e}"]
+
+
 def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: int = 30, seed: int = 0,
         max_new_tokens: int = 512, progress: bool = False) -> dict[str, Any]:
     """Generate for ``limit`` schemas sampled from ``splits``; see the module docstring."""
-    import jsonschema
-
     from ..constraints.jsonschema import JSONSchema
     from ..errors import CtrldecError
     from ..generate import Decoder
 
     decoder = Decoder(model, tokenizer)
     results = []
-    for i, row in enumerate(_pick(folder, splits, limit, seed)):
+    for i, row in enumerate(pick_schemas(folder, splits, limit, seed)):
         schema = json.loads(row["schema"])
         entry: dict[str, Any] = {"id": row["id"], "split": row["split"]}
         results.append(entry)
@@ -67,12 +76,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
         text = result.text
         entry["output"] = text[:2000]
         if entry["finished"]:
-            try:
-                instance = json.loads(text)
-                validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-                errors = [e.message for e in validator.iter_errors(instance)]
-            except (ValueError, jsonschema.exceptions.SchemaError) as e:
-                errors = [f"{type(e).__name__}: {e}"]
+            errors = validation_errors(schema, text)
             entry["valid"] = not errors
             entry["errors"] = errors[:3]
         if progress:

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import DeadEndError, InvalidTokenError
 from ..vocab import TokenizerInfo
 from .grammar import GrammarTables
-from .lalr import ACCEPT, REJECT, Stacks
+from .lalr import ACCEPT, Stacks
 
 __all__ = ["CompiledGrammar", "Matcher"]
 

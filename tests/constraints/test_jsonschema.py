@@ -7,7 +7,6 @@ import time
 import warnings
 
 import jsonschema
-import numpy as np
 import pytest
 from helpers import byte_level_tokenizer
 from hypothesis import HealthCheck, given, settings

@@ -15,7 +15,6 @@ import os
 import re
 
 import lark
-import numpy as np
 import pytest
 from helpers import byte_level_tokenizer
 from hypothesis import HealthCheck, assume, given, settings

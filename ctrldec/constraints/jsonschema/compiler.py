@@ -21,7 +21,7 @@ from urllib.parse import unquote, urljoin
 
 from ...engine.bytedfa import ByteDFA, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
-from .numbers import ANY_INTEGER, ANY_NUMBER, MAX_MODULUS, integer_dfa, number_dfa
+from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
 from .strings import FORMATS, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, ecma_to_python, string_dfa
 
 __all__ = ["compile_schema", "CompiledSchema", "MAX_COUNT"]
