@@ -37,7 +37,17 @@ EXACT = [
     {"type": "string", "format": "date"},
     {"type": "string", "format": "ipv4"},
     {"type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807},
-]
+    # allOf: an unknown keyword twice, dependencies in both members, the same anyOf twice
+    {"allOf": [
+        {"x-note": 1, "properties": {"a": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}, "dependentRequired": {"a": ["b"]}, "dependentSchemas": {"b": {"required": ["x"]}}},
+        {"x-note": 2, "properties": {"a": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}, "dependentRequired": {"a": ["k"]}, "dependentSchemas": {"b": {"required": ["n"]}}},
+    ]},
+    # oneOf objects told apart by a key one requires and the other forbids, or types differently
+    {"oneOf": [{"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a"], "additionalProperties": False},
+               {"type": "object", "properties": {"x": {}}, "required": ["x"], "additionalProperties": False}]},
+    {"type": "object", "oneOf": [{"required": ["a", "b"]}, {"required": ["x"], "not": {"required": ["b"]}}]},
+    {"type": "object", "oneOf": [{"properties": {"k": {"type": "integer"}}, "required": ["k"]}, {"properties": {"k": {"type": "string"}}, "required": ["k"]}]},
+]  # fmt: skip
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10, 10) | st.sampled_from([0.5, 2.5, 7.0, -1.25, 1e3])
@@ -246,3 +256,39 @@ def test_any_order_beyond_its_limit_warns_that_it_keeps_the_schema_order(default
     schema = {"type": "object", "properties": {k: {"type": "integer"} for k in keys}, "required": keys}
     with pytest.warns(UserWarning, match="keeps the schema's property order at /: .* this object has 8"):
         ctrldec.JSONSchema(schema, property_order="any").compile(default_info)
+
+
+def test_max_items_beyond_64_is_exact():
+    """JSONSchemaBench o9940 / o56004: maxItems 1000 and 254 were refused (one rule per position)."""
+    c = ctrldec.JSONSchema({"type": "array", "items": {"type": "integer"}, "minItems": 70, "maxItems": 100})
+    for n, ok in ((69, False), (70, True), (100, True), (101, False)):
+        assert c.matches(compact(list(range(n)))) is ok, n
+    assert c.relaxations == []
+
+
+def test_negated_escape_inside_a_class():
+    """JSONSchemaBench o48073: `^[\\S]+$` was refused; `[a\\S]` is `a` or any non-space."""
+    _agrees({"type": "string", "pattern": "^[\\S]+$"}, [("ab", True), ("a b", False), ("", False), ("\u00e9", True)])
+    _agrees({"type": "string", "pattern": "^[\\d\\W]$"}, [("1", True), ("-", True), ("a", False), ("_", False)])
+    with pytest.raises(SchemaError, match="negated character class"):
+        ctrldec.JSONSchema({"type": "string", "pattern": "^[^\\S]$"}).tables()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "cases"),
+    [
+        ("idn-email", [("joe@example.com", True), ("用户@例子.广告", True), ("@x.com", False), ("a@", False), ("a b@c", False)]),
+        ("idn-hostname", [("例子.广告", True), ("a-b.c", True), ("-a.com", False), ("a..b", False)]),
+        ("uri-template", [("http://example.com/{user}{?q,lang}", True), ("/x/{+path:6}/y{#frag*}", True), ("{bad", False), ("{}", False), ("a b", False)]),
+        ("json-pointer", [("", True), ("/a/b~0c/~1", True), ("a", False), ("/~2", False)]),
+        ("relative-json-pointer", [("0", True), ("1/a", True), ("2#", True), ("01", False), ("-1", False), ("", False)]),
+        ("url", [("https://example.com/a?b#c", True), ("HTTP://EX.COM", True), ("ftp://x.org", True), ("example.com", False), ("http://", False), ("mailto:a@b", False)]),
+    ],
+)
+def test_more_formats(fmt, cases):
+    """The spec's remaining string formats (regex aside: not a regular language) and ajv-formats'
+    "url", which real schemas use (JSONSchemaBench: o55355, o50667, ...)."""
+    c = ctrldec.JSONSchema({"type": "string", "format": fmt})
+    for text, ok in cases:
+        assert c.matches(compact(text)) is ok, (fmt, text)
+    assert c.relaxations == []

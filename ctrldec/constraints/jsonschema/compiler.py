@@ -26,7 +26,8 @@ from .strings import FORMATS, MAX_LENGTH_BOUND, UnsupportedPattern, check_patter
 
 __all__ = ["compile_schema", "CompiledSchema", "MAX_COUNT"]
 
-MAX_COUNT = 64  # exact counting of array items / object properties up to here
+MAX_COUNT = 64  # exact counting of object properties (and contains matches) up to here
+MAX_ITEMS = 1024  # exact counting of array items up to here: one rule per position, linear
 MAX_UNION_PRODUCT = 64  # allOf of anyOfs is distributed into at most this many branches
 MAX_ANY_ORDER_REQUIRED = 6  # property_order="any" tracks the required keys seen: 2^r rule states
 TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
@@ -626,12 +627,12 @@ class _Compiler:
                 break
         if hi is not None and hi < lo:
             return NEVER
-        if hi is not None and hi > max(MAX_COUNT, len(prefix)):
-            self.relax(f"{pointer}/maxItems", f"maxItems {hi} beyond {MAX_COUNT} (not enforced)")
+        if hi is not None and hi > max(MAX_ITEMS, len(prefix)):
+            self.relax(f"{pointer}/maxItems", f"maxItems {hi} beyond {MAX_ITEMS} (not enforced)")
             hi = None
-        if lo > max(MAX_COUNT, len(prefix)):
-            self.relax(f"{pointer}/minItems", f"minItems {lo} beyond {MAX_COUNT} (not enforced)")
-            lo = max(MAX_COUNT, len(prefix))
+        if lo > max(MAX_ITEMS, len(prefix)):
+            self.relax(f"{pointer}/minItems", f"minItems {lo} beyond {MAX_ITEMS} (not enforced)")
+            lo = max(MAX_ITEMS, len(prefix))
         open_, close, comma = self.lit(b"["), self.lit(b"]"), self.lit(b",")
 
         def element(j: int) -> str | None:
@@ -1060,43 +1061,70 @@ def _admits_objects(n: dict) -> bool:
 
 
 def _disjoint(branches: list, compiler: _Compiler, part: str = "any") -> bool:
-    """Can no JSON value satisfy two oneOf branches? (Checked on types and const discriminators.)"""
-    summaries = []
+    """Can no JSON value satisfy two oneOf branches? (Checked on types, const discriminators, and
+    for objects on keys one branch requires that the other forbids or types differently.)"""
+    flats = []
     for b in branches:
         if not isinstance(b, dict):
             return False
-        flat = compiler.flatten(b, "")
-        types = set(compiler.allowed_types(flat, ""))
-        if "integer" in types:
-            types.add("number")
-        if "number" in types:
-            types.add("integer")
-        discriminators = {}
-        for k, v in (flat.get("properties") or {}).items():
-            if isinstance(v, dict) and k in (flat.get("required") or []):
-                if "const" in v:
-                    discriminators[k] = {json.dumps(v["const"], sort_keys=True)}
-                elif "enum" in v and isinstance(v["enum"], list):
-                    discriminators[k] = {json.dumps(x, sort_keys=True) for x in v["enum"]}
-        if "const" in flat:
-            consts = {json.dumps(flat["const"], sort_keys=True)}
-        elif "enum" in flat and isinstance(flat["enum"], list):
-            consts = {json.dumps(x, sort_keys=True) for x in flat["enum"]}
-        else:
-            consts = None
-        summaries.append((types, discriminators, consts))
-    for i in range(len(summaries)):
-        for j in range(i + 1, len(summaries)):
-            ti, di, ci = summaries[i]
-            tj, dj, cj = summaries[j]
-            if not ti & tj:
-                continue
-            if ci is not None and cj is not None and not ci & cj:
-                continue
-            if any(k in dj and not di[k] & dj[k] for k in di):
-                continue
-            return False
-    return True
+        flats.append(compiler.flatten(b, ""))
+    return all(_disjoint_pair(flats[i], flats[j], compiler, part) for i in range(len(flats)) for j in range(i + 1, len(flats)))
+
+
+def _value_summary(flat: dict, compiler: _Compiler) -> tuple[set, set | None]:
+    types = set(compiler.allowed_types(flat, ""))
+    if "integer" in types:
+        types.add("number")
+    if "number" in types:
+        types.add("integer")
+    if "const" in flat:
+        consts = {json.dumps(flat["const"], sort_keys=True)}
+    elif "enum" in flat and isinstance(flat["enum"], list):
+        consts = {json.dumps(x, sort_keys=True) for x in flat["enum"]}
+    else:
+        consts = None
+    return types, consts
+
+
+def _forbids(flat: dict, key: str) -> bool:
+    """Does an object schema reject every object that has ``key``?"""
+    props = flat.get("properties") or {}
+    if props.get(key) is False or key in flat.get(ABSENT, []):
+        return True
+    nots = flat.get("not", [])
+    for n in nots if isinstance(nots, list) else [nots]:
+        if isinstance(n, dict) and set(n) - _ANNOTATIONS <= {"required", "type"} and n.get("required") == [key]:
+            if n.get("type", "object") in ("object", ["object"]):
+                return True
+    if key in props or flat.get("additionalProperties", True) is not False:
+        return False
+    return not any(_pattern_matches(p, key) for p in flat.get("patternProperties") or {})
+
+
+def _disjoint_pair(a: dict, b: dict, compiler: _Compiler, part: str, depth: int = 0) -> bool:
+    ta, ca = _value_summary(a, compiler)
+    tb, cb = _value_summary(b, compiler)
+    common = ta & tb
+    if part == "obj":
+        common &= {"object"}
+    elif part == "arr":
+        common &= {"array"}
+    if not common:
+        return True
+    if ca is not None and cb is not None and not ca & cb:
+        return True
+    if common != {"object"} or depth > 4:
+        return False
+    req_a, req_b = set(a.get("required") or []), set(b.get("required") or [])
+    if any(_forbids(b, k) for k in req_a) or any(_forbids(a, k) for k in req_b):
+        return True
+    pa, pb = a.get("properties") or {}, b.get("properties") or {}
+    for k in (req_a | req_b) & set(pa) & set(pb):
+        x, y = pa[k], pb[k]
+        if isinstance(x, dict) and isinstance(y, dict):
+            if _disjoint_pair(compiler.flatten(x, ""), compiler.flatten(y, ""), compiler, "any", depth + 1):
+                return True
+    return False
 
 
 def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
@@ -1107,7 +1135,7 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
             out[k] = v
             continue
         u = out[k]
-        if k in _ANNOTATIONS:
+        if k in _ANNOTATIONS or _json_equal(u, v):  # a keyword met twice with the same value: X and X is X
             continue
         if k == "type":
             ta = {u} if isinstance(u, str) else set(u)
@@ -1158,12 +1186,25 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
                 out["anyOf"] = out.pop("oneOf")
         elif k == "not":
             out[k] = [*(u if isinstance(u, list) else [u]), *(v if isinstance(v, list) else [v])]
+        elif k in ("dependencies", "dependentRequired", "dependentSchemas") and isinstance(u, dict) and isinstance(v, dict):
+            # both members' dependencies apply: per key, union the required names, or allOf
+            merged = dict(u)
+            for name, dep in v.items():
+                if name not in merged:
+                    merged[name] = dep
+                elif isinstance(merged[name], list) and isinstance(dep, list):
+                    merged[name] = list(dict.fromkeys([*merged[name], *dep]))
+                else:
+                    as_schema = [{"required": d} if isinstance(d, list) else d for d in (merged[name], dep)]
+                    merged[name] = {"allOf": as_schema}
+            out[k] = merged
         elif k == "uniqueItems":
             out[k] = bool(u) or bool(v)
         elif k == "nullable":
             out[k] = bool(u) and bool(v)
-        else:
+        elif k in _HANDLED:
             compiler.relax(pointer, f"allOf with {k!r} in several members (the first is kept)")
+        # any other keyword is unknown to the spec: an annotation, which asserts nothing
     if ("properties" in a or "properties" in b) and ("additionalProperties" in a or "additionalProperties" in b):
         # a property listed only in b must also pass a's additionalProperties (and vice versa)
         out = _cross_additional(out, a, b, pointer)

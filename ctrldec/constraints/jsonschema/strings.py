@@ -83,7 +83,8 @@ def _translate(body: str) -> str:
     """Rewrite ECMA-262 syntax into Python syntax that interegular reads the same way."""
     out = []
     i, n = 0, len(body)
-    in_class = False
+    in_class = class_negated = False
+    class_start, class_negs = 0, []
     while i < n:
         c = body[i]
         if c == "\\":
@@ -93,9 +94,12 @@ def _translate(body: str) -> str:
             if e in _CLASS_ESCAPES:
                 out.append(_CLASS_ESCAPES[e] if in_class else f"[{_CLASS_ESCAPES[e]}]")
             elif e in _NEG_ESCAPES:
-                if in_class:
-                    raise UnsupportedPattern(f"\\{e} inside a character class")
-                out.append(f"[^{_NEG_ESCAPES[e]}]")
+                if in_class and class_negated:
+                    raise UnsupportedPattern(f"\\{e} inside a negated character class")
+                if in_class:  # [a\S] is [a] or [^\s]: set aside, joined when the class closes
+                    class_negs.append(f"[^{_NEG_ESCAPES[e]}]")
+                else:
+                    out.append(f"[^{_NEG_ESCAPES[e]}]")
             elif e in "pP":
                 raise UnsupportedPattern(f"Unicode property escapes (\\{e}{{...}}) are not supported")
             elif e == "k" or e.isdigit() and e != "0":
@@ -132,6 +136,12 @@ def _translate(body: str) -> str:
         if in_class:
             if c == "]":
                 in_class = False
+                if class_negs:
+                    members = "".join(out[class_start + 1 :])
+                    del out[class_start:]
+                    out.append("(?:" + "|".join(([f"[{members}]"] if members else []) + class_negs) + ")")
+                    i += 1
+                    continue
             elif c == "[":
                 out.append("\\[")
                 i += 1
@@ -148,9 +158,10 @@ def _translate(body: str) -> str:
                 out.append("(?!)")
                 i += 2
                 continue
-            in_class = True
+            in_class, class_start, class_negs = True, len(out), []
             out.append(c)
-            if i + 1 < n and body[i + 1] == "^":
+            class_negated = i + 1 < n and body[i + 1] == "^"
+            if class_negated:
                 out.append("^")
                 i += 1
             i += 1
@@ -276,6 +287,18 @@ _URI_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
 _IRI_CHARS = f"(?:{_URI_CHARS}|[^\x00-\x9f\ud800-\udfff{_NONCHARACTERS}])"
 
+# internationalized forms: the ASCII rules with every non-ASCII character (but surrogates) allowed
+# where a letter is (RFC 6531 UTF8-non-ascii in the local part, U-labels in host names)
+_U = "[^\x00-\x7f\ud800-\udfff]"
+_ULABEL = rf"(?:[A-Za-z0-9]|{_U})(?:(?:[A-Za-z0-9-]|{_U})*(?:[A-Za-z0-9]|{_U}))?"
+_IDN_HOSTNAME = rf"{_ULABEL}(?:\.{_ULABEL})*"
+_UATOM = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]|{_U})+"
+# RFC 6570 level 4: literals, or {operator? varname[:prefix|*], ...}
+_VARNAME = r"(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})(?:\.?(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2}))*"
+_VARSPEC = rf"{_VARNAME}(?::[1-9][0-9]{{0,3}}|\*)?"
+_TEMPLATE_LITERAL = rf"(?:[!#$&()*+,\-./0-9:;=?@A-Z\[\]_a-z~]|%[0-9A-Fa-f]{{2}}|{_U})"
+_JSON_POINTER = r"(?:/(?:[^~/]|~[01])*)*"
+
 FORMATS: dict[str, str] = {
     "date": _DATE,
     "time": _TIME,
@@ -290,6 +313,13 @@ FORMATS: dict[str, str] = {
     "uri-reference": rf"{_URI_CHARS}*",
     "iri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_IRI_CHARS}*",
     "iri-reference": rf"{_IRI_CHARS}*",
+    "idn-email": rf"{_UATOM}(?:\.{_UATOM})*@{_IDN_HOSTNAME}",
+    "idn-hostname": _IDN_HOSTNAME,
+    "uri-template": rf"(?:{_TEMPLATE_LITERAL}|\{{[+#./;?&=,!@|]?{_VARSPEC}(?:,{_VARSPEC})*\}})*",
+    "json-pointer": _JSON_POINTER,
+    "relative-json-pointer": rf"(?:0|[1-9][0-9]*)(?:#|{_JSON_POINTER})",
+    # ajv-formats' definitions, common in real schemas though not in the JSON Schema spec
+    "url": rf"(?:[Hh][Tt][Tt][Pp][Ss]?|[Ff][Tt][Pp])://(?:[A-Za-z0-9\-._~!$&'()*+,;=:%@\[\]]|{_U})+(?:[/?#]{_IRI_CHARS}*)?",
 }
 
 
