@@ -31,7 +31,10 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-__all__ = ["ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget"]
+__all__ = [
+    "ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget",
+    "LazyDFA", "CountedString", "UnboundedProduct",
+]  # fmt: skip
 
 _MAX_CODEPOINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -350,8 +353,11 @@ def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
     """The intersection (``"and"``), union (``"or"``) or difference (``"diff"``, a minus b).
 
     A breadth-first product over reachable state pairs, each row computed for all 256 bytes at
-    once; the result is trimmed.
+    once; the result is trimmed. With a lazy automaton only a union is built (lazily), or an
+    operation the first byte settles; anything else raises ``UnboundedProduct``.
     """
+    if isinstance(a, LazyDFA) or isinstance(b, LazyDFA):
+        return _lazy_product(a, b, op)
     ta, fa = _sinked(a)
     tb, fb = _sinked(b)
     start = (0 if a.n_states else len(fa) - 1, 0 if b.n_states else len(fb) - 1)
@@ -404,6 +410,13 @@ def union_all(dfas: list[ByteDFA]) -> ByteDFA:
     """The union of several DFAs (balanced, to keep intermediate products small)."""
     if not dfas:
         return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
+    lazy = [d for d in dfas if isinstance(d, LazyDFA)]
+    if lazy:  # the dense ones as one table, then the lazy ones around it
+        dense = [d for d in dfas if not isinstance(d, LazyDFA)]
+        out = union_all(dense) if dense else lazy.pop(0)
+        for d in lazy:
+            out = product(out, d, "or")
+        return out
     while len(dfas) > 1:
         dfas = [product(dfas[i], dfas[i + 1], "or") if i + 1 < len(dfas) else dfas[i] for i in range(0, len(dfas), 2)]
     return dfas[0]
@@ -452,3 +465,281 @@ def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:
         accepting[after + k - 1] = True
     trans, accepting = _trim(trans, accepting, 0)
     return ByteDFA(trans, accepting)
+
+
+# -- lazy automata ------------------------------------------------------------------------------
+#
+# A length bound of thousands of characters needs one level of states per character: too many to
+# tabulate. A lazy automaton computes a state's row when the lexer first needs it, so only the
+# levels a text actually reaches (plus a token's length of look-ahead) are ever built. States are
+# ints; every state is live (the automaton is trimmed by construction); ``depth(s)`` says how far
+# into the lexeme a state is, which the lexer uses to decide what to build ahead of time.
+
+
+class UnboundedProduct(ValueError):
+    """An intersection or difference that involves a lazy automaton (not supported)."""
+
+
+class _Rows:
+    __slots__ = ("_row",)
+
+    def __init__(self, row) -> None:
+        self._row = row
+
+    def __getitem__(self, state: int) -> np.ndarray:
+        return self._row(state)
+
+
+class _Flags:
+    __slots__ = ("_flag",)
+
+    def __init__(self, flag) -> None:
+        self._flag = flag
+
+    def __getitem__(self, state: int) -> bool:
+        return self._flag(state)
+
+
+class LazyDFA:
+    """A DFA over bytes whose rows are computed on demand (start state 0, -1 dead).
+
+    ``trans[s]`` and ``accepting[s]`` read like a ``ByteDFA``'s, so the lexer treats both alike.
+    """
+
+    lazy = True
+    empty = False
+
+    def __init__(self) -> None:
+        self._rows: dict[int, np.ndarray] = {}
+        self.trans = _Rows(self.row)
+        self.accepting = _Flags(self.is_accepting)
+
+    @property
+    def key(self) -> tuple:
+        """Identifies the language (terminals are deduplicated by it)."""
+        raise NotImplementedError
+
+    def row(self, state: int) -> np.ndarray:
+        row = self._rows.get(state)
+        if row is None:
+            row = self._rows[state] = self._compute_row(state)
+            row.flags.writeable = False
+        return row
+
+    def _compute_row(self, state: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def is_accepting(self, state: int) -> bool:
+        raise NotImplementedError
+
+    def depth(self, state: int) -> int:
+        raise NotImplementedError
+
+    def shift(self, state: int) -> int:
+        """The one state every JSON-string-safe character leads to, -1 if all are rejected,
+        -2 if they disagree (see ``LexerAutomaton.shift``); -2 is always a safe answer."""
+        return -2
+
+    def canonical(self, state: int, ahead: int) -> int:
+        """A state that every text of up to ``ahead`` bytes treats like ``state`` (itself, at worst)."""
+        return state
+
+    def matches(self, data: bytes) -> bool:
+        state = 0
+        for b in data:
+            state = int(self.row(state)[b])
+            if state < 0:
+                return False
+        return self.is_accepting(state)
+
+
+@lru_cache(maxsize=1)
+def json_char() -> ByteDFA:
+    """One character as written inside a JSON string: raw UTF-8, or a JSON escape other than a
+    surrogate's (``\\ud83d\\ude00`` is one character written as two escapes; counting lengths,
+    such characters are taken written raw only, so that every escape is exactly one)."""
+    return compile_regex(r'[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u(?:[0-9a-cA-C][0-9a-fA-F]{3}|[dD][0-7][0-9a-fA-F]{2}|[e-fE-F][0-9a-fA-F]{3})')
+
+
+class CountedString(LazyDFA):
+    """A JSON string (quotes included) of ``lo`` to ``hi`` characters (``hi`` None: no bound).
+
+    State 0 is before the opening quote, 1 after the closing one; state ``2 + k * m + c`` has
+    ``k`` characters done and is in state ``c`` of the ``m``-state one-character automaton.
+    With no upper bound the count stops at ``lo``.
+
+    >>> s = CountedString(2, 3000)
+    >>> s.matches(b'"ab"'), s.matches(b'"a"'), s.matches(b'"' + b"x" * 3000 + b'"'), s.matches(b'"' + b"x" * 3001 + b'"')
+    (True, False, True, False)
+    """
+
+    def __init__(self, lo: int, hi: int | None) -> None:
+        if hi is not None and hi < lo:
+            raise ValueError("empty length range")
+        super().__init__()
+        self.lo, self.hi = lo, hi
+        self._one = one_char = json_char()
+        m = self._m = one_char.n_states
+        # each one-character state's row as offsets from its level's first state: a character
+        # completed goes to the next level (+m), else to another state of the same level
+        nxt = one_char.trans
+        final = np.zeros(m + 1, dtype=bool)
+        final[:m] = one_char.accepting
+        self._template = np.where(nxt < 0, -1, np.where(final[nxt], m, nxt)).astype(np.int64)
+        self._completes = (nxt >= 0) & final[nxt]
+
+    @property
+    def key(self) -> tuple:
+        return ("counted-string", self.lo, self.hi)
+
+    def _state(self, k: int, c: int) -> int:
+        return 2 + k * self._m + c
+
+    def _compute_row(self, state: int) -> np.ndarray:
+        row = np.full(256, -1, dtype=np.int32)
+        if state == 0:
+            row[0x22] = self._state(0, 0)
+            return row
+        if state == 1:
+            return row
+        k, c = divmod(state - 2, self._m)
+        if self.hi is None or k + 1 <= self.hi:  # a character can still be completed
+            tmpl = self._template[c]
+            row = np.where(tmpl < 0, -1, tmpl + (2 + k * self._m)).astype(np.int32)
+            if self.hi is None and k >= self.lo:  # no upper bound: the count stops at lo
+                row[self._completes[c]] = self._state(k, 0)
+        if c == 0 and k >= self.lo:
+            row[0x22] = 1
+        return row
+
+    def shift(self, state: int) -> int:
+        if state < 2:
+            return -2
+        k, c = divmod(state - 2, self._m)
+        if c:
+            return -2  # inside a character
+        if self.hi is not None and k + 1 > self.hi:
+            return -1
+        return self._state(k + 1 if self.hi is not None or k < self.lo else k, 0)
+
+    def canonical(self, state: int, ahead: int) -> int:
+        if state < 2:
+            return state
+        k, c = divmod(state - 2, self._m)
+        if k > self.lo and (self.hi is None or k + ahead + 1 <= self.hi):
+            return self._state(self.lo, c)  # past the lower bound and far from the upper one
+        return state
+
+    def is_accepting(self, state: int) -> bool:
+        return state == 1
+
+    def depth(self, state: int) -> int:
+        return 0 if state < 2 else (state - 2) // self._m
+
+
+class LazyUnion(LazyDFA):
+    """The union of two automata (dense or lazy): pairs of states, either one alive."""
+
+    def __init__(self, a: ByteDFA | LazyDFA, b: ByteDFA | LazyDFA) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+        self._pairs: list[tuple[int, int]] = [(0 if not a.empty else -1, 0 if not b.empty else -1)]
+        self._index = {self._pairs[0]: 0}
+
+    @property
+    def key(self) -> tuple:
+        return ("union", _key(self.a), _key(self.b))
+
+    def _compute_row(self, state: int) -> np.ndarray:
+        p, q = self._pairs[state]
+        ra = self.a.trans[p] if p >= 0 else np.full(256, -1, dtype=np.int32)
+        rb = self.b.trans[q] if q >= 0 else np.full(256, -1, dtype=np.int32)
+        row = np.full(256, -1, dtype=np.int32)
+        codes = (ra.astype(np.int64) + 1) * (1 << 32) + (rb.astype(np.int64) + 1)
+        for code in np.unique(codes[(ra >= 0) | (rb >= 0)]).tolist():
+            pair = (code >> 32) - 1, (code & 0xFFFFFFFF) - 1
+            j = self._index.get(pair)
+            if j is None:
+                j = self._index[pair] = len(self._pairs)
+                self._pairs.append(pair)
+            row[codes == code] = j
+        return row
+
+    def is_accepting(self, state: int) -> bool:
+        p, q = self._pairs[state]
+        return (p >= 0 and bool(self.a.accepting[p])) or (q >= 0 and bool(self.b.accepting[q]))
+
+    def depth(self, state: int) -> int:
+        p, q = self._pairs[state]
+        return max(_depth(self.a, p), _depth(self.b, q))
+
+    def _one_side(self, state: int):
+        """(the lazy automaton, its state, which side) when only a lazy side is alive."""
+        p, q = self._pairs[state]
+        if q < 0 and isinstance(self.a, LazyDFA):
+            return self.a, p, 0
+        if p < 0 and isinstance(self.b, LazyDFA):
+            return self.b, q, 1
+        return None
+
+    def _pair_state(self, side: int, s: int) -> int:
+        pair = (s, -1) if side == 0 else (-1, s)
+        j = self._index.get(pair)
+        if j is None:
+            j = self._index[pair] = len(self._pairs)
+            self._pairs.append(pair)
+        return j
+
+    def shift(self, state: int) -> int:
+        one = self._one_side(state)
+        if one is None:
+            return -2
+        dfa, s, side = one
+        t = dfa.shift(s)
+        return t if t < 0 else self._pair_state(side, t)
+
+    def canonical(self, state: int, ahead: int) -> int:
+        one = self._one_side(state)
+        if one is None:
+            return state
+        dfa, s, side = one
+        c = dfa.canonical(s, ahead)
+        return state if c == s else self._pair_state(side, c)
+
+
+def _key(dfa: ByteDFA | LazyDFA) -> tuple:
+    if isinstance(dfa, LazyDFA):
+        return dfa.key
+    return ("dense", dfa.trans.tobytes(), dfa.accepting.tobytes())
+
+
+def _depth(dfa: ByteDFA | LazyDFA, state: int) -> int:
+    return dfa.depth(state) if state >= 0 and isinstance(dfa, LazyDFA) else 0
+
+
+def first_bytes(dfa: ByteDFA | LazyDFA) -> np.ndarray:
+    """The bytes a word of the language can start with."""
+    if dfa.empty:
+        return np.zeros(256, dtype=bool)
+    return np.asarray(dfa.trans[0]) >= 0
+
+
+def _lazy_product(a: ByteDFA | LazyDFA, b: ByteDFA | LazyDFA, op: str) -> ByteDFA | LazyDFA:
+    """``product`` where one side is lazy: a union, or an operation settled by the first byte."""
+    if op == "or":
+        if a.empty:
+            return b
+        if b.empty:
+            return a
+        if isinstance(a, CountedString) and isinstance(b, CountedString):
+            lo, hi = sorted([(a.lo, a.hi), (b.lo, b.hi)], key=lambda r: r[0])
+            if lo[1] is None or lo[1] + 1 >= hi[0]:  # overlapping or adjacent ranges: one range
+                top = None if lo[1] is None or hi[1] is None else max(lo[1], hi[1])
+                return CountedString(lo[0], top)
+        return LazyUnion(a, b)
+    if a.empty or b.empty or not (first_bytes(a) & first_bytes(b)).any():
+        # no word in common: the intersection is empty, the difference is a
+        if op == "and" or a.empty:
+            return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
+        return a
+    raise UnboundedProduct(f"the {'intersection' if op == 'and' else 'difference'} of a length-counted string with another string")

@@ -38,6 +38,7 @@ _MAX_STACK_NODES = 300_000
 _MAX_POOLED_MASKS = 50_000
 _MAX_FORCED_BYTES = 512
 _MAX_CONFIGS = 256
+_LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -84,7 +85,7 @@ class _Run:
     def __init__(self, automaton: ByteAutomaton) -> None:
         self.a = automaton
         self.stacks = Stacks(automaton.parse)
-        self.n_lex = automaton.lexer.n_states
+        self.n_lex = _LEX_STRIDE  # cache keys are node * n_lex + lexer state
         self.glr = automaton.parse.ambiguous or automaton.lexer.ambiguous
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
@@ -125,7 +126,7 @@ class _Run:
     def step(self, node: int, lex: int, data: bytes | Sequence[int]) -> tuple[int, int] | None:
         """Consume bytes from (stack, lexer state) of an LALR(1) grammar; None if rejected."""
         lexer = self.a.lexer
-        trans, accept, eager, start = lexer.trans_list, lexer.accept, lexer.eager, lexer.start
+        trans, accept, eager, start, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.start, lexer.built
         feed, ignore, state = self.stacks.feed, self.a._ignore, self.stacks.state
         for b in data:
             nxt = trans[lex][b]
@@ -140,6 +141,8 @@ class _Run:
                 nxt = trans[start[state[node]]][b]
                 if nxt < 0:
                     return None
+            if not built[nxt]:  # a lazy lexer's state met for the first time
+                lexer.build(nxt)
             lex = nxt
             if eager[lex]:
                 t = accept[lex]
@@ -188,6 +191,7 @@ class _Run:
     def _settle(self, node: int, lex: int) -> list[tuple[int, int]]:
         """End an eager lexeme at once (each way it can end, for an ambiguous grammar)."""
         lexer = self.a.lexer
+        lexer.build(lex)
         if not lexer.eager[lex]:
             return [(node, lex)]
         start, state = lexer.start, self.stacks.state
@@ -325,6 +329,9 @@ class CompiledGrammar(ByteAutomaton):
         self._groups: dict[int, _Group] = {}
         self._pool: dict[bytes, np.ndarray] = {}
         self._sorted_tokens: list[bytes] | None = None
+        self._max_token_len = int(self._tok_len.max(initial=0))
+        if self.lexer.lazy:  # what a token can reach from a lexeme's start is built now
+            self.lexer.ensure(self.lexer.start[self.parse.start_state], self._max_token_len)
 
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the language."""
@@ -489,7 +496,6 @@ class CompiledGrammar(ByteAutomaton):
         parts = [
             (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
         ]
-        chain = None
         for rows, depth, lex, before in absorbed:
             # a token that is safe from ``depth`` on ends in shift^(its remaining characters);
             # the others (and those whose chain stops being uniform) are walked
@@ -501,10 +507,7 @@ class CompiledGrammar(ByteAutomaton):
                 known = settled
                 keep = settled
             else:
-                if chain is None:
-                    chain = self.lexer.shift_chain(self._max_chars)
-                width = chain.shape[1]
-                final = chain.ravel().take(lex.astype(np.int64) * width + (self._char_total[tokens] - before))
+                final = self.lexer.chain_take(lex, self._char_total[tokens] - before, self._max_chars)
                 known = settled & (final != -2)
                 keep = known & (final >= 0)
             parts.append((tokens[keep], final[keep], *(np.zeros(0, np.int64),) * 3))
@@ -515,9 +518,15 @@ class CompiledGrammar(ByteAutomaton):
         return group
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
-        group = self._groups.get(lex)
+        lexer = self.lexer
+        key = lex
+        if lexer.lazy:  # deep in a counted lexeme, one state stands for many; and every state
+            key = lexer.canonical(lex, self._max_token_len)  # a token walks to must be built
+            lexer.ensure(key, self._max_token_len)
+            lexer.sync()
+        group = self._groups.get(key)
         if group is None:
-            group = self._groups[lex] = self._classify_root(lex)
+            group = self._groups[key] = self._classify_root(key)
         out = np.zeros(self.words, dtype=np.uint32)
         run.collect(group, node, out)
         if run.is_accepting(node, lex):

@@ -14,13 +14,17 @@ matcher states canonical and mask caches small.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
 
-from .bytedfa import ByteDFA, check_budget
+from .bytedfa import ByteDFA, LazyDFA, check_budget
 
 __all__ = ["Terminal", "LexerAutomaton"]
+
+_BUILD_LEVELS = 8  # characters of a lazy terminal built with the grammar; the rest on demand
+_UNBUILT: list[int] = [-1] * 256  # the row of a state not built yet (shared, never written)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class Terminal:
     is_literal: bool
     ignore: bool
     order: tuple  # Lark's lexer order, used to break ties
+
+
+def _grown(old: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
+    out = np.full(shape, fill, dtype=dtype)
+    if old is not None:
+        out[: len(old)] = old
+    return out
 
 
 class LexerAutomaton:
@@ -49,10 +60,16 @@ class LexerAutomaton:
         self.ambiguous = ambiguous
         self.ignore_bit = len(terminals)
         self.end_bit = len(terminals) + 1
+        self._lazy_terms = [isinstance(t.dfa, LazyDFA) for t in terminals]
+        self.lazy = any(self._lazy_terms)  # some states are built on demand (see ``ensure``)
         ignored = [i for i, t in enumerate(terminals) if t.ignore]
+        self._ready = False  # True once built: states added later are registered one by one
         self._index: dict[tuple, int] = {}
         self._members: list[tuple] = []
-        rows: list[np.ndarray] = []
+        self._level: list[int] = []  # how deep into a lazy terminal a state is (0: not lazy)
+        self._deferred: list[tuple[int, int]] = []  # heap of (level, state) not built yet
+        self.built: list[bool] = []
+        self._rows: list[np.ndarray | None] = []
         self.start = [
             self._intern(tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty), start=True)
             for ctx in contexts
@@ -61,24 +78,25 @@ class LexerAutomaton:
         while done < len(self._members):
             if done % 64 == 0:
                 check_budget(len(self._members))
-            rows.append(self._successors(self._members[done]))
+            if not self._is_deferred(done):
+                self._rows[done] = self._successors(self._members[done])
+                self.built[done] = True
             done += 1
-        self.trans = np.stack(rows) if rows else np.zeros((0, 256), dtype=np.int32)
-        self.trans_list: list[list[int]] = self.trans.tolist()
         self.is_start = [key[0] for key in self._index]
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
-        self.eager = [a >= 0 and not any(x >= 0 for x in row) for a, row in zip(self.accept, self.trans_list)]
-        self.accept_np = np.array(self.accept, dtype=np.int32)
-        self.multi_np = np.array([len(a) > 1 for a in self.accepts], dtype=bool)
-        self.eager_np = np.array(self.eager, dtype=bool)
+        self.trans_list: list[list[int]] = [r.tolist() if r is not None else _UNBUILT for r in self._rows]
+        self.eager = [b and a >= 0 and not any(x >= 0 for x in row) for a, row, b in zip(self.accept, self.trans_list, self.built)]
         self.completable = self._completable()
-        values = sorted(set(self.completable))
-        ids = {v: i for i, v in enumerate(values)}
-        self.completable_values = values  # distinct completable bitsets
-        self.completable_id = np.array([ids[v] for v in self.completable], dtype=np.int32)
+        self.completable_values = sorted(set(self.completable))  # distinct completable bitsets
+        self._value_ids = {v: i for i, v in enumerate(self.completable_values)}
+        self._capacity = 0
+        self._synced = 0
+        self._dirty: list[int] = []
+        self._ready = True
         self._shift: np.ndarray | None = None
         self._chain: np.ndarray | None = None
+        self._sync()
         self.shift()  # part of compiling: no mask should pay for it
 
     @property
@@ -93,7 +111,105 @@ class LexerAutomaton:
         if state is None:
             state = self._index[key] = len(self._members)
             self._members.append(members)
+            level = max((self.terminals[t].dfa.depth(s) for t, s in members if self._lazy_terms[t]), default=0)
+            self._level.append(level)
+            self.built.append(False)
+            self._rows.append(None)
+            if self._is_deferred(state):
+                heapq.heappush(self._deferred, (level, state))
+            if self._ready:  # a state added on demand: its entries in the per-state lists
+                self._register(members)
         return state
+
+    def _register(self, members: tuple) -> None:
+        self.is_start.append(False)
+        self.accepts.append(self._choose(members))
+        self.accept.append(self.accepts[-1][0] if self.accepts[-1] else -1)
+        self.trans_list.append(_UNBUILT)
+        self.eager.append(False)
+        bits = self._lazy_bits(members)
+        self.completable.append(bits)
+        if bits not in self._value_ids:
+            self._value_ids[bits] = len(self.completable_values)
+            self.completable_values.append(bits)
+
+    def _is_deferred(self, state: int) -> bool:
+        """Left for later: one lazy terminal alive, past the first characters. (With several alive,
+        which of them the lexeme can still end as is decided over the whole automaton, so such
+        states are always built.)"""
+        members = self._members[state]
+        return len(members) == 1 and self._lazy_terms[members[0][0]] and self._level[state] > _BUILD_LEVELS
+
+    # -- building on demand ------------------------------------------------------------------------
+
+    def ensure(self, state: int, ahead: int) -> None:
+        """Build every deferred state up to ``ahead`` characters past ``state``'s level, so that
+        walking ``ahead`` bytes from ``state`` never meets an unbuilt state. Cheap when done."""
+        if not self._deferred:
+            return
+        limit = self._level[state] + ahead + 1
+        grew = False
+        while self._deferred and self._deferred[0][0] <= limit:
+            _, s = heapq.heappop(self._deferred)
+            if not self.built[s]:
+                self._build(s)
+                grew = True
+        if grew:
+            self._sync()
+
+    def build(self, state: int) -> None:
+        """Build one state now (the scalar stepping path meets it; ``sync`` before using numpy)."""
+        if not self.built[state]:
+            self._build(state)
+
+    def sync(self) -> None:
+        """Make the numpy tables cover every state (cheap when they do)."""
+        if self._synced < len(self._members) or self._dirty:
+            self._sync()
+
+    def _build(self, state: int) -> None:
+        row = self._successors(self._members[state])
+        self._rows[state] = row
+        self.built[state] = True
+        self._dirty.append(state)
+        self.trans_list[state] = row.tolist()
+        self.eager[state] = self.accept[state] >= 0 and not (row >= 0).any()
+
+    def _lazy_bits(self, members: tuple) -> int:
+        """``completable`` of a deferred state: its one terminal (every lazy state is live)."""
+        ((t, _),) = members
+        return 1 << (self.ignore_bit if self.terminals[t].ignore else t)
+
+    def _sync(self) -> None:
+        """Bring the numpy tables up to date with the states added or built since the last call
+        (capacity doubles, so a long lexeme costs amortised constant time per state)."""
+        n = len(self._members)
+        if n > self._capacity:
+            cap = max(n, 2 * self._capacity) if self.lazy else n
+            self._trans_buf = _grown(getattr(self, "_trans_buf", None), (cap, 256), -1, np.int32)
+            self._accept_buf = _grown(getattr(self, "_accept_buf", None), (cap,), -1, np.int32)
+            self._multi_buf = _grown(getattr(self, "_multi_buf", None), (cap,), False, bool)
+            self._eager_buf = _grown(getattr(self, "_eager_buf", None), (cap,), False, bool)
+            self.built_buf = _grown(getattr(self, "_built_buf", None), (cap,), False, bool)
+            self._cid_buf = _grown(getattr(self, "_cid_buf", None), (cap,), 0, np.int32)
+            self._capacity = cap
+        for s in [*range(self._synced, n), *self._dirty]:
+            row = self._rows[s]
+            if row is not None:
+                self._trans_buf[s] = row
+            self._accept_buf[s] = self.accept[s]
+            self._multi_buf[s] = len(self.accepts[s]) > 1
+            self._eager_buf[s] = self.eager[s]
+            self.built_buf[s] = self.built[s]
+            self._cid_buf[s] = self._value_ids[self.completable[s]]
+        self._dirty = []
+        self._synced = n
+        self.trans = self._trans_buf[:n]
+        self.accept_np = self._accept_buf[:n]
+        self.multi_np = self._multi_buf[:n]
+        self.eager_np = self._eager_buf[:n]
+        self.built_np = self.built_buf[:n]
+        self.completable_id = self._cid_buf[:n]
 
     def _successors(self, members: tuple) -> np.ndarray:
         row = np.full(256, -1, dtype=np.int32)
@@ -101,10 +217,9 @@ class LexerAutomaton:
             return row
         if len(members) == 1:  # one terminal alive: no combinations to sort out
             t, s = members[0]
-            nxt1 = self.terminals[t].dfa.trans[s]
-            for s2 in sorted(set(nxt1.tolist()) - {-1}):
-                row[nxt1 == s2] = self._intern(((t, s2),))
-            return row
+            targets, inverse = np.unique(self.terminals[t].dfa.trans[s], return_inverse=True)
+            ids = np.array([self._intern(((t, s2),)) if s2 >= 0 else -1 for s2 in targets.tolist()], dtype=np.int32)
+            return ids[inverse.ravel()]
         nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
         live = np.flatnonzero((nxt >= 0).any(axis=0))  # few bytes extend several terminals
         by_combo: dict[tuple, list[int]] = {}
@@ -122,7 +237,10 @@ class LexerAutomaton:
 
     def _completable(self) -> list[int]:
         bits = []
-        for first, accepts in zip(self.is_start, self.accepts):
+        for s, (first, accepts) in enumerate(zip(self.is_start, self.accepts)):
+            if not self.built[s]:  # deferred: no successors yet, and its bits are known
+                bits.append(self._lazy_bits(self._members[s]))
+                continue
             b = (1 << self.end_bit) if first else 0
             for t in accepts:
                 b |= 1 << (self.ignore_bit if self.terminals[t].ignore else t)
@@ -143,26 +261,58 @@ class LexerAutomaton:
     def shift(self) -> np.ndarray:
         """int[state]: the one state every JSON-string-safe character (any UTF-8 character but
         controls, quote and backslash) leads to, -1 if every such character is rejected, -2 if
-        they do not all agree. A string interior shifts to itself, a character counter to the
-        next count: a token of n safe characters from state s ends in shift^n(s), which lets
-        masks settle such tokens without walking their bytes."""
-        if self._shift is None:
-            from .bytedfa import utf8_sequences
-
-            n = self.n_states
-            safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
-            rows = self.trans[:, safe]
-            out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
-            for seq in utf8_sequences([(0x80, 0x10FFFF)]):
-                cur = np.arange(n)
-                ok = np.ones(n, dtype=bool)
-                for lo, hi in seq:
-                    nxt = self.trans[np.maximum(cur, 0), lo : hi + 1]
-                    ok &= (cur >= 0) & (nxt == nxt[:, :1]).all(axis=1)
-                    cur = np.where(cur >= 0, nxt[:, 0], -1)
-                out = np.where(ok & (cur == out), out, np.where(ok & (cur == -1) & (out == -1), -1, -2))
+        they do not all agree (or it is not known yet). A string interior shifts to itself, a
+        character counter to the next count: a token of n safe characters from state s ends in
+        shift^n(s), which lets masks settle such tokens without walking their bytes."""
+        self.sync()
+        n = self.n_states
+        if self._shift is None or len(self._shift) < n:
+            old = self._shift
+            m = 0 if old is None else len(old)
+            out = np.full(n, -2, dtype=np.int32)
+            if old is not None:
+                out[:m] = old
+            new = np.arange(m, n)
+            lazy = np.array([self._single_lazy(s) for s in range(m, n)], dtype=bool)
+            if (~lazy).any():
+                out[new[~lazy]] = self._shift_of(new[~lazy])
+            for s in new[lazy].tolist():
+                out[s] = self._lazy_shift(s)
             self._shift = out
         return self._shift
+
+    def _single_lazy(self, state: int) -> bool:
+        members = self._members[state]
+        return len(members) == 1 and self._lazy_terms[members[0][0]]
+
+    def _lazy_shift(self, state: int) -> int:
+        """shift of a state where one lazy terminal is alive, asked of its automaton."""
+        ((t, s),) = self._members[state]
+        target = self.terminals[t].dfa.shift(s)
+        return target if target < 0 else self._intern(((t, target),))
+
+    def _shift_of(self, idx: np.ndarray) -> np.ndarray:
+        """shift of the (built) states ``idx``, following every UTF-8 sequence through the table;
+        -2 where a state on the way is not built."""
+        from .bytedfa import utf8_sequences
+
+        built = self.built_np
+        trans = self.trans
+        safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
+        rows = trans[idx][:, safe]
+        out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
+        known = built[idx].copy()
+        for seq in utf8_sequences([(0x80, 0x10FFFF)]):
+            cur = idx.copy()
+            ok = np.ones(len(idx), dtype=bool)
+            for lo, hi in seq:
+                live = cur >= 0
+                known &= ~live | built[np.maximum(cur, 0)]
+                nxt = trans[np.maximum(cur, 0), lo : hi + 1]
+                ok &= live & (nxt == nxt[:, :1]).all(axis=1)
+                cur = np.where(live, nxt[:, 0], -1)
+            out = np.where(ok & (cur == out), out, np.where(ok & (cur == -1) & (out == -1), -1, -2))
+        return np.where(known, out, -2).astype(np.int32)
 
     def shift_chain(self, length: int) -> np.ndarray:
         """int[state, k]: shift applied k times (k <= length); -1 dead, -2 not uniform."""
@@ -175,6 +325,32 @@ class LexerAutomaton:
                 chain[:, k + 1] = np.where(prev >= 0, shift[np.maximum(prev, 0)], prev)
             self._chain = chain
         return self._chain
+
+    def chain_take(self, states: np.ndarray, steps: np.ndarray, length: int) -> np.ndarray:
+        """shift applied ``steps[i]`` times to ``states[i]`` (each step <= ``length``)."""
+        if not self.lazy:
+            chain = self.shift_chain(length)
+            return chain.ravel().take(states.astype(np.int64) * chain.shape[1] + steps)
+        # a lazy lexer grows: follow the few distinct states, asking lazy automata past the table
+        shift = self.shift()
+        unique, inverse = np.unique(states, return_inverse=True)
+        rows = np.empty((len(unique), length + 1), dtype=np.int32)
+        for i, x in enumerate(unique.tolist()):
+            rows[i, 0] = x
+            for k in range(length):
+                if x >= 0:
+                    x = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
+                rows[i, k + 1] = x
+        return rows[inverse.ravel(), steps]
+
+    def canonical(self, state: int, ahead: int) -> int:
+        """A state that every text of up to ``ahead`` bytes treats like ``state`` (for masks):
+        deep inside a counted lexeme, far from both of its bounds, the count does not matter."""
+        if not self.lazy or not self._single_lazy(state):
+            return state
+        ((t, s),) = self._members[state]
+        c = self.terminals[t].dfa.canonical(s, ahead)
+        return state if c == s else self._intern(((t, c),))
 
     def describe(self, state: int) -> str:
         """The terminals alive in a lexer state, for error messages."""

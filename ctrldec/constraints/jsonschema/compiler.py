@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote, urljoin
 
-from ...engine.bytedfa import ByteDFA, check_budget, compile_regex, literal, product, strings, union_all
+from ...engine.bytedfa import ByteDFA, CountedString, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
 from .strings import FORMATS, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, ecma_to_python, string_dfa
@@ -90,7 +90,7 @@ class _Compiler:
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, ByteDFA] = {}
         self._literal_names: dict[bytes, str] = {}
-        self._dfa_names: dict[bytes, str] = {}
+        self._dfa_names: dict[bytes | tuple, str] = {}
         self._ref_rules: dict[int, str | None] = {}
         self._anchors: dict[str, tuple[Any, str]] = {}
         self._resources: dict[str, tuple[Any, str]] = {}
@@ -156,7 +156,7 @@ class _Compiler:
         """A terminal for an automaton (deduplicated by content)."""
         if dfa.empty:
             return NEVER
-        key = dfa.trans.tobytes() + dfa.accepting.tobytes()
+        key = dfa.key if isinstance(dfa, LazyDFA) else dfa.trans.tobytes() + dfa.accepting.tobytes()
         name = self._dfa_names.get(key)
         if name is None:
             name = self._dfa_names[key] = f"D{len(self._dfa_names)}"
@@ -379,7 +379,7 @@ class _Compiler:
                 if x is None:
                     continue
                 others = [y for j, y in enumerate(scalars) if j != i and y is not None]
-                exact.append(product(x, union_all(others), "diff") if others else x)
+                exact.append(self.subtract_scalars(x, union_all(others), f"{pointer}/oneOf/{i}") if others else x)
             scalars = exact
             for part in ("obj", "arr"):
                 present = [(m, getattr(v, part)) for m, v in branches if getattr(v, part) is not None]
@@ -423,6 +423,14 @@ class _Compiler:
             out.append(self.rule([[r if r is not ALL else self.any_object()] for r in rules if r is not None]))
         return out
 
+    def subtract_scalars(self, a: ByteDFA, b: ByteDFA, pointer: str) -> ByteDFA:
+        """``a`` minus ``b``; a length-counted string minus another string is a relaxation."""
+        try:
+            return product(a, b, "diff")
+        except UnboundedProduct as e:
+            self.relax(pointer, f"{e} (not enforced)")
+            return a
+
     def subtract(self, v: _Values, rest: dict, n: Any, pointer: str) -> _Values:
         """``v`` minus the values of schema ``n`` (``rest`` is the schema ``v`` came from)."""
         if n is False:
@@ -431,7 +439,7 @@ class _Compiler:
             return _Values()
         neg = self.values(self.flatten(n, pointer), pointer)
         if v.scalar is not None and neg.scalar is not None:
-            v.scalar = product(v.scalar, neg.scalar, "diff")
+            v.scalar = self.subtract_scalars(v.scalar, neg.scalar, pointer)
         if v.obj is not None and neg.obj is not None:
             if neg.obj is ALL:
                 v.obj = None
@@ -570,7 +578,10 @@ class _Compiler:
 
     # -- strings ----------------------------------------------------------------------------------
 
-    def _string_automaton(self, s: dict, pointer: str) -> ByteDFA:
+    def _string_automaton(self, s: dict, pointer: str, *, counted: bool = True) -> ByteDFA:
+        """The JSON text of the strings ``s`` allows. Length bounds past ``MAX_LENGTH_BOUND`` on a
+        plain string are counted by a lazy automaton (built as far as the text goes); with a
+        pattern or format (a product), or with ``counted=False``, they cannot be enforced."""
         patterns = s.get("pattern")
         patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
         usable = []
@@ -592,7 +603,10 @@ class _Compiler:
         hi = s.get("maxLength")
         hi = None if hi is None else int(hi)
         if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
-            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND} (not enforced)")
+            if counted and not usable and not known and (hi is None or hi >= lo):
+                return CountedString(lo, hi)
+            why = "with a pattern or format" if usable or known else "of a property name"
+            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND} {why} (not enforced)")
             lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
         if hi is not None and hi < lo:
             return ByteDFA(*_empty_tables())
@@ -825,7 +839,7 @@ class _Compiler:
         if "enum" in flat or "const" in flat:
             values = [flat["const"]] if "const" in flat else flat["enum"]
             return strings([_dumps(v) for v in values if isinstance(v, str)])
-        return self._string_automaton(flat, f"{pointer}/propertyNames")
+        return self._string_automaton(flat, f"{pointer}/propertyNames", counted=False)
 
     def _extra_members(self, keys, patterns, additional, name_dfa, pointer) -> str | None:
         """A rule for one member whose key is not a known property (None if none may appear)."""

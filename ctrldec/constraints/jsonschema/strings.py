@@ -21,7 +21,7 @@ from functools import lru_cache
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import BudgetExceeded, ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
 
 __all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND"]
 
@@ -326,16 +326,10 @@ FORMATS: dict[str, str] = {
 # -- lengths ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _one_char() -> ByteDFA:
-    """One character as written inside a JSON string (raw UTF-8, or any JSON escape)."""
-    return compile_regex(r'[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}')
-
-
 @lru_cache(maxsize=512)
 def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
     """String bodies of ``lo`` to ``hi`` characters (``hi`` None: no upper bound)."""
-    one = _one_char()
+    one = json_char()
     inner = one.n_states  # copies of the one-character automaton, one per count
     levels = (hi if hi is not None else lo) + 1
     trans = np.full((levels * inner, 256), -1, dtype=np.int32)

@@ -1,0 +1,129 @@
+"""Length-counted strings built on demand (``CountedString``): the same masks as the tabulated
+automaton, whatever the count, near both bounds and far from them."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from helpers import byte_level_tokenizer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ctrldec
+from ctrldec.constraints import tokenizer_info
+from ctrldec.constraints.jsonschema import compiler
+from ctrldec.engine.bytedfa import CountedString, LazyDFA
+
+
+def _schema(lo: int, hi: int | None, hi2: int) -> dict:
+    d = {"type": "string", "minLength": lo} | ({"maxLength": hi} if hi is not None else {})
+    return {"type": "object", "properties": {"d": d, "e": {"type": ["string", "null"], "maxLength": hi2}}, "required": ["d"]}
+
+
+@pytest.fixture
+def counted_everywhere(monkeypatch):
+    """Every length bound past 2 characters counted lazily, so small bounds exercise it."""
+    monkeypatch.setattr(compiler, "MAX_LENGTH_BOUND", 2)
+
+
+def _uncached(schema: dict, info):
+    """Compiled afresh (compiled grammars are cached by schema, not by the module's bounds)."""
+    from ctrldec.constraints import grammar
+
+    grammar._TABLES.clear()
+    grammar._COMPILED.clear()
+    return ctrldec.JSONSchema(schema).compile(info)
+
+
+def _texts(lo: int, hi: int | None) -> list[str]:
+    """Documents whose string sits at, before and after both bounds, in several encodings."""
+    out = []
+    top = hi if hi is not None else lo + 30
+    for n in sorted({0, 1, lo - 1, lo, lo + 1, (lo + top) // 2, top - 1, top, top + 1}):
+        if n < 0:
+            continue
+        for unit in ("a", "é", "\\n", "\\u00e9", "😀", "ab c"):
+            body = (unit * n)[: n * len(unit)]
+            out.append('{"d":"' + body + '","e":null}')
+    return out
+
+
+def _same_masks(lazy, dense, info, text: str) -> None:
+    ids = info.encode(text)
+    a, b = lazy.matcher(), dense.matcher()
+    for i, t in enumerate(ids + [None]):
+        assert (a.mask() == b.mask()).all(), (text, i)
+        if t is None or not b.accepts(t):
+            assert t is None or not a.accepts(t), (text, i)
+            return
+        a.advance(t)
+        b.advance(t)
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 40), (5, 60), (30, None)])
+def test_lazy_masks_equal_the_tabulated_ones(counted_everywhere, lo, hi):
+    info = tokenizer_info(byte_level_tokenizer())
+    lazy = ctrldec.JSONSchema(_schema(lo, hi, 20)).compile(info)
+    assert lazy.lexer.lazy
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiler, "MAX_LENGTH_BOUND", 256)
+        dense = _uncached(_schema(lo, hi, 20), info)
+    assert not dense.lexer.lazy
+    for text in _texts(lo, hi):
+        _same_masks(lazy, dense, info, text)
+
+
+def test_lazy_masks_with_the_default_tokenizer(counted_everywhere, default_info):
+    """81-byte tokens: the canonical (count-free) region starts only far from the bounds."""
+    lazy = ctrldec.JSONSchema(_schema(3, 200, 10)).compile(default_info)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiler, "MAX_LENGTH_BOUND", 256)
+        dense = _uncached(_schema(3, 200, 10), default_info)
+    for text in ['{"d":"' + "word " * 40 + '"}', '{"d":"' + "é" * 199 + 'x"}', '{"d":"' + "xy" * 100 + 'z"}', '{"d":"ab","e":"' + "q" * 11 + '"}']:
+        _same_masks(lazy, dense, default_info, text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lo=st.integers(0, 12), width=st.integers(0, 12), body=st.text(max_size=30))
+def test_counted_string_agrees_with_the_validator(lo, width, body):
+    hi = lo + width
+    dfa = CountedString(lo, hi)
+    text = json.dumps(body, ensure_ascii=False).encode()
+    assert dfa.matches(text) == (lo <= len(body) <= hi), (lo, hi, body)
+    assert CountedString(lo, None).matches(text) == (len(body) >= lo)
+    escaped = json.dumps(body).encode()  # every non-ASCII character as \\uXXXX
+    surrogates = any(ord(ch) > 0xFFFF for ch in body)
+    assert dfa.matches(escaped) == (lo <= len(body) <= hi and not surrogates), (lo, hi, body)
+
+
+def test_long_bounds_compile_without_relaxation(default_info):
+    """JSONSchemaBench: maxLength 1000, 65535 and 1,000,000, minLength 1000 (sp_205, o42568,
+    string2, ...) were refused; now enforced exactly, and only the reached part is built."""
+    schema = {"type": "object", "properties": {
+        "a": {"type": "string", "maxLength": 1_000_000}, "b": {"type": ["string", "null"], "maxLength": 65535},
+        "c": {"type": "string", "minLength": 1000}}}  # fmt: skip
+    c = ctrldec.JSONSchema(schema)
+    g = c.compile(default_info)
+    assert c.relaxations == [] and g.lexer.n_states < 20_000
+    check = jsonschema.Draft202012Validator(schema)
+    for doc in ({"a": "x" * 3000}, {"b": None, "c": "y" * 1000}, {"c": "y" * 999}, {"b": "z" * 5000}):
+        text = json.dumps(doc, separators=(",", ":"))
+        m = g.matcher()
+        ok = all(m.accepts(t) and (m.advance(t) or True) for t in default_info.encode(text)) and m.is_accepting()
+        assert ok == check.is_valid(doc), doc
+
+
+def test_counted_string_with_a_pattern_is_still_refused():
+    with pytest.raises(ctrldec.SchemaError, match="beyond 256 with a pattern or format"):
+        ctrldec.JSONSchema({"type": "string", "pattern": "^a", "maxLength": 1000}).tables()
+    c = ctrldec.JSONSchema({"type": "string", "pattern": "^a", "maxLength": 1000}, lenient=True)
+    assert c.matches('"ab"') and c.relaxations
+
+
+def test_oneof_of_two_counted_strings_is_refused_in_strict_mode():
+    schema = {"oneOf": [{"type": "string", "maxLength": 1000}, {"type": "string", "minLength": 500}]}
+    with pytest.raises(ctrldec.SchemaError, match="length-counted string"):
+        ctrldec.JSONSchema(schema).tables()
+    assert isinstance(compiler.CountedString(1, 2), LazyDFA)
