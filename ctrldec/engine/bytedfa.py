@@ -743,3 +743,173 @@ def _lazy_product(a: ByteDFA | LazyDFA, b: ByteDFA | LazyDFA, op: str) -> ByteDF
             return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
         return a
     raise UnboundedProduct(f"the {'intersection' if op == 'and' else 'difference'} of a length-counted string with another string")
+
+
+_MAX_COUNTED_MIN = 1024  # a pattern's minimum length counted lazily: one table row per character
+
+
+class CountedPattern(LazyDFA):
+    """A JSON string (quotes included) whose body is a word of ``body`` (a dense automaton over
+    the body's JSON-escaped bytes, e.g. a pattern or a format) of ``lo`` to ``hi`` characters.
+
+    A state is (characters done ``k``, body state ``p``, one-character state ``c``). It is live
+    when some continuation ends the body accepted with a total length in bounds: with
+    ``need[j][(p, c)]``, the fewest characters of a completion that has at least ``j`` (computed
+    once per automaton, layer by layer), (k, p, c) is live iff
+    ``need[max(lo - k, 0)][(p, c)] <= hi - k``.
+
+    >>> digits = compile_regex("[0-9]*")
+    >>> s = CountedPattern(digits, 3, 300)
+    >>> s.matches(b'"123"'), s.matches(b'"12"'), s.matches(b'"12a"'), s.matches(b'"' + b"7" * 300 + b'"'), s.matches(b'"' + b"7" * 301 + b'"')
+    (True, False, False, True, False)
+    """
+
+    def __init__(self, body: ByteDFA, lo: int, hi: int | None) -> None:
+        if hi is not None and hi < lo:
+            raise ValueError("empty length range")
+        if lo > _MAX_COUNTED_MIN:
+            raise UnboundedProduct(f"a minimum length over {_MAX_COUNTED_MIN} together with a pattern or format")
+        super().__init__()
+        self.body, self.lo, self.hi = body, lo, hi
+        self._one = one = json_char()
+        self._final = one.accepting
+        # the (body state, character state) pairs reachable from the start, and their edges
+        pairs = {(0, 0): 0} if not body.empty else {}
+        order = list(pairs)
+        src, dst, weight = [], [], []
+        next_rows, done_rows = [], []  # per pair: the pair each byte leads to, and whether it ends a character
+        i = 0
+        while i < len(order):
+            if i % 256 == 0:
+                check_budget(len(order))
+            p, c = order[i]
+            pn, cn = body.trans[p], one.trans[c]
+            ok = (pn >= 0) & (cn >= 0)
+            done = ok & self._final[np.maximum(cn, 0)]
+            row = np.full(256, -1, dtype=np.int32)
+            for q, d in set(zip(pn[ok].tolist(), cn[ok].tolist())):
+                finished = bool(self._final[d])
+                key = (q, 0 if finished else d)
+                v = pairs.setdefault(key, len(order))
+                if v == len(order):
+                    order.append(key)
+                row[ok & (pn == q) & (cn == d)] = v
+                src.append(i)
+                dst.append(v)
+                weight.append(int(finished))
+            next_rows.append(row)
+            done_rows.append(done)
+            i += 1
+        self._pairs, self._order = pairs, order
+        self._next = np.stack(next_rows) if next_rows else np.zeros((0, 256), dtype=np.int32)
+        self._done = np.stack(done_rows) if done_rows else np.zeros((0, 256), dtype=bool)
+        self._char_shift = self._uniform_characters()
+        self._accept_pair = np.array([bool(body.accepting[p]) and c == 0 for p, c in order], dtype=bool)
+        n = len(order)
+        src_a, dst_a, w_a = (np.array(x, dtype=np.int64) for x in (src, dst, weight))
+        accept = self._accept_pair
+        inf = np.iinfo(np.int64).max // 4
+        layers = []
+        for j in range(lo + 1):
+            if j == 0:
+                need = np.where(accept, 0, inf)
+            else:
+                need = np.full(n, inf, dtype=np.int64)
+                ones = w_a == 1
+                np.minimum.at(need, src_a[ones], 1 + layers[-1][dst_a[ones]])
+            while True:  # relax along edges that stay inside the layer
+                cand = need.copy()
+                same = w_a == 0 if j else np.ones(len(w_a), dtype=bool)
+                np.minimum.at(cand, src_a[same], need[dst_a[same]] + w_a[same])
+                if (cand == need).all():
+                    break
+                need = cand
+            layers.append(need)
+        self._need = np.stack(layers) if layers else np.zeros((1, 0), dtype=np.int64)
+        self._inf = inf
+        self._n = n
+        finite = self._need[0][self._need[0] < inf]
+        self._longest_need = int(finite.max(initial=0))
+        self.empty = not n or not self._live(0, 0)
+
+    def _uniform_characters(self) -> np.ndarray:
+        """Per pair: the pair every JSON-string-safe character leads to (completing it), -1 if
+        every one is rejected, -2 if they disagree (``LazyDFA.shift``)."""
+        n = len(self._order)
+        if not n:
+            return np.zeros(0, dtype=np.int32)
+        nodes = np.arange(n)
+        safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
+        first = self._next[:, safe]
+        out = np.where((first == first[:, :1]).all(axis=1), first[:, 0], -2)
+        for seq in utf8_sequences([(0x80, 0x10FFFF)]):
+            cur = nodes.copy()
+            for lo, hi in seq:
+                nxt = self._next[np.maximum(cur, 0), lo : hi + 1]
+                uniform = (nxt == nxt[:, :1]).all(axis=1)
+                cur = np.where((cur >= 0) & uniform, nxt[:, 0], np.where(cur >= 0, -2, cur))
+            out = np.where(out == cur, out, -2)
+        # only from a character boundary (a token's rest may start inside a character), and a
+        # character is one step: it must end where a character ends
+        boundary = np.array([c == 0 for _, c in self._order], dtype=bool)
+        ends = self._done[:, 0x61]
+        return np.where(~boundary | ((out >= 0) & ~ends), -2, out).astype(np.int32)
+
+    def shift(self, state: int) -> int:
+        if state < 2:
+            return -2
+        k, node = divmod(state - 2, self._n)
+        target = int(self._char_shift[node])
+        if target < 0:
+            return target
+        k2 = k + 1 if self.hi is not None or k < self.lo else k
+        return self._state(k2, target) if self._live(k2, target) else -1
+
+    @property
+    def key(self) -> tuple:
+        return ("counted-pattern", self.body.trans.tobytes(), self.body.accepting.tobytes(), self.lo, self.hi)
+
+    def _live(self, k: int, node: int) -> bool:
+        need = int(self._need[max(self.lo - k, 0), node])
+        return need < self._inf and (self.hi is None or need <= self.hi - k)
+
+    def _state(self, k: int, node: int) -> int:
+        return 2 + k * self._n + node
+
+    def _compute_row(self, state: int) -> np.ndarray:
+        row = np.full(256, -1, dtype=np.int32)
+        if state == 0:
+            if self._n and self._live(0, 0):
+                row[0x22] = self._state(0, 0)
+            return row
+        if state == 1:
+            return row
+        k, node = divmod(state - 2, self._n)
+        target, done = self._next[node], self._done[node]
+        step = 1 if self.hi is not None or k < self.lo else 0  # no upper bound: the count stops at lo
+        k2 = np.where(done, k + step, k)
+        # live: the fewest characters of a completion (at least lo - k2 of them) fit under hi
+        same = self._need[max(self.lo - k, 0)]
+        after = self._need[max(self.lo - k - step, 0)]
+        need = np.where(done, after[np.maximum(target, 0)], same[np.maximum(target, 0)])
+        room = need < self._inf if self.hi is None else need <= self.hi - k2
+        row = np.where((target >= 0) & room, 2 + k2 * self._n + target, -1).astype(np.int32)
+        if k >= self.lo and self._accept_pair[node]:
+            row[0x22] = 1
+        return row
+
+    def is_accepting(self, state: int) -> bool:
+        return state == 1
+
+    def depth(self, state: int) -> int:
+        return 0 if state < 2 else (state - 2) // self._n
+
+    def canonical(self, state: int, ahead: int) -> int:
+        if state < 2:
+            return state
+        k, node = divmod(state - 2, self._n)
+        # past the minimum and so far from the maximum that no text of ``ahead`` bytes, nor the
+        # shortest completion after it, can reach it: the count does not matter
+        if k > self.lo and (self.hi is None or k + ahead + 1 + self._longest_need <= self.hi):
+            return self._state(self.lo, node)
+        return state

@@ -330,8 +330,6 @@ class CompiledGrammar(ByteAutomaton):
         self._pool: dict[bytes, np.ndarray] = {}
         self._sorted_tokens: list[bytes] | None = None
         self._max_token_len = int(self._tok_len.max(initial=0))
-        if self.lexer.lazy:  # what a token can reach from a lexeme's start is built now
-            self.lexer.ensure(self.lexer.start[self.parse.start_state], self._max_token_len)
 
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the language."""
@@ -359,10 +357,14 @@ class CompiledGrammar(ByteAutomaton):
         those tokens, the offset where the next lexeme starts).
         """
         tb, tl = self._tok_bytes, self._tok_len
-        trans, accept, eager = self.lexer.trans, self.lexer.accept_np, self.lexer.eager_np
+        lexer = self.lexer
+        lexer.build_many(cur)
+        trans, accept, eager = lexer.trans, lexer.accept_np, lexer.eager_np
         stay_idx, stay_lex, em_t, em_idx, em_pos = [], [], [], [], []
         while len(idx):
             nxt = trans[cur, tb[idx, pos]]
+            if lexer.build_many(nxt):  # a lazy lexer's states met for the first time
+                trans, accept, eager = lexer.trans, lexer.accept_np, lexer.eager_np
             dead = nxt < 0
             if dead.any():
                 ended = cur[dead]
@@ -394,6 +396,7 @@ class CompiledGrammar(ByteAutomaton):
         terminal that ends their lexeme (``e_lex``: the lexer state where it ended; an ambiguous
         grammar's lexeme can end as several terminals, and the token then follows each)."""
         lexer = self.lexer
+        lexer.sync()  # states a chain of shifts reached may be new
         if len(s_idx):
             gid = lexer.completable_id[s_lex]
             for g in np.flatnonzero(np.bincount(gid)).tolist():
@@ -451,6 +454,10 @@ class CompiledGrammar(ByteAutomaton):
                     break
                 parent_state = state[level["parent"][idx]]  # type: ignore[index]
             nxt = flat.take(parent_state * 256 + level["byte"][idx])
+            if self.lexer.build_many(nxt):  # a lazy lexer's states met for the first time
+                flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
+                shift = self.lexer.shift()
+                shifting = shift != -2
             dead = nxt < 0
             if dead.any():
                 ended = parent_state[dead]
@@ -520,10 +527,9 @@ class CompiledGrammar(ByteAutomaton):
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
         lexer = self.lexer
         key = lex
-        if lexer.lazy:  # deep in a counted lexeme, one state stands for many; and every state
-            key = lexer.canonical(lex, self._max_token_len)  # a token walks to must be built
-            lexer.ensure(key, self._max_token_len)
-            lexer.sync()
+        if lexer.lazy:  # deep in a counted lexeme, one state stands for many
+            key = lexer.canonical(lex, self._max_token_len)
+            lexer.build_many(np.array([key]))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = self._classify_root(key)

@@ -14,7 +14,6 @@ matcher states canonical and mask caches small.
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,13 +60,12 @@ class LexerAutomaton:
         self.ignore_bit = len(terminals)
         self.end_bit = len(terminals) + 1
         self._lazy_terms = [isinstance(t.dfa, LazyDFA) for t in terminals]
-        self.lazy = any(self._lazy_terms)  # some states are built on demand (see ``ensure``)
+        self.lazy = any(self._lazy_terms)  # some states are built on demand (see ``build_many``)
         ignored = [i for i, t in enumerate(terminals) if t.ignore]
         self._ready = False  # True once built: states added later are registered one by one
         self._index: dict[tuple, int] = {}
         self._members: list[tuple] = []
         self._level: list[int] = []  # how deep into a lazy terminal a state is (0: not lazy)
-        self._deferred: list[tuple[int, int]] = []  # heap of (level, state) not built yet
         self.built: list[bool] = []
         self._rows: list[np.ndarray | None] = []
         self.start = [
@@ -115,8 +113,6 @@ class LexerAutomaton:
             self._level.append(level)
             self.built.append(False)
             self._rows.append(None)
-            if self._is_deferred(state):
-                heapq.heappush(self._deferred, (level, state))
             if self._ready:  # a state added on demand: its entries in the per-state lists
                 self._register(members)
         return state
@@ -142,20 +138,20 @@ class LexerAutomaton:
 
     # -- building on demand ------------------------------------------------------------------------
 
-    def ensure(self, state: int, ahead: int) -> None:
-        """Build every deferred state up to ``ahead`` characters past ``state``'s level, so that
-        walking ``ahead`` bytes from ``state`` never meets an unbuilt state. Cheap when done."""
-        if not self._deferred:
-            return
-        limit = self._level[state] + ahead + 1
-        grew = False
-        while self._deferred and self._deferred[0][0] <= limit:
-            _, s = heapq.heappop(self._deferred)
-            if not self.built[s]:
-                self._build(s)
-                grew = True
-        if grew:
-            self._sync()
+    def build_many(self, states: np.ndarray) -> bool:
+        """Build the states among ``states`` (-1 allowed) that are not built yet, and bring the
+        numpy tables up to date; True if anything was built (re-read the tables then)."""
+        if not self.lazy:
+            return False
+        self.sync()
+        states = states[states >= 0]
+        missing = states[~self.built_np[states]]
+        if not len(missing):
+            return False
+        for s in np.unique(missing).tolist():
+            self._build(s)
+        self._sync()
+        return True
 
     def build(self, state: int) -> None:
         """Build one state now (the scalar stepping path meets it; ``sync`` before using numpy)."""

@@ -17,15 +17,15 @@ from ctrldec.constraints.jsonschema import compiler
 from ctrldec.engine.bytedfa import CountedString, LazyDFA
 
 
-def _schema(lo: int, hi: int | None, hi2: int) -> dict:
-    d = {"type": "string", "minLength": lo} | ({"maxLength": hi} if hi is not None else {})
+def _schema(lo: int, hi: int | None, hi2: int, extra: dict | None = None) -> dict:
+    d = {"type": "string", "minLength": lo} | ({"maxLength": hi} if hi is not None else {}) | (extra or {})
     return {"type": "object", "properties": {"d": d, "e": {"type": ["string", "null"], "maxLength": hi2}}, "required": ["d"]}
 
 
 @pytest.fixture
 def counted_everywhere(monkeypatch):
     """Every length bound past 2 characters counted lazily, so small bounds exercise it."""
-    monkeypatch.setattr(compiler, "MAX_LENGTH_BOUND", 2)
+    monkeypatch.setattr(compiler, "LAZY_LENGTH_FROM", 2)
 
 
 def _uncached(schema: dict, info):
@@ -62,16 +62,23 @@ def _same_masks(lazy, dense, info, text: str) -> None:
         b.advance(t)
 
 
-@pytest.mark.parametrize(("lo", "hi"), [(0, 40), (5, 60), (30, None)])
-def test_lazy_masks_equal_the_tabulated_ones(counted_everywhere, lo, hi):
+@pytest.mark.parametrize(
+    ("lo", "hi", "extra"),
+    [(0, 40, None), (5, 60, None), (12, 150, None), (30, None, None),
+     (0, 60, {"pattern": "^[a-z ]*$"}), (9, 120, {"pattern": "^(?:\\S+\\s)*\\S+$"}), (3, 80, {"format": "email"})],
+)  # fmt: skip
+def test_lazy_masks_equal_the_tabulated_ones(counted_everywhere, lo, hi, extra):
     info = tokenizer_info(byte_level_tokenizer())
-    lazy = ctrldec.JSONSchema(_schema(lo, hi, 20)).compile(info)
+    lazy = ctrldec.JSONSchema(_schema(lo, hi, 20, extra)).compile(info)
     assert lazy.lexer.lazy
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compiler, "MAX_LENGTH_BOUND", 256)
-        dense = _uncached(_schema(lo, hi, 20), info)
+        mp.setattr(compiler, "LAZY_LENGTH_FROM", 10**9)
+        dense = _uncached(_schema(lo, hi, 20, extra), info)
     assert not dense.lexer.lazy
-    for text in _texts(lo, hi):
+    texts = _texts(lo, hi)
+    if extra and "format" in extra:
+        texts = [t.replace('"d":"', '"d":"x@') for t in texts]
+    for text in texts:
         _same_masks(lazy, dense, info, text)
 
 
@@ -79,7 +86,7 @@ def test_lazy_masks_with_the_default_tokenizer(counted_everywhere, default_info)
     """81-byte tokens: the canonical (count-free) region starts only far from the bounds."""
     lazy = ctrldec.JSONSchema(_schema(3, 200, 10)).compile(default_info)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compiler, "MAX_LENGTH_BOUND", 256)
+        mp.setattr(compiler, "LAZY_LENGTH_FROM", 10**9)
         dense = _uncached(_schema(3, 200, 10), default_info)
     for text in ['{"d":"' + "word " * 40 + '"}', '{"d":"' + "é" * 199 + 'x"}', '{"d":"' + "xy" * 100 + 'z"}', '{"d":"ab","e":"' + "q" * 11 + '"}']:
         _same_masks(lazy, dense, default_info, text)
@@ -115,15 +122,29 @@ def test_long_bounds_compile_without_relaxation(default_info):
         assert ok == check.is_valid(doc), doc
 
 
-def test_counted_string_with_a_pattern_is_still_refused():
-    with pytest.raises(ctrldec.SchemaError, match="beyond 256 with a pattern or format"):
-        ctrldec.JSONSchema({"type": "string", "pattern": "^a", "maxLength": 1000}).tables()
-    c = ctrldec.JSONSchema({"type": "string", "pattern": "^a", "maxLength": 1000}, lenient=True)
-    assert c.matches('"ab"') and c.relaxations
+def test_counted_pattern_and_format():
+    """A pattern or format with long bounds (JSONSchemaBench o6232: an email of at most 320)."""
+    _agrees_long({"type": "string", "format": "email", "maxLength": 320},
+                 ["a@b.co", "x" * 300 + "@e.org", "x" * 310 + "@e.org", "no-at-sign", ""])
+    _agrees_long({"type": "string", "pattern": "^(ab)+$", "minLength": 5, "maxLength": 1000},
+                 ["ab", "abab", "ababab", "ab" * 500, "ab" * 501, "aba"])
+    _agrees_long({"type": "string", "pattern": "^[a-z]+$", "minLength": 300}, ["a" * 299, "a" * 300, "a" * 900 + "B"])
+    with pytest.raises(ctrldec.SchemaError, match="no JSON value"):  # no word of odd length
+        ctrldec.JSONSchema({"type": "string", "pattern": "^(ab)+$", "minLength": 1001, "maxLength": 1001}).tables()
+    with pytest.raises(ctrldec.SchemaError, match="minimum length over 1024"):
+        ctrldec.JSONSchema({"type": "string", "pattern": "^a", "minLength": 2000}).tables()
+
+
+def _agrees_long(schema: dict, values: list[str]) -> None:
+    c = ctrldec.JSONSchema(schema)
+    check = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    for v in values:
+        assert c.matches(json.dumps(v)) == check.is_valid(v), (schema, v[:20], len(v))
+    assert c.relaxations == []
 
 
 def test_oneof_of_two_counted_strings_is_refused_in_strict_mode():
     schema = {"oneOf": [{"type": "string", "maxLength": 1000}, {"type": "string", "minLength": 500}]}
     with pytest.raises(ctrldec.SchemaError, match="length-counted string"):
         ctrldec.JSONSchema(schema).tables()
-    assert isinstance(compiler.CountedString(1, 2), LazyDFA)
+    assert isinstance(CountedString(1, 2), LazyDFA)

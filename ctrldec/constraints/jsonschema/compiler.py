@@ -19,10 +19,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import unquote, urljoin
 
-from ...engine.bytedfa import ByteDFA, CountedString, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
+from ...engine.bytedfa import ByteDFA, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
-from .strings import FORMATS, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, ecma_to_python, string_dfa
+from .strings import FORMATS, LAZY_LENGTH_FROM, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
 
 __all__ = ["compile_schema", "CompiledSchema", "MAX_COUNT"]
 
@@ -428,6 +428,9 @@ class _Compiler:
         try:
             return product(a, b, "diff")
         except UnboundedProduct as e:
+            dense_a, dense_b = tabulated(a, MAX_LENGTH_BOUND), tabulated(b, MAX_LENGTH_BOUND)
+            if dense_a is not None and dense_b is not None:  # short enough to tabulate after all
+                return product(dense_a, dense_b, "diff")
             self.relax(pointer, f"{e} (not enforced)")
             return a
 
@@ -602,14 +605,23 @@ class _Compiler:
         lo = max(0, int(s.get("minLength", 0) or 0))
         hi = s.get("maxLength")
         hi = None if hi is None else int(hi)
-        if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
-            if counted and not usable and not known and (hi is None or hi >= lo):
-                return CountedString(lo, hi)
-            why = "with a pattern or format" if usable or known else "of a property name"
-            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND} {why} (not enforced)")
-            lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
         if hi is not None and hi < lo:
             return ByteDFA(*_empty_tables())
+        if counted and ((hi is not None and hi > LAZY_LENGTH_FROM) or lo > LAZY_LENGTH_FROM):
+            try:  # counted as far as the text goes, not tabulated
+                return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi)
+            except UnboundedProduct:
+                pass  # a long minimum with a pattern: tabulated below, if short enough
+        if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
+            if counted:
+                try:
+                    return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi)
+                except UnboundedProduct as e:
+                    why = str(e)
+            else:
+                why = "of a property name"
+            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND}, {why} (not enforced)")
+            lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
         return string_dfa(pattern=usable, fmt=known, min_length=lo, max_length=hi)
 
     # -- arrays -----------------------------------------------------------------------------------

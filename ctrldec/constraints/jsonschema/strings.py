@@ -21,12 +21,13 @@ from functools import lru_cache
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import BudgetExceeded, ByteDFA, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
 
-__all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND"]
+__all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND", "LAZY_LENGTH_FROM"]
 
 ANY_STRING_BODY = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*'
-MAX_LENGTH_BOUND = 256  # exact length counting up to here (one automaton level per character)
+MAX_LENGTH_BOUND = 256  # tabulated length counting up to here (one automaton level per character)
+LAZY_LENGTH_FROM = 32  # longer bounds are counted by an automaton built as the text goes
 
 _SHORT = {'"': b'\\"', "\\": b"\\\\", "\b": b"\\b", "\f": b"\\f", "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
 
@@ -376,6 +377,36 @@ def string_dfa(
     body = bodies[0] if bodies else compile_regex(ANY_STRING_BODY)
     for other in bodies[1:]:
         body = product(body, other, "and")
+    return concat_bytes(b'"', body, b'"')
+
+
+def counted_string(*, pattern: list[str], fmt: list[str], min_length: int, max_length: int | None) -> LazyDFA | ByteDFA:
+    """``string_dfa`` for length bounds too long to tabulate: a lazily built automaton (an
+    empty ``ByteDFA`` when nothing fits). ``UnboundedProduct`` for a pattern with a minimum
+    length past what is counted."""
+    if not pattern and not fmt:
+        return CountedString(min_length, max_length)
+    bodies = [_pattern_body(ecma_to_python(p)) for p in pattern] + [_pattern_body(f"(?:{FORMATS[f]})") for f in fmt]
+    body = bodies[0]
+    for other in bodies[1:]:
+        body = product(body, other, "and")
+    out = CountedPattern(body, min_length, max_length)
+    return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)) if out.empty else out
+
+
+def tabulated(dfa: ByteDFA | LazyDFA, max_length: int) -> ByteDFA | None:
+    """A lazy string automaton as a table, when its bounds are at most ``max_length`` (else
+    None); a table is returned as it is."""
+    if not isinstance(dfa, LazyDFA):
+        return dfa
+    if isinstance(dfa, LazyUnion):
+        a, b = tabulated(dfa.a, max_length), tabulated(dfa.b, max_length)
+        return None if a is None or b is None else product(a, b, "or")
+    if not isinstance(dfa, (CountedString, CountedPattern)) or max(dfa.lo, dfa.hi if dfa.hi is not None else 0) > max_length:
+        return None
+    body = _length_dfa(dfa.lo, dfa.hi)
+    if isinstance(dfa, CountedPattern):
+        body = product(dfa.body, body, "and")
     return concat_bytes(b'"', body, b'"')
 
 
