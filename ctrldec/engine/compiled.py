@@ -330,6 +330,8 @@ class CompiledGrammar(ByteAutomaton):
         self._pool: dict[bytes, np.ndarray] = {}
         self._sorted_tokens: list[bytes] | None = None
         self._max_token_len = int(self._tok_len.max(initial=0))
+        self._all_safe: np.ndarray | None = None  # tokens of safe characters only (see _safe_tokens)
+        self._unsafe_tokens = np.zeros(0, dtype=np.int64)
 
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the language."""
@@ -359,12 +361,13 @@ class CompiledGrammar(ByteAutomaton):
         tb, tl = self._tok_bytes, self._tok_len
         lexer = self.lexer
         lexer.build_many(cur)
-        trans, accept, eager = lexer.trans, lexer.accept_np, lexer.eager_np
+        flat, accept, eager = lexer.trans.ravel(), lexer.accept_np, lexer.eager_np
+        tb_flat, width = tb.ravel(), tb.shape[1]
         stay_idx, stay_lex, em_t, em_idx, em_pos = [], [], [], [], []
         while len(idx):
-            nxt = trans[cur, tb[idx, pos]]
+            nxt = flat.take(cur.astype(np.int64) * 256 + tb_flat.take(idx * width + pos))
             if lexer.build_many(nxt):  # a lazy lexer's states met for the first time
-                trans, accept, eager = lexer.trans, lexer.accept_np, lexer.eager_np
+                flat, accept, eager = lexer.trans.ravel(), lexer.accept_np, lexer.eager_np
             dead = nxt < 0
             if dead.any():
                 ended = cur[dead]
@@ -399,8 +402,12 @@ class CompiledGrammar(ByteAutomaton):
         lexer.sync()  # states a chain of shifts reached may be new
         if len(s_idx):
             gid = lexer.completable_id[s_lex]
-            for g in np.flatnonzero(np.bincount(gid)).tolist():
-                group.stays.append((lexer.completable_values[g], self._pack(s_idx[gid == g])))
+            low, high = int(gid.min()), int(gid.max())
+            if low == high:  # the common case: every staying token can end the same ways
+                group.stays.append((lexer.completable_values[low], self._pack(s_idx)))
+            else:
+                for g in np.flatnonzero(np.bincount(gid - low)).tolist():
+                    group.stays.append((lexer.completable_values[g + low], self._pack(s_idx[gid == g + low])))
         if not len(e_lex):
             return
         by_t: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -440,6 +447,16 @@ class CompiledGrammar(ByteAutomaton):
             zeros = np.zeros(len(rows), np.int64)
             absorbed.append((rows, zeros, np.full(len(rows), start, np.int32), zeros))
             trie_levels = []
+        elif self.lexer.safe_closed(start):
+            # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
+            whole = self._all_safe if self._all_safe is not None else self._safe_tokens()
+            rest = self._unsafe_tokens
+            group = _Group()
+            self._fill_group(group, *(np.concatenate(x) for x in zip(
+                (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
+                self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
+            )))  # fmt: skip
+            return group
         else:
             trie_levels = trie.levels
         alive = state = None
@@ -523,6 +540,15 @@ class CompiledGrammar(ByteAutomaton):
                 parts.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
+
+    def _safe_tokens(self) -> np.ndarray:
+        """Token ids made only of JSON-string-safe characters, and (kept) the others with bytes."""
+        unsafe = self.info.unsafe_tail()
+        with_bytes = self._tok_len > 0
+        ids = np.arange(self.vocab_size, dtype=np.int64)
+        self._all_safe = ids[with_bytes & (unsafe < 0)]
+        self._unsafe_tokens = ids[with_bytes & (unsafe >= 0)]
+        return self._all_safe
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
         lexer = self.lexer

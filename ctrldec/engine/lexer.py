@@ -91,6 +91,8 @@ class LexerAutomaton:
         self._capacity = 0
         self._synced = 0
         self._dirty: list[int] = []
+        self._closed: dict[int, bool] = {}
+        self._sequences: list | None = None
         self._ready = True
         self._shift: np.ndarray | None = None
         self._chain: np.ndarray | None = None
@@ -338,6 +340,60 @@ class LexerAutomaton:
                     x = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
                 rows[i, k + 1] = x
         return rows[inverse.ravel(), steps]
+
+    def safe_closed(self, state: int) -> bool:
+        """Does every JSON-string-safe character, from ``state`` and from every state such
+        characters lead to, keep the lexeme alive (never ending it) with the same ``completable``
+        bits? Then a token of safe characters stays in the lexeme and can end it exactly as a
+        lexeme at ``state`` can, wherever it lands (an unanchored pattern before its match, say),
+        so masks settle such tokens without walking them. Cached; gives up past 512 states."""
+        known = self._closed.get(state)
+        if known is not None:
+            return known
+        from .bytedfa import utf8_sequences
+
+        if self._sequences is None:
+            safe = [b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)]
+            self._sequences = [[(b, b)] for b in safe] + [list(seq) for seq in utf8_sequences([(0x80, 0x10FFFF)])]
+        bits = self.completable[state]
+        seen, queue, ok = {state}, [state], True
+        while queue and ok:
+            u = queue.pop()
+            if self._closed.get(u) is True and self.completable[u] == bits:
+                continue
+            for seq in self._sequences:
+                cur = {u}
+                for lo, hi in seq:
+                    nxt: set[int] = set()
+                    for c in cur:
+                        self.build(c)
+                        row = self._rows[c][lo : hi + 1]
+                        if (row < 0).any():
+                            ok = False
+                            break
+                        nxt.update(np.unique(row).tolist())
+                    if not ok:
+                        break
+                    cur = nxt
+                if not ok:
+                    break
+                for t in cur:
+                    self.build(t)
+                    if self.eager[t] or self.completable[t] != bits:
+                        ok = False
+                        break
+                    if t not in seen:
+                        seen.add(t)
+                        queue.append(t)
+                if not ok or len(seen) > 512:
+                    ok = False
+                    break
+        if ok:
+            for u in seen:  # each one's characters lead only inside this set
+                self._closed[u] = True
+        else:
+            self._closed[state] = False
+        return ok
 
     def canonical(self, state: int, ahead: int) -> int:
         """A state that every text of up to ``ahead`` bytes treats like ``state`` (for masks):

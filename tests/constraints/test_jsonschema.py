@@ -292,3 +292,20 @@ def test_more_formats(fmt, cases):
     for text, ok in cases:
         assert c.matches(compact(text)) is ok, (fmt, text)
     assert c.relaxations == []
+
+
+@pytest.mark.parametrize("pattern", ["\\d{2}-x", "ab|é", "[0-9]{4}-[0-9]{2}"])
+def test_unanchored_pattern_masks_equal_token_checks(default_info, pattern):
+    """Before an unanchored pattern matches, every safe character keeps the string alive: masks
+    settle safe tokens without walking them (``LexerAutomaton.safe_closed``), exactly."""
+    schema = {"type": "object", "properties": {"p": {"type": "string", "pattern": pattern}}}
+    compiled = ctrldec.JSONSchema(schema).compile(default_info)
+    for body in ["", "q", "1", "12", "12-", "12-x", "a", "é", "2024-1", "x 2024-11 y", 'z\\"1']:
+        prefix = ('{"p":"' + body).encode()
+        m = compiled.matcher()
+        assert m.advance_bytes(prefix), body
+        allowed = set(m.allowed_token_ids().tolist())
+        fresh = ctrldec.JSONSchema(schema, property_order="any").compile(default_info).matcher()
+        assert fresh.advance_bytes(prefix)
+        expected = {t for t in range(default_info.vocab_size) if fresh.accepts(t)}
+        assert allowed == expected, (pattern, body, sorted(allowed ^ expected)[:10])
