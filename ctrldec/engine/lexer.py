@@ -346,21 +346,27 @@ class LexerAutomaton:
         characters lead to, keep the lexeme alive (never ending it) with the same ``completable``
         bits? Then a token of safe characters stays in the lexeme and can end it exactly as a
         lexeme at ``state`` can, wherever it lands (an unanchored pattern before its match, say),
-        so masks settle such tokens without walking them. Cached; gives up past 512 states."""
+        so masks settle such tokens without walking them.
+
+        Cached. False is always a safe answer (the tokens are walked), so a search that fails,
+        or passes 64 states, marks every state it saw False: each state is searched once."""
         known = self._closed.get(state)
         if known is not None:
             return known
         from .bytedfa import utf8_sequences
 
         if self._sequences is None:
-            safe = [b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)]
-            self._sequences = [[(b, b)] for b in safe] + [list(seq) for seq in utf8_sequences([(0x80, 0x10FFFF)])]
+            self._safe_ascii = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
+            self._sequences = [list(seq) for seq in utf8_sequences([(0x80, 0x10FFFF)])]
         bits = self.completable[state]
         seen, queue, ok = {state}, [state], True
         while queue and ok:
             u = queue.pop()
-            if self._closed.get(u) is True and self.completable[u] == bits:
-                continue
+            self.build(u)
+            ascii_next = self._rows[u][self._safe_ascii]
+            if (ascii_next < 0).any():
+                break
+            targets = set(np.unique(ascii_next).tolist())
             for seq in self._sequences:
                 cur = {u}
                 for lo, hi in seq:
@@ -377,23 +383,26 @@ class LexerAutomaton:
                     cur = nxt
                 if not ok:
                     break
-                for t in cur:
-                    self.build(t)
-                    if self.eager[t] or self.completable[t] != bits:
-                        ok = False
-                        break
-                    if t not in seen:
-                        seen.add(t)
-                        queue.append(t)
-                if not ok or len(seen) > 512:
-                    ok = False
+                targets |= cur
+            for t in targets:
+                if not ok:
                     break
-        if ok:
-            for u in seen:  # each one's characters lead only inside this set
-                self._closed[u] = True
+                self.build(t)
+                if self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits:
+                    ok = False
+                elif t not in seen:
+                    seen.add(t)
+                    queue.append(t)
+            if len(seen) > 64:
+                ok = False
         else:
-            self._closed[state] = False
-        return ok
+            if ok:  # each one's characters lead only inside this set
+                for u in seen:
+                    self._closed[u] = True
+                return True
+        for u in seen:
+            self._closed[u] = False
+        return False
 
     def canonical(self, state: int, ahead: int) -> int:
         """A state that every text of up to ``ahead`` bytes treats like ``state`` (for masks):
