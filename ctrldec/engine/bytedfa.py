@@ -510,7 +510,6 @@ class LazyDFA:
     empty = False
 
     def __init__(self) -> None:
-        self._rows: dict[int, np.ndarray] = {}
         self.trans = _Rows(self.row)
         self.accepting = _Flags(self.is_accepting)
 
@@ -520,11 +519,8 @@ class LazyDFA:
         raise NotImplementedError
 
     def row(self, state: int) -> np.ndarray:
-        row = self._rows.get(state)
-        if row is None:
-            row = self._rows[state] = self._compute_row(state)
-            row.flags.writeable = False
-        return row
+        """int64[256] (state numbers grow with the count); not cached: the lexer keeps its own."""
+        return self._compute_row(state)
 
     def _compute_row(self, state: int) -> np.ndarray:
         raise NotImplementedError
@@ -605,7 +601,7 @@ class CountedString(LazyDFA):
         k, c = divmod(state - 2, self._m)
         if self.hi is None or k + 1 <= self.hi:  # a character can still be completed
             tmpl = self._template[c]
-            row = np.where(tmpl < 0, -1, tmpl + (2 + k * self._m)).astype(np.int32)
+            row = np.where(tmpl < 0, -1, tmpl + (2 + k * self._m))
             if self.hi is None and k >= self.lo:  # no upper bound: the count stops at lo
                 row[self._completes[c]] = self._state(k, 0)
         if c == 0 and k >= self.lo:
@@ -893,7 +889,7 @@ class CountedPattern(LazyDFA):
         after = self._need[max(self.lo - k - step, 0)]
         need = np.where(done, after[np.maximum(target, 0)], same[np.maximum(target, 0)])
         room = need < self._inf if self.hi is None else need <= self.hi - k2
-        row = np.where((target >= 0) & room, 2 + k2 * self._n + target, -1).astype(np.int32)
+        row = np.where((target >= 0) & room, 2 + k2 * self._n + target.astype(np.int64), -1)
         if k >= self.lo and self._accept_pair[node]:
             row[0x22] = 1
         return row

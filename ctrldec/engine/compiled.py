@@ -434,8 +434,19 @@ class CompiledGrammar(ByteAutomaton):
         cheap way to visit a lexer state for the first time.
         """
         trie = self.info.trie()
-        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
         shift = self.lexer.shift()
+        if shift[start] == -2 and self.lexer.safe_closed(start):
+            # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
+            whole = self._all_safe if self._all_safe is not None else self._safe_tokens()
+            rest = self._unsafe_tokens
+            group = _Group()
+            self._fill_group(group, *(np.concatenate(x) for x in zip(
+                (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
+                self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
+            )))  # fmt: skip
+            return group
+        shift = self.lexer.shift()  # read the tables after anything above built states
+        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
         shifting = shift != -2
         unsafe = self._unsafe_sorted
         stay_lo, stay_hi, stay_lex = [], [], []
@@ -447,16 +458,6 @@ class CompiledGrammar(ByteAutomaton):
             zeros = np.zeros(len(rows), np.int64)
             absorbed.append((rows, zeros, np.full(len(rows), start, np.int32), zeros))
             trie_levels = []
-        elif self.lexer.safe_closed(start):
-            # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
-            whole = self._all_safe if self._all_safe is not None else self._safe_tokens()
-            rest = self._unsafe_tokens
-            group = _Group()
-            self._fill_group(group, *(np.concatenate(x) for x in zip(
-                (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
-                self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
-            )))  # fmt: skip
-            return group
         else:
             trie_levels = trie.levels
         alive = state = None

@@ -142,14 +142,16 @@ class LexerAutomaton:
 
     def build_many(self, states: np.ndarray) -> bool:
         """Build the states among ``states`` (-1 allowed) that are not built yet, and bring the
-        numpy tables up to date; True if anything was built (re-read the tables then)."""
+        numpy tables up to date; True if the tables changed in any way (re-read them then: a
+        state built elsewhere, by ``build`` or ``safe_closed``, may have grown them)."""
         if not self.lazy:
             return False
+        changed = self._synced < len(self._members) or bool(self._dirty)
         self.sync()
         states = states[states >= 0]
         missing = states[~self.built_np[states]]
         if not len(missing):
-            return False
+            return changed
         for s in np.unique(missing).tolist():
             self._build(s)
         self._sync()
@@ -188,17 +190,18 @@ class LexerAutomaton:
             self._accept_buf = _grown(getattr(self, "_accept_buf", None), (cap,), -1, np.int32)
             self._multi_buf = _grown(getattr(self, "_multi_buf", None), (cap,), False, bool)
             self._eager_buf = _grown(getattr(self, "_eager_buf", None), (cap,), False, bool)
-            self.built_buf = _grown(getattr(self, "_built_buf", None), (cap,), False, bool)
+            self._built_buf = _grown(getattr(self, "_built_buf", None), (cap,), False, bool)
             self._cid_buf = _grown(getattr(self, "_cid_buf", None), (cap,), 0, np.int32)
             self._capacity = cap
         for s in [*range(self._synced, n), *self._dirty]:
             row = self._rows[s]
             if row is not None:
                 self._trans_buf[s] = row
+                self._rows[s] = None  # staged only: the table holds it now
             self._accept_buf[s] = self.accept[s]
             self._multi_buf[s] = len(self.accepts[s]) > 1
             self._eager_buf[s] = self.eager[s]
-            self.built_buf[s] = self.built[s]
+            self._built_buf[s] = self.built[s]
             self._cid_buf[s] = self._value_ids[self.completable[s]]
         self._dirty = []
         self._synced = n
@@ -206,7 +209,7 @@ class LexerAutomaton:
         self.accept_np = self._accept_buf[:n]
         self.multi_np = self._multi_buf[:n]
         self.eager_np = self._eager_buf[:n]
-        self.built_np = self.built_buf[:n]
+        self.built_np = self._built_buf[:n]
         self.completable_id = self._cid_buf[:n]
 
     def _successors(self, members: tuple) -> np.ndarray:
@@ -363,7 +366,7 @@ class LexerAutomaton:
         while queue and ok:
             u = queue.pop()
             self.build(u)
-            ascii_next = self._rows[u][self._safe_ascii]
+            ascii_next = np.array(self.trans_list[u])[self._safe_ascii]
             if (ascii_next < 0).any():
                 break
             targets = set(np.unique(ascii_next).tolist())
@@ -373,7 +376,7 @@ class LexerAutomaton:
                     nxt: set[int] = set()
                     for c in cur:
                         self.build(c)
-                        row = self._rows[c][lo : hi + 1]
+                        row = np.array(self.trans_list[c][lo : hi + 1])
                         if (row < 0).any():
                             ok = False
                             break

@@ -148,3 +148,34 @@ def test_oneof_of_two_counted_strings_is_refused_in_strict_mode():
     with pytest.raises(ctrldec.SchemaError, match="length-counted string"):
         ctrldec.JSONSchema(schema).tables()
     assert isinstance(CountedString(1, 2), LazyDFA)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [{"type": "string", "pattern": "ab", "minLength": 60, "maxLength": 300},
+     {"type": "string", "pattern": "^[a-z\\\\n é]*$", "minLength": 40, "maxLength": 200},
+     {"type": "array", "items": {"type": "string", "maxLength": 90}}],
+)  # fmt: skip
+def test_masks_agree_with_token_checks_between_scalar_steps(schema):
+    """Scalar steps (``advance_bytes``) and first visits (``safe_closed``) build lexer states
+    outside the mask walk: masks computed after them must still equal token-by-token checks
+    (a review found a walk reading tables grown under it)."""
+    import random
+
+    info = tokenizer_info(byte_level_tokenizer())
+    rng = random.Random(0)
+    pieces = ["\\n", "\\u00e9", "a", "b", "é", " ", "ab", "zz", "😀"]
+    for trial in range(4):
+        m = _uncached(schema, info).matcher()
+        oracle = _uncached(schema, info)
+        text = b'["' if schema["type"] == "array" else b'"'
+        assert m.advance_bytes(text)
+        for _ in range(40):
+            piece = rng.choice(pieces).encode()
+            if not m.advance_bytes(piece):
+                continue
+            text += piece
+            check = oracle.matcher()
+            assert check.advance_bytes(text)
+            expected = {t for t in range(info.vocab_size) if check.accepts(t)}
+            assert set(m.allowed_token_ids().tolist()) == expected, (schema, text)
