@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget",
-    "LazyDFA", "CountedString", "UnboundedProduct",
+    "LazyDFA", "CountedString", "CountedPattern", "UnboundedProduct", "SAFE_ASCII", "uniform_successor",
 ]  # fmt: skip
 
 _MAX_CODEPOINT = 0x10FFFF
@@ -467,6 +467,38 @@ def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:
     return ByteDFA(trans, accepting)
 
 
+# -- JSON-string-safe characters ----------------------------------------------------------------
+
+SAFE_ASCII = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])  # not a control, quote or backslash
+
+
+@lru_cache(maxsize=1)
+def safe_multibyte_sequences() -> list[tuple[tuple[int, int], ...]]:
+    """Byte-range sequences of every non-ASCII character (all are JSON-string-safe)."""
+    return utf8_sequences([(0x80, 0x10FFFF)])
+
+
+def uniform_successor(trans: np.ndarray, idx: np.ndarray, built: np.ndarray | None = None) -> np.ndarray:
+    """Per state of ``idx``: the one state every JSON-string-safe character leads to through the
+    table ``trans``, -1 if every one is rejected, -2 if they disagree, if one dies before its
+    last byte, or if a state on the way is not ``built`` (when given). -2 is always safe."""
+    rows = trans[idx][:, SAFE_ASCII]
+    out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
+    known = np.ones(len(idx), dtype=bool) if built is None else built[idx].copy()
+    for seq in safe_multibyte_sequences():
+        cur = idx.copy()
+        ok = np.ones(len(idx), dtype=bool)
+        for lo, hi in seq:
+            live = cur >= 0
+            if built is not None:
+                known &= ~live | built[np.maximum(cur, 0)]
+            nxt = trans[np.maximum(cur, 0), lo : hi + 1]
+            ok &= live & (nxt == nxt[:, :1]).all(axis=1)
+            cur = np.where(live, nxt[:, 0], -1)
+        out = np.where(ok & (cur == out), out, np.where(ok & (cur == -1) & (out == -1), -1, -2))
+    return np.where(known, out, -2).astype(np.int32)
+
+
 # -- lazy automata ------------------------------------------------------------------------------
 #
 # A length bound of thousands of characters needs one level of states per character: too many to
@@ -834,17 +866,7 @@ class CountedPattern(LazyDFA):
         n = len(self._order)
         if not n:
             return np.zeros(0, dtype=np.int32)
-        nodes = np.arange(n)
-        safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
-        first = self._next[:, safe]
-        out = np.where((first == first[:, :1]).all(axis=1), first[:, 0], -2)
-        for seq in utf8_sequences([(0x80, 0x10FFFF)]):
-            cur = nodes.copy()
-            for lo, hi in seq:
-                nxt = self._next[np.maximum(cur, 0), lo : hi + 1]
-                uniform = (nxt == nxt[:, :1]).all(axis=1)
-                cur = np.where((cur >= 0) & uniform, nxt[:, 0], np.where(cur >= 0, -2, cur))
-            out = np.where(out == cur, out, -2)
+        out = uniform_successor(self._next, np.arange(n))
         # only from a character boundary (a token's rest may start inside a character), and a
         # character is one step: it must end where a character ends
         boundary = np.array([c == 0 for _, c in self._order], dtype=bool)

@@ -330,8 +330,10 @@ class CompiledGrammar(ByteAutomaton):
         self._pool: dict[bytes, np.ndarray] = {}
         self._sorted_tokens: list[bytes] | None = None
         self._max_token_len = int(self._tok_len.max(initial=0))
-        self._all_safe: np.ndarray | None = None  # tokens of safe characters only (see _safe_tokens)
-        self._unsafe_tokens = np.zeros(0, dtype=np.int64)
+        # tokens made only of JSON-string-safe characters, and the other tokens with bytes
+        unsafe_tail, ids = info.unsafe_tail(), np.arange(self.vocab_size, dtype=np.int64)
+        self._safe_ids = ids[(self._tok_len > 0) & (unsafe_tail < 0)]
+        self._unsafe_ids = ids[(self._tok_len > 0) & (unsafe_tail >= 0)]
 
     def matcher(self) -> Matcher:
         """A fresh matcher at the start of the language."""
@@ -434,18 +436,16 @@ class CompiledGrammar(ByteAutomaton):
         cheap way to visit a lexer state for the first time.
         """
         trie = self.info.trie()
-        shift = self.lexer.shift()
-        if shift[start] == -2 and self.lexer.safe_closed(start):
+        if self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
             # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
-            whole = self._all_safe if self._all_safe is not None else self._safe_tokens()
-            rest = self._unsafe_tokens
+            whole, rest = self._safe_ids, self._unsafe_ids
             group = _Group()
             self._fill_group(group, *(np.concatenate(x) for x in zip(
                 (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
                 self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
             )))  # fmt: skip
             return group
-        shift = self.lexer.shift()  # read the tables after anything above built states
+        shift = self.lexer.shift()  # read the tables after safe_closed: it may have built states
         flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
         shifting = shift != -2
         unsafe = self._unsafe_sorted
@@ -541,15 +541,6 @@ class CompiledGrammar(ByteAutomaton):
                 parts.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
-
-    def _safe_tokens(self) -> np.ndarray:
-        """Token ids made only of JSON-string-safe characters, and (kept) the others with bytes."""
-        unsafe = self.info.unsafe_tail()
-        with_bytes = self._tok_len > 0
-        ids = np.arange(self.vocab_size, dtype=np.int64)
-        self._all_safe = ids[with_bytes & (unsafe < 0)]
-        self._unsafe_tokens = ids[with_bytes & (unsafe >= 0)]
-        return self._all_safe
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
         lexer = self.lexer

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bytedfa import ByteDFA, LazyDFA, check_budget
+from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, safe_multibyte_sequences, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton"]
 
@@ -92,7 +92,6 @@ class LexerAutomaton:
         self._synced = 0
         self._dirty: list[int] = []
         self._closed: dict[int, bool] = {}
-        self._sequences: list | None = None
         self._ready = True
         self._shift: np.ndarray | None = None
         self._chain: np.ndarray | None = None
@@ -135,8 +134,7 @@ class LexerAutomaton:
         """Left for later: one lazy terminal alive, past the first characters. (With several alive,
         which of them the lexeme can still end as is decided over the whole automaton, so such
         states are always built.)"""
-        members = self._members[state]
-        return len(members) == 1 and self._lazy_terms[members[0][0]] and self._level[state] > _BUILD_LEVELS
+        return self._single_lazy(state) and self._level[state] > _BUILD_LEVELS
 
     # -- building on demand ------------------------------------------------------------------------
 
@@ -293,27 +291,8 @@ class LexerAutomaton:
         return target if target < 0 else self._intern(((t, target),))
 
     def _shift_of(self, idx: np.ndarray) -> np.ndarray:
-        """shift of the (built) states ``idx``, following every UTF-8 sequence through the table;
-        -2 where a state on the way is not built."""
-        from .bytedfa import utf8_sequences
-
-        built = self.built_np
-        trans = self.trans
-        safe = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
-        rows = trans[idx][:, safe]
-        out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
-        known = built[idx].copy()
-        for seq in utf8_sequences([(0x80, 0x10FFFF)]):
-            cur = idx.copy()
-            ok = np.ones(len(idx), dtype=bool)
-            for lo, hi in seq:
-                live = cur >= 0
-                known &= ~live | built[np.maximum(cur, 0)]
-                nxt = trans[np.maximum(cur, 0), lo : hi + 1]
-                ok &= live & (nxt == nxt[:, :1]).all(axis=1)
-                cur = np.where(live, nxt[:, 0], -1)
-            out = np.where(ok & (cur == out), out, np.where(ok & (cur == -1) & (out == -1), -1, -2))
-        return np.where(known, out, -2).astype(np.int32)
+        """shift of the states ``idx`` through the table (-2 where a state on the way is not built)."""
+        return uniform_successor(self.trans, idx, self.built_np)
 
     def shift_chain(self, length: int) -> np.ndarray:
         """int[state, k]: shift applied k times (k <= length); -1 dead, -2 not uniform."""
@@ -356,21 +335,16 @@ class LexerAutomaton:
         known = self._closed.get(state)
         if known is not None:
             return known
-        from .bytedfa import utf8_sequences
-
-        if self._sequences is None:
-            self._safe_ascii = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])
-            self._sequences = [list(seq) for seq in utf8_sequences([(0x80, 0x10FFFF)])]
         bits = self.completable[state]
         seen, queue, ok = {state}, [state], True
         while queue and ok:
             u = queue.pop()
             self.build(u)
-            ascii_next = np.array(self.trans_list[u])[self._safe_ascii]
+            ascii_next = np.array(self.trans_list[u])[SAFE_ASCII]
             if (ascii_next < 0).any():
                 break
             targets = set(np.unique(ascii_next).tolist())
-            for seq in self._sequences:
+            for seq in safe_multibyte_sequences():
                 cur = {u}
                 for lo, hi in seq:
                     nxt: set[int] = set()

@@ -582,9 +582,10 @@ class _Compiler:
     # -- strings ----------------------------------------------------------------------------------
 
     def _string_automaton(self, s: dict, pointer: str, *, counted: bool = True) -> ByteDFA:
-        """The JSON text of the strings ``s`` allows. Length bounds past ``MAX_LENGTH_BOUND`` on a
-        plain string are counted by a lazy automaton (built as far as the text goes); with a
-        pattern or format (a product), or with ``counted=False``, they cannot be enforced."""
+        """The JSON text of the strings ``s`` allows. Length bounds past ``LAZY_LENGTH_FROM`` are
+        counted by a lazy automaton (built as far as the text goes); where it cannot be used
+        (``counted=False``: property names; a pattern with a minimum past 1,024), bounds up to
+        ``MAX_LENGTH_BOUND`` are tabulated and longer ones are a relaxation."""
         patterns = s.get("pattern")
         patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
         usable = []
@@ -607,19 +608,13 @@ class _Compiler:
         hi = None if hi is None else int(hi)
         if hi is not None and hi < lo:
             return ByteDFA(*_empty_tables())
+        why = "of a property name"
         if counted and ((hi is not None and hi > LAZY_LENGTH_FROM) or lo > LAZY_LENGTH_FROM):
             try:  # counted as far as the text goes, not tabulated
                 return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi)
-            except UnboundedProduct:
-                pass  # a long minimum with a pattern: tabulated below, if short enough
+            except UnboundedProduct as e:  # tabulated below if short enough
+                why = str(e)
         if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
-            if counted:
-                try:
-                    return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi)
-                except UnboundedProduct as e:
-                    why = str(e)
-            else:
-                why = "of a property name"
             self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND}, {why} (not enforced)")
             lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
         return string_dfa(pattern=usable, fmt=known, min_length=lo, max_length=hi)
