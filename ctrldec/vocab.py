@@ -17,6 +17,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ import numpy as np
 
 from .errors import TokenizerError
 
-__all__ = ["TokenizerInfo", "byte_level_alphabet"]
+__all__ = ["TokenizerInfo", "byte_level_alphabet", "tokenizer_info"]
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 _CACHE_FORMAT = 1
@@ -146,10 +148,14 @@ class TokenizerInfo:
             digest.update(len(b).to_bytes(2, "little"))
             digest.update(b)
         self.hash = digest.hexdigest()[:24]
+        # Tables derived on first use and shared by every grammar compiled for this tokenizer, from
+        # any thread: built once under the lock, read-only after.
+        self._lock = threading.RLock()
         self._table: tuple[np.ndarray, np.ndarray] | None = None
         self._trie: TokenTrie | None = None
         self._unsafe: np.ndarray | None = None
         self._char_starts: np.ndarray | None = None
+        self._sorted: list[bytes] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -213,6 +219,26 @@ class TokenizerInfo:
             _store_cached(key, token_bytes, kind)
         return cls(token_bytes, special_ids=special, eos_token_ids=eos, kind=kind, encode=encode)
 
+    def with_eos(self, eos_token_ids: Iterable[int]) -> TokenizerInfo:
+        """The same vocabulary with other ids ending the output; the derived tables are shared."""
+        other = TokenizerInfo(self.token_bytes, special_ids=self.special_ids, eos_token_ids=eos_token_ids,
+                              kind=self.kind, encode=self._encode)
+        with self._lock:
+            other._table, other._trie, other._unsafe = self._table, self._trie, self._unsafe
+            other._char_starts, other._sorted = self._char_starts, self._sorted
+        return other
+
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
+        """The cached table ``name``, built by ``build`` the first time (once, even across threads)."""
+        value = getattr(self, name)
+        if value is None:
+            with self._lock:
+                value = getattr(self, name)
+                if value is None:
+                    value = build()
+                    setattr(self, name, value)
+        return value
+
     # -- use ----------------------------------------------------------------------------------------
 
     def decode_bytes(self, token_ids: Iterable[int]) -> bytes:
@@ -263,42 +289,46 @@ class TokenizerInfo:
         A lexer state that returns to itself on every safe character keeps all tokens that are
         safe from some offset on: the mask builder settles them without walking their bytes.
         """
-        if self._unsafe is None:
-            out = np.full(self.vocab_size, -1, dtype=np.int32)
-            for tid, data in enumerate(self.token_bytes):
-                i, last = 0, -1
-                while i < len(data):
-                    b = data[i]
-                    width = 1 if b < 0x80 else 2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 0
-                    chunk = data[i : i + width] if width else b""
-                    try:
-                        ok = width > 0 and len(chunk) == width and (ch := chunk.decode("utf-8")) >= " " and ch not in '"\\'
-                    except UnicodeDecodeError:
-                        ok = False
-                    if not ok:
-                        last = i + max(width, 1) - 1 if width and len(chunk) == width else len(data) - 1 if width else i
-                        i += max(width, 1)
-                        continue
-                    i += width
-                out[tid] = min(last, len(data) - 1)
-            self._unsafe = out
-        return self._unsafe
+        return self._once("_unsafe", self._unsafe_tail)
+
+    def _unsafe_tail(self) -> np.ndarray:
+        out = np.full(self.vocab_size, -1, dtype=np.int32)
+        for tid, data in enumerate(self.token_bytes):
+            i, last = 0, -1
+            while i < len(data):
+                b = data[i]
+                width = 1 if b < 0x80 else 2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 0
+                chunk = data[i : i + width] if width else b""
+                try:
+                    ok = width > 0 and len(chunk) == width and (ch := chunk.decode("utf-8")) >= " " and ch not in '"\\'
+                except UnicodeDecodeError:
+                    ok = False
+                if not ok:
+                    last = i + max(width, 1) - 1 if width and len(chunk) == width else len(data) - 1 if width else i
+                    i += max(width, 1)
+                    continue
+                i += width
+            out[tid] = min(last, len(data) - 1)
+        return _frozen(out)
 
     def char_starts(self) -> np.ndarray:
         """int16[token, p]: how many UTF-8 characters start in the token's first p bytes."""
-        if self._char_starts is None:
-            table, lengths = self.byte_table()
-            starts = ((table & 0xC0) != 0x80) & (np.arange(table.shape[1])[None, :] < lengths[:, None])
-            out = np.zeros((table.shape[0], table.shape[1] + 1), dtype=np.int16)
-            np.cumsum(starts, axis=1, out=out[:, 1:])
-            self._char_starts = out
-        return self._char_starts
+        return self._once("_char_starts", self._count_char_starts)
+
+    def _count_char_starts(self) -> np.ndarray:
+        table, lengths = self.byte_table()
+        starts = ((table & 0xC0) != 0x80) & (np.arange(table.shape[1])[None, :] < lengths[:, None])
+        out = np.zeros((table.shape[0], table.shape[1] + 1), dtype=np.int16)
+        np.cumsum(starts, axis=1, out=out[:, 1:])
+        return _frozen(out)
+
+    def sorted_token_bytes(self) -> list[bytes]:
+        """The distinct token byte strings, sorted (for prefix searches with ``bisect``)."""
+        return self._once("_sorted", lambda: sorted(set(self.token_bytes)))
 
     def trie(self) -> TokenTrie:
         """The vocabulary as a byte trie (built on first use)."""
-        if self._trie is None:
-            self._trie = TokenTrie(self.token_bytes)
-        return self._trie
+        return self._once("_trie", lambda: TokenTrie(self.token_bytes))
 
     def byte_table(self) -> tuple[np.ndarray, np.ndarray]:
         """``(bytes, lengths)``: token bytes zero-padded into ``uint8[vocab, max_len + 1]``, and lengths.
@@ -306,17 +336,25 @@ class TokenizerInfo:
         Every row ends with at least one padding byte, so vectorised readers can index one past
         a token's end without a bounds check.
         """
-        if self._table is None:
-            lengths = np.fromiter((len(b) for b in self.token_bytes), dtype=np.int32, count=self.vocab_size)
-            width = int(lengths.max(initial=0)) + 1
-            flat = np.frombuffer(b"".join(self.token_bytes), dtype=np.uint8)
-            rows = np.repeat(np.arange(self.vocab_size), lengths)
-            starts = np.cumsum(lengths) - lengths
-            cols = np.arange(len(flat)) - np.repeat(starts, lengths)
-            table = np.zeros((self.vocab_size, width), dtype=np.uint8)
-            table[rows, cols] = flat
-            self._table = (table, lengths)
-        return self._table
+        return self._once("_table", self._pad_bytes)
+
+    def _pad_bytes(self) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.fromiter((len(b) for b in self.token_bytes), dtype=np.int32, count=self.vocab_size)
+        width = int(lengths.max(initial=0)) + 1
+        flat = np.frombuffer(b"".join(self.token_bytes), dtype=np.uint8)
+        rows = np.repeat(np.arange(self.vocab_size), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(len(flat)) - np.repeat(starts, lengths)
+        table = np.zeros((self.vocab_size, width), dtype=np.uint8)
+        table[rows, cols] = flat
+        return _frozen(table), _frozen(lengths)
+
+    def memory_size_bytes(self) -> int:
+        """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)."""
+        arrays = [*(self._table or ()), self._unsafe, self._char_starts]
+        if self._trie is not None:
+            arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 class TokenTrie:
@@ -364,10 +402,47 @@ class TokenTrie:
             )
             node_of_prev = np.full(n, -1, dtype=np.int64)
             node_of_prev[rows] = node_of_row
+        _frozen(self.order)
+        for level in self.levels:
+            for array in level.values():
+                _frozen(array)
 
     @property
     def n_nodes(self) -> int:
         return sum(len(level["lo"]) for level in self.levels)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """Mark a table shared across threads read-only (a stray in-place write then fails loudly)."""
+    array.flags.writeable = False
+    return array
+
+
+_INFOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {logits width: info}
+_INFOS_LOCK = threading.Lock()
+
+
+def tokenizer_info(tokenizer: Any, vocab_size: int | None = None) -> TokenizerInfo:
+    """``TokenizerInfo`` for a Hugging Face tokenizer, built once per (tokenizer, logits width)
+    and process, even when several threads ask at once; a ``TokenizerInfo`` is returned as is."""
+    if isinstance(tokenizer, TokenizerInfo):
+        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+            raise ValueError(
+                f"this TokenizerInfo covers {tokenizer.vocab_size} ids but the model has {vocab_size} logits; "
+                "build it with TokenizerInfo.from_huggingface(tokenizer, vocab_size=...)"
+            )
+        return tokenizer
+    with _INFOS_LOCK:
+        try:
+            per_width = _INFOS.setdefault(tokenizer, {})
+        except TypeError:  # not weak-referenceable: build every time
+            per_width = None
+        info = per_width.get(vocab_size) if per_width is not None else None
+        if info is None:
+            info = TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+            if per_width is not None:
+                per_width[vocab_size] = info
+    return info
 
 
 def _make_encoder(tokenizer: Any) -> Callable[[str], list[int]]:

@@ -15,54 +15,18 @@ from __future__ import annotations
 
 import os
 import re
-import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from ..engine.bytedfa import RegexCompileError, compile_regex, without_empty
-from ..engine.compiled import ByteAutomaton, CompiledGrammar, Matcher
+from ..engine.cache import DEFAULT_CACHE
+from ..engine.compiled import ByteAutomaton, CompiledGrammar, GrammarMatcher
 from ..engine.grammar import GrammarTables, compile_lark
 from ..errors import GrammarError
-from ..vocab import TokenizerInfo
+from ..limits import DEFAULT_LIMITS, Limits
+from ..vocab import tokenizer_info
 
-__all__ = ["Constraint", "Grammar", "Regex", "builtin_grammar_path", "tokenizer_info"]
-
-_TABLES: OrderedDict[tuple, GrammarTables] = OrderedDict()
-_COMPILED: OrderedDict[tuple, CompiledGrammar] = OrderedDict()
-_MAX_TABLES = 256
-_MAX_COMPILED = 64
-_INFOS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _lru_get(cache: OrderedDict, key: tuple, build, limit: int):
-    value = cache.get(key)
-    if value is None:
-        value = cache[key] = build()
-        if len(cache) > limit:
-            cache.popitem(last=False)
-    else:
-        cache.move_to_end(key)
-    return value
-
-
-def tokenizer_info(tokenizer: Any, vocab_size: int | None = None) -> TokenizerInfo:
-    """``TokenizerInfo`` for a Hugging Face tokenizer, built once per (tokenizer, logits width)."""
-    if isinstance(tokenizer, TokenizerInfo):
-        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
-            raise ValueError(
-                f"this TokenizerInfo covers {tokenizer.vocab_size} ids but the model has {vocab_size} logits; "
-                "build it with TokenizerInfo.from_huggingface(tokenizer, vocab_size=...)"
-            )
-        return tokenizer
-    try:
-        per_width = _INFOS.setdefault(tokenizer, {})
-    except TypeError:  # not weak-referenceable: build every time
-        return TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    info = per_width.get(vocab_size)
-    if info is None:
-        info = per_width[vocab_size] = TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
-    return info
+__all__ = ["Constraint", "Grammar", "Regex", "builtin_grammar_path", "clear_caches", "tokenizer_info"]
 
 
 def builtin_grammar_path(name: str) -> Path:
@@ -77,7 +41,13 @@ def builtin_grammar_path(name: str) -> Path:
 
 
 class Constraint:
-    """Base class: something that compiles to grammar tables. Subclasses define ``_key``/``_build``."""
+    """Base class: something that compiles to grammar tables. Subclasses define ``_key``/``_build``.
+
+    Compiled forms live in the process's ``GrammarCache`` (``engine/cache.py``), keyed by
+    ``_key()``: equal constraints share them, from any thread.
+    """
+
+    limits: Limits = DEFAULT_LIMITS
 
     def _key(self) -> tuple:
         raise NotImplementedError
@@ -87,15 +57,16 @@ class Constraint:
 
     def tables(self) -> GrammarTables:
         """The tokenizer-independent compiled form (cached per constraint text)."""
-        return _lru_get(_TABLES, self._key(), self._build, _MAX_TABLES)
+        return DEFAULT_CACHE.get_tables(self._key(), self._build)
 
     def compile(self, tokenizer: Any, *, vocab_size: int | None = None) -> CompiledGrammar:
         """Bind to a tokenizer (HF tokenizer or ``TokenizerInfo``); cached per (constraint, tokenizer)."""
         info = tokenizer_info(tokenizer, vocab_size)
-        return _lru_get(_COMPILED, (self._key(), info.hash), lambda: CompiledGrammar(self.tables(), info), _MAX_COMPILED)
+        tables = self.tables()  # every compile passes here: a constraint reports its tables' notes
+        return DEFAULT_CACHE.get_compiled(self._key(), info.hash, lambda: CompiledGrammar(tables, info, self.limits))
 
-    def matcher(self, tokenizer: Any, *, vocab_size: int | None = None) -> Matcher:
-        """A fresh ``Matcher`` for one sequence."""
+    def matcher(self, tokenizer: Any, *, vocab_size: int | None = None) -> GrammarMatcher:
+        """A fresh ``GrammarMatcher`` for one sequence."""
         return self.compile(tokenizer, vocab_size=vocab_size).matcher()
 
     def logits_processor(self, tokenizer: Any, **kwargs: Any):
@@ -105,7 +76,8 @@ class Constraint:
         return GrammarLogitsProcessor(self, tokenizer, **kwargs)
 
     def _automaton(self) -> ByteAutomaton:
-        return _lru_get(_TABLES, ("automaton",) + self._key(), lambda: ByteAutomaton(self.tables()), _MAX_TABLES)  # type: ignore[return-value]
+        tables = self.tables()
+        return DEFAULT_CACHE.get_automaton(self._key(), lambda: ByteAutomaton(tables, self.limits))
 
     def matches(self, text: str | bytes) -> bool:
         """Is ``text`` a complete output allowed by this constraint?"""
@@ -127,14 +99,18 @@ class Grammar(Constraint):
     kept and every reading is followed (GLR-style, each sequence holds a small set of parser
     configurations), and a lexeme that several terminals match is read as each of them.
     Priorities are then ignored; the language is the grammar's own.
+
+    ``limits``: ``max_grammar_rules`` bounds what Lark's analysis is given, the engine limits
+    (``max_configs``, ...) bound decoding (see ``ctrldec.limits``).
     """
 
-    def __init__(self, lark_text: str, start: str = "start", *, ambiguous: bool = False) -> None:
+    def __init__(self, lark_text: str, start: str = "start", *, ambiguous: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         if not isinstance(lark_text, str):
             raise TypeError(f"Grammar expects Lark grammar text, got {type(lark_text).__name__}")
         self.text = lark_text
         self.start = start
         self.ambiguous = ambiguous
+        self.limits = limits
         self.name = "<grammar>"
 
     @classmethod
@@ -158,11 +134,11 @@ class Grammar(Constraint):
         return f"Grammar({self.name})"
 
     def _key(self) -> tuple:
-        return ("lark", self.text, self.start, self.ambiguous)
+        return ("lark", self.text, self.start, self.ambiguous, self.limits)
 
     def _build(self) -> GrammarTables:
         try:
-            return compile_lark(self.text, self.start, ambiguous=self.ambiguous)
+            return compile_lark(self.text, self.start, ambiguous=self.ambiguous, limits=self.limits)
         except GrammarError as e:
             if self.name != "<grammar>":
                 raise GrammarError(f"{self.name}: {e.args[0]}") from None
@@ -185,16 +161,17 @@ class Regex(Constraint):
 
     _TERMINAL = "REGEX"
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, *, limits: Limits = DEFAULT_LIMITS) -> None:
         if not isinstance(pattern, str):
             raise TypeError(f"Regex expects a pattern string, got {type(pattern).__name__}")
         self.pattern = pattern
+        self.limits = limits
 
     def __repr__(self) -> str:
         return f"Regex({self.pattern!r})"
 
     def _key(self) -> tuple:
-        return ("regex", self.pattern)
+        return ("regex", self.pattern, self.limits)
 
     def _build(self) -> GrammarTables:
         body = _strip_anchors(self.pattern)
@@ -214,11 +191,10 @@ class Regex(Constraint):
         if optional:
             dfa = without_empty(dfa)
         text = f"start: {self._TERMINAL}{'?' if optional else ''}\n{self._TERMINAL}: /x/\n"
-        return compile_lark(text, terminal_dfas={self._TERMINAL: dfa})
+        return compile_lark(text, terminal_dfas={self._TERMINAL: dfa}, limits=self.limits)
 
 
 def clear_caches() -> None:
     """Drop every compiled grammar and terminal automaton (benchmarks measure compiles from scratch)."""
-    _TABLES.clear()
-    _COMPILED.clear()
+    DEFAULT_CACHE.clear()
     compile_regex.cache_clear()

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 
 import interegular
+import interegular.fsm
 import numpy as np
+
+from ..limits import DEFAULT_LIMITS
 
 try:  # Python >= 3.11
     from re import _constants as _sre
@@ -33,7 +34,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget",
-    "LazyDFA", "CountedString", "CountedPattern", "UnboundedProduct", "SAFE_ASCII", "uniform_successor",
+    "LazyDFA", "CountedString", "CountedPattern", "UnboundedProduct", "SAFE_ASCII", "uniform_successor", "read_only",
 ]  # fmt: skip
 
 _MAX_CODEPOINT = 0x10FFFF
@@ -56,28 +57,23 @@ def compile_budget(seconds: float, max_states: int):
     """Bound the compiles inside the block: past ``seconds`` or with an automaton of more than
     ``max_states`` states, ``BudgetExceeded`` is raised (instead of a hang or running out of memory).
 
-    ctrldec's own loops check the budget; third-party code it calls (interegular's regex to FSM
-    construction can be exponential) is interrupted by a real-time timer, which Python allows
-    only on the main thread: elsewhere only ctrldec's own checks apply.
+    The budget is fuel, not a signal: it rides in a context variable (so it follows the thread,
+    or the task, that compiles, and works in any thread), and every loop that can grow without
+    bound calls ``check_budget``: automaton products and lazily counted patterns here, the lexer
+    automaton, SLR item sets, JSON Schema rule expansion, and interegular's own state exploration
+    (``_metered``). Lark's grammar analysis cannot be metered from inside; its input is
+    bounded instead (``Limits.max_grammar_rules``) and the deadline checked right after it.
     """
     token = _BUDGET.set((time.monotonic() + seconds, max_states))
-    alarm = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if alarm:
-        def on_alarm(signum, frame):  # noqa: ARG001
-            raise BudgetExceeded("the compile took longer than its time budget")
-
-        previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-        previous_timer = signal.setitimer(signal.ITIMER_REAL, seconds + 0.5)
     try:
         yield
     finally:
-        if alarm:
-            signal.setitimer(signal.ITIMER_REAL, *previous_timer)
-            signal.signal(signal.SIGALRM, previous_handler)
         _BUDGET.reset(token)
 
 
 def check_budget(states: int = 0) -> None:
+    """Raise ``BudgetExceeded`` past the deadline or ``states`` past the bound of the budget in
+    force (a no-op outside ``compile_budget``). Cheap: call it every few dozen steps of a loop."""
     budget = _BUDGET.get()
     if budget is None:
         return
@@ -88,12 +84,52 @@ def check_budget(states: int = 0) -> None:
         raise BudgetExceeded("the compile took longer than its time budget")
 
 
+def _metered(crawl):
+    """interegular's state exploration ``crawl`` (behind every FSM operation it performs, and
+    exponential for patterns like ``(a|b)*a(a|b){20}``) with fuel: ``check_budget`` every 64 new
+    states, counted as the distinct states ``follow`` is asked about. Without a budget in force,
+    interegular runs untouched."""
+
+    def metered_crawl(alphabet, initial, final, follow):
+        if _BUDGET.get() is None:
+            return crawl(alphabet, initial, final, follow)
+        seen = [None, 0]  # the state being expanded, how many states so far
+
+        def metered(state, transition):
+            if state is not seen[0]:
+                seen[0] = state
+                seen[1] += 1
+                if seen[1] % 64 == 0:
+                    check_budget(seen[1])
+            return follow(state, transition)
+
+        return crawl(alphabet, initial, final, metered)
+
+    return metered_crawl
+
+
+# interegular's FSM operations look these up in their module at call time, so wrapping them meters
+# all of its work (interegular is pinned to 0.3.x in pyproject.toml).
+interegular.fsm.crawl = _metered(interegular.fsm.crawl)
+interegular.fsm.crawl_hash_no_result = _metered(interegular.fsm.crawl_hash_no_result)
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """Mark a table shared by grammars and threads read-only (a stray in-place write then fails)."""
+    array.flags.writeable = False
+    return array
+
+
 @dataclass(frozen=True)
 class ByteDFA:
     """A trimmed DFA over bytes: ``trans[state, byte]`` is the next state or -1; start is state 0."""
 
     trans: np.ndarray  # int32[n, 256]
     accepting: np.ndarray  # bool[n]
+
+    def __post_init__(self) -> None:
+        read_only(self.trans)  # memoised per process (``compile_regex``): shared by every grammar
+        read_only(self.accepting)
 
     @property
     def n_states(self) -> int:
@@ -282,7 +318,7 @@ def _unsupported_feature(pattern: str) -> str | None:
     return walk(_sre_parse.parse(pattern))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_regexes)
 def compile_regex(pattern: str) -> ByteDFA:
     """Compile a regex (no lookarounds, backreferences or anchors) to a byte DFA.
 
@@ -470,12 +506,13 @@ def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:
 # -- JSON-string-safe characters ----------------------------------------------------------------
 
 SAFE_ASCII = np.array([b for b in range(0x20, 0x80) if b not in (0x22, 0x5C)])  # not a control, quote or backslash
+read_only(SAFE_ASCII)
 
 
 @lru_cache(maxsize=1)
-def safe_multibyte_sequences() -> list[tuple[tuple[int, int], ...]]:
+def safe_multibyte_sequences() -> tuple[tuple[tuple[int, int], ...], ...]:
     """Byte-range sequences of every non-ASCII character (all are JSON-string-safe)."""
-    return utf8_sequences([(0x80, 0x10FFFF)])
+    return tuple(utf8_sequences([(0x80, 0x10FFFF)]))
 
 
 def uniform_successor(trans: np.ndarray, idx: np.ndarray, built: np.ndarray | None = None) -> np.ndarray:
@@ -615,6 +652,8 @@ class CountedString(LazyDFA):
         final[:m] = one_char.accepting
         self._template = np.where(nxt < 0, -1, np.where(final[nxt], m, nxt)).astype(np.int64)
         self._completes = (nxt >= 0) & final[nxt]
+        for table in (self._template, self._completes):
+            read_only(table)
 
     @property
     def key(self) -> tuple:
@@ -773,9 +812,6 @@ def _lazy_product(a: ByteDFA | LazyDFA, b: ByteDFA | LazyDFA, op: str) -> ByteDF
     raise UnboundedProduct(f"the {'intersection' if op == 'and' else 'difference'} of a length-counted string with another string")
 
 
-_MAX_COUNTED_MIN = 1024  # a pattern's minimum length counted lazily: one table row per character
-
-
 class CountedPattern(LazyDFA):
     """A JSON string (quotes included) whose body is a word of ``body`` (a dense automaton over
     the body's JSON-escaped bytes, e.g. a pattern or a format) of ``lo`` to ``hi`` characters.
@@ -792,11 +828,11 @@ class CountedPattern(LazyDFA):
     (True, False, False, True, False)
     """
 
-    def __init__(self, body: ByteDFA, lo: int, hi: int | None) -> None:
+    def __init__(self, body: ByteDFA, lo: int, hi: int | None, *, max_lo: int = DEFAULT_LIMITS.max_counted_min) -> None:
         if hi is not None and hi < lo:
             raise ValueError("empty length range")
-        if lo > _MAX_COUNTED_MIN:
-            raise UnboundedProduct(f"a minimum length over {_MAX_COUNTED_MIN} together with a pattern or format")
+        if lo > max_lo:  # the table of completion lengths has a row per character up to lo
+            raise UnboundedProduct(f"a minimum length over {max_lo} together with a pattern or format")
         super().__init__()
         self.body, self.lo, self.hi = body, lo, hi
         self._one = one = json_char()
@@ -859,6 +895,8 @@ class CountedPattern(LazyDFA):
         finite = self._need[0][self._need[0] < inf]
         self._longest_need = int(finite.max(initial=0))
         self.empty = not n or not self._live(0, 0)
+        for table in (self._next, self._done, self._char_shift, self._accept_pair, self._need):
+            read_only(table)
 
     def _uniform_characters(self) -> np.ndarray:
         """Per pair: the pair every JSON-string-safe character leads to (completing it), -1 if

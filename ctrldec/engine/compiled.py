@@ -1,4 +1,4 @@
-"""A grammar compiled for one tokenizer, and the per-sequence ``Matcher``.
+"""A grammar compiled for one tokenizer, and the per-sequence ``GrammarMatcher``.
 
 How a full token mask is computed (see ``docs/engine.md`` for the measurements):
 
@@ -17,27 +17,38 @@ How a full token mask is computed (see ``docs/engine.md`` for the measurements):
 This is exact for the lexing rules of ``lexer.py``: tokens spanning several terminals (``"},`` in
 JSON) are checked terminal by terminal against the real stack, and LALR's merged lookaheads are
 resolved by simulating reductions on the stack.
+
+Threads: every cache above is shared by all matchers of a grammar, in any thread, and most are
+filled on first use. The rule that keeps this safe without a lock on the hot path: reads take no
+lock; whatever fills a cache (a new interned stack, a lazily built lexer state, a terminal feed,
+an acceptable-terminal set, a token classification, a mask) runs under the grammar's re-entrant
+lock (``GrammarTables.lock``, the lexer automaton's), re-checks the cache first, and publishes
+its result last, after everything the result refers to is in place. Caches only grow (a full
+stack store is replaced, never emptied, so matchers keep theirs), and every read of one entry of
+a list or dict is atomic in CPython, so a lock-free reader sees either no entry (and takes the
+lock) or a complete one. ``accepts`` on a state seen before, and a mask already computed, cost
+no lock at all (``docs/engine.md``, "Threads"). A matcher itself is per sequence: one thread at a
+time.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import DeadEndError, InvalidTokenError
+from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import TokenizerInfo
-from .grammar import GrammarTables
+from .bitmask import unpack, words_for
+from .bytedfa import read_only
+from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
 
-__all__ = ["CompiledGrammar", "Matcher"]
+__all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher"]
 
-# Past this many interned stacks a new store is started (old matchers keep theirs), bounding memory.
-_MAX_STACK_NODES = 300_000
-_MAX_POOLED_MASKS = 50_000
-_MAX_FORCED_BYTES = 512
-_MAX_CONFIGS = 256
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 
 
@@ -73,6 +84,13 @@ class _Group:
         self.emits: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.children: dict[tuple[int, int], _Group] = {}
 
+    def nbytes(self) -> int:
+        """Its arrays and list entries (children are counted when they are made)."""
+        arrays = [a for _, a in self.stays] + [a for _, i, p in self.emits for a in (i, p)]
+        if self.always is not None:
+            arrays.append(self.always)
+        return sum(a.nbytes for a in arrays) + (len(self.stays) + len(self.emits) + 1) * ENTRY_BYTES
+
 
 class _Run:
     """One generation of per-stack state: the interned stacks and every cache keyed by them.
@@ -84,12 +102,19 @@ class _Run:
 
     def __init__(self, automaton: ByteAutomaton) -> None:
         self.a = automaton
-        self.stacks = Stacks(automaton.parse)
+        self.lock = automaton.lock
+        self.stacks = Stacks(automaton.parse, automaton.lock)
         self.n_lex = _LEX_STRIDE  # cache keys are node * n_lex + lexer state
         self.glr = automaton.parse.ambiguous or automaton.lexer.ambiguous
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
         self.next_bytes_bits: dict[int, int] = {}
+
+    def memory_size_bytes(self) -> int:
+        """Estimated: interned stacks and cache entries (the masks themselves are pooled)."""
+        s = self.stacks
+        entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(s._feeds) + len(s._feeds_all)
+        return (len(s) + entries) * ENTRY_BYTES
 
     def after(self, node: int, t: int) -> tuple[int, ...]:
         """The stacks after the lexeme ``t`` (an ``%ignore`` lexeme leaves the stack as it is)."""
@@ -109,6 +134,13 @@ class _Run:
     def acceptable(self, node: int) -> int:
         """Bitset of terminals the stack really shifts next, the ``%ignore`` bit, and the end bit
         if the stack is a complete sentence (matched against ``LexerAutomaton.completable``)."""
+        bits = self.acceptable_bits.get(node)
+        if bits is None:
+            with self.lock:
+                bits = self._acceptable(node)
+        return bits
+
+    def _acceptable(self, node: int) -> int:
         bits = self.acceptable_bits.get(node)
         if bits is None:
             lexer = self.a.lexer
@@ -167,8 +199,8 @@ class _Run:
             for node, lex in configs:
                 for c in self._byte(node, lex, b):
                     nxt[c] = None
-            if len(nxt) > _MAX_CONFIGS:
-                raise DeadEndError(f"more than {_MAX_CONFIGS} simultaneous readings: the grammar is too ambiguous here")
+            if len(nxt) > self.a.limits.max_configs:
+                raise DeadEndError(f"more than {self.a.limits.max_configs} simultaneous readings: the grammar is too ambiguous here")
             configs = tuple(nxt)
             if not configs:
                 break
@@ -212,11 +244,12 @@ class _Run:
         key = node * self.n_lex + lex
         bits = self.next_bytes_bits.get(key)
         if bits is None:
-            bits = 0
-            for b in range(256):
-                if any(self.viable(*c) for c in self.step_all(((node, lex),), (b,))):
-                    bits |= 1 << b
-            self.next_bytes_bits[key] = bits
+            with self.lock:
+                bits = 0
+                for b in range(256):
+                    if any(self.viable(*c) for c in self.step_all(((node, lex),), (b,))):
+                        bits |= 1 << b
+                self.next_bytes_bits[key] = bits
         return bits
 
     def completion(self, node: int, lex: int, max_states: int) -> bytes | None:
@@ -243,7 +276,10 @@ class _Run:
         key = node * self.n_lex + lex
         mask = self.masks.get(key)
         if mask is None:
-            mask = self.masks[key] = self.a._mask(self, node, lex)  # type: ignore[attr-defined]
+            with self.lock:
+                mask = self.masks.get(key)
+                if mask is None:
+                    mask = self.masks[key] = self.a._mask(self, node, lex)  # type: ignore[attr-defined]
         return mask
 
     def collect(self, group: _Group, node: int, out: np.ndarray) -> None:
@@ -261,24 +297,28 @@ class _Run:
                 child = group.children.get((t, q))
                 if child is None:
                     child = group.children[(t, q)] = a._classify(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
+                    a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
 
 
 class ByteAutomaton:
     """Grammar tables plus the per-stack caches needed to run bytes through them (no tokenizer).
 
-    ``CompiledGrammar`` extends it with token masks; on its own it checks whole texts.
+    ``CompiledGrammar`` extends it with token masks; on its own it checks whole texts. Safe to
+    share between threads (see the module docstring).
     """
 
-    def __init__(self, tables: GrammarTables) -> None:
+    def __init__(self, tables: GrammarTables, limits: Limits = DEFAULT_LIMITS) -> None:
         self.tables = tables
+        self.limits = limits
+        self.lock = tables.lock
         self.parse = tables.parse
         self.lexer = tables.lexer
         self._ignore = [t.ignore for t in self.lexer.terminals]
         self._run = _Run(self)
 
     def _start(self) -> tuple[_Run, int, int]:
-        if len(self._run.stacks) > _MAX_STACK_NODES:
+        if len(self._run.stacks) > self.limits.max_stack_nodes:
             self._run = _Run(self)
         return self._run, 0, self.lexer.start[self.parse.start_state]
 
@@ -292,33 +332,43 @@ class ByteAutomaton:
         run, node, lex = self._start()
         return any(run.viable(*c) for c in run.step_all(((node, lex),), data))
 
-    def completion(self, data: bytes, *, max_states: int = 20_000) -> bytes | None:
+    def completion(self, data: bytes, *, max_states: int | None = None) -> bytes | None:
         """A shortest suffix that turns ``data`` into a sentence, or None if there is none.
 
-        Breadth-first over (stack, lexer state); gives up (None) after ``max_states`` states.
-        A witness can be checked by any parser of the grammar, which makes it a useful oracle.
+        Breadth-first over (stack, lexer state); gives up (None) after ``max_states`` states
+        (default ``limits.max_completion_states``). A witness can be checked by any parser of the
+        grammar, which makes it a useful oracle.
         """
+        budget = max_states or self.limits.max_completion_states
         run, node, lex = self._start()
         best = None
         for c in run.step_all(((node, lex),), data):
-            tail = run.completion(c[0], c[1], max_states)
+            tail = run.completion(c[0], c[1], budget)
             if tail is not None and (best is None or len(tail) < len(best)):
                 best = tail
         return best
 
+    def cache_bytes(self) -> int:
+        """Estimated bytes of what this object caches beyond its tables (the current stack store)."""
+        return self._run.memory_size_bytes()
+
+    def memory_size_bytes(self) -> int:
+        """Estimated bytes held: the tables (``GrammarTables.memory_size_bytes``) and ``cache_bytes``."""
+        return self.tables.memory_size_bytes() + self.cache_bytes()
+
 
 class CompiledGrammar(ByteAutomaton):
-    """Grammar tables bound to a tokenizer: token masks and the checks ``Matcher`` needs.
+    """Grammar tables bound to a tokenizer: token masks and the checks ``GrammarMatcher`` needs.
 
     Build it through a constraint (``Grammar(...).compile(tokenizer)``), which caches it per
     (constraint, tokenizer). Masks are filled lazily and cached for the life of this object.
     """
 
-    def __init__(self, tables: GrammarTables, info: TokenizerInfo) -> None:
-        super().__init__(tables)
+    def __init__(self, tables: GrammarTables, info: TokenizerInfo, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(tables, limits)
         self.info = info
         self.vocab_size = info.vocab_size
-        self.words = (self.vocab_size + 31) // 32
+        self.words = words_for(self.vocab_size)
         self._tok_bytes, self._tok_len = info.byte_table()
         # per-tokenizer tables, built here so that no mask pays for them
         self._unsafe_sorted = info.unsafe_tail()[info.trie().order]
@@ -327,22 +377,35 @@ class CompiledGrammar(ByteAutomaton):
         self._max_chars = int(self._char_total.max(initial=0))
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
+        self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
-        self._sorted_tokens: list[bytes] | None = None
         self._max_token_len = int(self._tok_len.max(initial=0))
         # tokens made only of JSON-string-safe characters, and the other tokens with bytes
         unsafe_tail, ids = info.unsafe_tail(), np.arange(self.vocab_size, dtype=np.int64)
         self._safe_ids = ids[(self._tok_len > 0) & (unsafe_tail < 0)]
         self._unsafe_ids = ids[(self._tok_len > 0) & (unsafe_tail >= 0)]
+        for array in (self._unsafe_sorted, self._char_total, self._safe_ids, self._unsafe_ids):
+            read_only(array)
 
-    def matcher(self) -> Matcher:
+    def matcher(self) -> GrammarMatcher:
         """A fresh matcher at the start of the language."""
-        return Matcher(self, *self._start())
+        return GrammarMatcher(self, *self._start())
+
+    def cache_bytes(self) -> int:
+        """Estimated bytes this grammar holds beyond its tables: token classifications (exact array
+        bytes plus ``ENTRY_BYTES`` per list entry), pooled masks (each stored twice: the array and
+        its key), the current stack store and its caches, and the per-grammar token arrays. Not
+        counted: the tokenizer's tables (``TokenizerInfo.memory_size_bytes``, shared) and stack
+        stores that only older matchers still hold."""
+        pooled = len(self._pool) * (2 * self.words * 4 + ENTRY_BYTES)
+        arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids))
+        return self._group_bytes + pooled + arrays + super().cache_bytes()
 
     def _pack(self, ids: np.ndarray) -> np.ndarray:
+        """The bitmask of ``ids`` (read-only: kept in token classifications, shared by threads)."""
         flags = np.zeros(self.words * 32, dtype=bool)
         flags[ids] = True
-        return np.packbits(flags, bitorder="little").view(np.uint32)
+        return read_only(np.packbits(flags, bitorder="little").view(np.uint32))
 
     def _classify(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
         """Run tokens ``idx`` from byte offsets ``pos`` through the lexer from lexer state ``start``."""
@@ -423,10 +486,8 @@ class CompiledGrammar(ByteAutomaton):
                 for t in lexer.accepts[lex][1:]:
                     by_t.setdefault(t, []).append((e_idx[rows], e_pos[rows]))
         for t, parts in sorted(by_t.items()):
-            if len(parts) == 1:
-                group.emits.append((t, *parts[0]))
-            else:
-                group.emits.append((t, np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts])))
+            idx, pos = parts[0] if len(parts) == 1 else (np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts]))
+            group.emits.append((t, read_only(idx), read_only(pos)))
 
     def _classify_root(self, start: int) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
@@ -551,6 +612,7 @@ class CompiledGrammar(ByteAutomaton):
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = self._classify_root(key)
+            self._group_bytes += group.nbytes()
         out = np.zeros(self.words, dtype=np.uint32)
         run.collect(group, node, out)
         if run.is_accepting(node, lex):
@@ -558,31 +620,26 @@ class CompiledGrammar(ByteAutomaton):
         key = out.tobytes()
         mask = self._pool.get(key)
         if mask is None:
-            if len(self._pool) > _MAX_POOLED_MASKS:
+            if len(self._pool) > self.limits.max_pooled_masks:
                 self._pool.clear()
-            out.flags.writeable = False
-            mask = self._pool[key] = out
+            mask = self._pool[key] = read_only(out)
         return mask
 
     def _extendable(self, tail: bytes) -> bool:
         """Does some token start with ``tail`` and go on? (Then a token could cross the boundary.)"""
-        import bisect
-
-        if self._sorted_tokens is None:
-            self._sorted_tokens = sorted(set(self.info.token_bytes))
-        toks = self._sorted_tokens
+        toks = self.info.sorted_token_bytes()
         i = bisect.bisect_right(toks, tail)
         return i < len(toks) and toks[i].startswith(tail)
 
 
+class GrammarMatcher:
+    """The state of one sequence under a grammar: which tokens may come next (the ``Matcher``
+    protocol of ``engine/matcher.py``; DESIGN.md).
 
-
-class Matcher:
-    """The state of one sequence under a grammar: which tokens may come next.
-
-    Cheap to fork (the state is a few references and a persistent history). See DESIGN.md for
-    the protocol. ``accepts`` is much cheaper than ``fill_mask`` on a cold state: it runs only the
-    token's own bytes.
+    Cheap to fork (the state is a few references and a persistent history). ``accepts`` is much
+    cheaper than ``fill_mask`` on a cold state: it runs only the token's own bytes. Matchers of one
+    grammar may run in different threads (the grammar's shared caches are thread-safe, see the
+    module docstring); one matcher is used by one thread at a time.
 
     >>> import ctrldec                                                     # doctest: +SKIP
     >>> m = ctrldec.Regex(r"[0-9]{3}").compile(info).matcher()             # doctest: +SKIP
@@ -601,7 +658,7 @@ class Matcher:
         self._ended = False
 
     def __repr__(self) -> str:
-        return f"Matcher(tokens={self._length}, accepting={self.is_accepting()}, ended={self._ended})"
+        return f"GrammarMatcher(tokens={self._length}, accepting={self.is_accepting()}, ended={self._ended})"
 
     @property
     def ended(self) -> bool:
@@ -613,52 +670,88 @@ class Matcher:
         """How many tokens were advanced (EOS included)."""
         return self._length
 
-    def fork(self) -> Matcher:
+    def fork(self) -> GrammarMatcher:
         """An independent copy (O(1): the history is persistent)."""
-        other = Matcher.__new__(Matcher)
+        other = GrammarMatcher.__new__(GrammarMatcher)
         other.grammar, other._run, other._configs = self.grammar, self._run, self._configs
         other._trail, other._length, other._ended = self._trail, self._length, self._ended
         return other
 
     def accepts(self, token_id: int) -> bool:
-        """Would ``token_id`` keep the output viable? No state change."""
+        """Would ``token_id`` keep the output viable? No state change.
+
+        False when the output has ended, for an id outside the vocabulary, for a token with no
+        bytes (special tokens) other than EOS, for EOS where the output may not end yet, and for
+        a token after whose bytes no completion exists.
+        """
         g = self.grammar
         if self._ended:
             return False
-        run = self._run
         if token_id in g.info.eos_token_ids:
-            return any(run.is_accepting(*c) for c in self._configs)
+            return self.is_accepting()
         if not 0 <= token_id < g.vocab_size:
             return False
+        run = self._run
         if len(self._configs) == 1:
             node, lex = self._configs[0]
             mask = run.masks.get(node * run.n_lex + lex)
             if mask is not None:
                 return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1)
-            if not run.glr:
+            if not run.glr:  # ``_after`` inlined: this is the hot path of mask-free sampling
                 data = g.info.token_bytes[token_id]
                 r = run.step(node, lex, data) if data else None
                 return r is not None and run.viable(*r)
-        data = g.info.token_bytes[token_id]
-        return bool(data) and any(run.viable(*c) for c in run.step_all(self._configs, data))
+        return bool(self._after(self._configs, token_id))
+
+    def _after(self, configs: tuple[tuple[int, int], ...], token_id: int) -> tuple[tuple[int, int], ...]:
+        """The viable configurations after a (non-EOS, in-vocabulary) token; empty if it is not
+        allowed."""
+        run = self._run
+        data = self.grammar.info.token_bytes[token_id]
+        if not data:
+            return ()
+        if len(configs) == 1 and not run.glr:
+            r = run.step(*configs[0], data)
+            return (r,) if r is not None and run.viable(*r) else ()
+        return tuple(c for c in run.step_all(configs, data) if run.viable(*c))
 
     def advance(self, token_id: int) -> None:
         """Consume one token; raises ``InvalidTokenError`` if the constraint does not allow it."""
         g = self.grammar
-        if not self.accepts(token_id):
+        eos = token_id in g.info.eos_token_ids
+        configs: tuple[tuple[int, int], ...] = ()  # one walk: the token's check is its step
+        if eos:
+            configs = self._configs if self.is_accepting() else ()
+        elif not self._ended and 0 <= token_id < g.vocab_size:
+            configs = self._after(self._configs, token_id)
+        if not configs:
             raise InvalidTokenError(
                 f"token {token_id} {g.info.token_bytes[token_id] if 0 <= token_id < g.vocab_size else b''!r} "
                 f"is not allowed after {self._length} tokens ({self._describe()})"
             )
         self._trail = (self._trail, self._configs, self._ended, token_id)
         self._length += 1
-        if token_id in g.info.eos_token_ids:
-            self._ended = True
-            return
-        self._configs = self._viable(self._run.step_all(self._configs, g.info.token_bytes[token_id]))
+        self._configs = configs
+        self._ended = eos
 
-    def _viable(self, configs: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-        return configs if len(configs) == 1 else tuple(c for c in configs if self._run.viable(*c))
+    def validate_tokens(self, token_ids: Sequence[int]) -> int:
+        """How many of ``token_ids``, in order, are allowed from here (a draft's valid prefix):
+        one walk over their bytes, no state change. EOS counts when the output may end there,
+        and ends the count (nothing may follow it)."""
+        g = self.grammar
+        if self._ended:
+            return 0
+        eos, run = g.info.eos_token_ids, self._run
+        configs = self._configs
+        for i, t in enumerate(token_ids):
+            if t in eos:
+                return i + 1 if any(run.is_accepting(*c) for c in configs) else i
+            if not 0 <= t < g.vocab_size:
+                return i
+            configs = self._after(configs, t)
+            if not configs:
+                return i
+        return len(token_ids)
 
     def advance_bytes(self, data: bytes) -> bool:
         """Consume raw bytes that are not a token (e.g. a prompt's forced prefix); False if invalid.
@@ -718,10 +811,9 @@ class Matcher:
         return self.is_accepting() and not any(run.next_bytes(*c) for c in self._configs)
 
     def mask(self) -> np.ndarray:
-        """The allowed-token bitmask: ``uint32[ceil(vocab/32)]``, bit ``i % 32`` of word ``i // 32``.
-
-        Read-only and shared between matchers; EOS bits are set when the output may end.
-        """
+        """The allowed-token bitmask (``engine.bitmask`` layout: ``uint32[ceil(vocab/32)]``, bit
+        ``i % 32`` of word ``i // 32``). Read-only and shared between matchers; EOS bits are set
+        when the output may end."""
         g = self.grammar
         if self._ended:
             return np.zeros(g.words, dtype=np.uint32)
@@ -731,7 +823,7 @@ class Matcher:
         out = np.zeros(g.words, dtype=np.uint32)
         for c in self._configs:
             np.bitwise_or(out, run.mask(*c), out=out)
-        return out
+        return read_only(out)
 
     def fill_mask(self, out: Any) -> bool:
         """Write the allowed-token bitmask into ``out`` (numpy or torch, 32-bit words, any length).
@@ -749,8 +841,7 @@ class Matcher:
 
     def allowed_token_ids(self) -> np.ndarray:
         """The allowed token ids, ascending."""
-        bits = np.unpackbits(self.mask().view(np.uint8), bitorder="little")[: self.grammar.vocab_size]
-        return np.flatnonzero(bits)
+        return np.flatnonzero(unpack(self.mask(), self.grammar.vocab_size))
 
     def forced_bytes(self) -> bytes:
         """The bytes the grammar fixes from here (stops where there is a choice, or the text may end)."""
@@ -759,7 +850,8 @@ class Matcher:
             return b""
         configs = self._configs
         out = bytearray()
-        while len(out) < _MAX_FORCED_BYTES and configs and not any(run.is_accepting(*c) for c in configs):
+        limit = self.grammar.limits.max_forced_bytes
+        while len(out) < limit and configs and not any(run.is_accepting(*c) for c in configs):
             bits = 0
             for c in configs:
                 bits |= run.next_bytes(*c)
@@ -810,6 +902,8 @@ class Matcher:
 
     def _describe(self) -> str:
         g = self.grammar
+        if self._ended:
+            return "the output has ended"
         if not self._configs:
             return "no reading of the output is left"
         node, lex = self._configs[0]

@@ -8,11 +8,17 @@ integers. Forking a sequence is free and a prefix is never re-parsed.
 Why integers and not small objects: a long-running cache of ~10^5 stacks held as objects with
 dicts makes Python's cyclic garbage collector stop the world for 100-200 ms (measured on the
 JSONSchemaBench replay); dicts of ints and numpy arrays are not tracked by the collector at all.
+
+Threads: a store is shared by every matcher of a grammar. Reads take no lock; a cache miss
+computes under ``lock`` (re-checking first), and a node's ``state``/``parent`` entries are
+appended before its id is published, so a reader only ever holds ids whose entries exist.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ParseTables", "Stacks", "REJECT", "ACCEPT"]
 
@@ -43,8 +49,9 @@ class ParseTables:
 class Stacks:
     """An intern table of LR stacks plus the terminal-feed cache; node 0 is the start stack."""
 
-    def __init__(self, tables: ParseTables) -> None:
+    def __init__(self, tables: ParseTables, lock: Any = None) -> None:
         self.tables = tables
+        self.lock = lock if lock is not None else threading.RLock()
         self.state: list[int] = [tables.start_state]
         self.parent: list[int] = [-1]
         self._kids: dict[int, int] = {}
@@ -57,12 +64,14 @@ class Stacks:
         return len(self.state)
 
     def push(self, node: int, state: int) -> int:
+        """The id of ``state`` pushed on ``node`` (interned). Holds: the caller has the lock."""
         key = node * self._n_states + state
         kid = self._kids.get(key)
         if kid is None:
-            kid = self._kids[key] = len(self.state)
+            kid = len(self.state)
             self.state.append(state)
             self.parent.append(node)
+            self._kids[key] = kid
         return kid
 
     def feed(self, node: int, terminal: int) -> int:
@@ -75,7 +84,10 @@ class Stacks:
         key = node * self._n_symbols + terminal
         result = self._feeds.get(key)
         if result is None:
-            result = self._feeds[key] = self._feed(node, terminal)
+            with self.lock:
+                result = self._feeds.get(key)
+                if result is None:
+                    result = self._feeds[key] = self._feed(node, terminal)
         return result
 
     def _feed(self, node: int, terminal: int) -> int:
@@ -104,7 +116,10 @@ class Stacks:
         key = node * self._n_symbols + terminal
         result = self._feeds_all.get(key)
         if result is None:
-            result = self._feeds_all[key] = self._feed_all(node, terminal)
+            with self.lock:
+                result = self._feeds_all.get(key)
+                if result is None:
+                    result = self._feeds_all[key] = self._feed_all(node, terminal)
         return result
 
     def _feed_all(self, node: int, terminal: int) -> tuple[int, ...]:

@@ -14,16 +14,20 @@ matcher states canonical and mask caches small.
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, safe_multibyte_sequences, uniform_successor
+from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton"]
 
 _BUILD_LEVELS = 8  # characters of a lazy terminal built with the grammar; the rest on demand
-_UNBUILT: list[int] = [-1] * 256  # the row of a state not built yet (shared, never written)
+_UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
+_STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
+_ROW_BYTES = 256 * 8 + 56  # a built state's row as a Python list (``trans_list``), small ints shared
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,18 @@ class Terminal:
     is_literal: bool
     ignore: bool
     order: tuple  # Lark's lexer order, used to break ties
+
+
+def _locked(method):
+    """Run a method that grows the shared tables under the automaton's lock (cold paths: the
+    vectorised mask walks; the scalar path only reads, see the class docstring)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 def _grown(old: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
@@ -52,9 +68,17 @@ class LexerAutomaton:
     the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal, and
     ``end_bit``, set on lexeme start states, for the text ending there), and
     ``start[q]`` (the state that starts a lexeme in parser state q; ``is_start`` marks such states).
+
+    Threads: one automaton serves every matcher of its grammar. The per-state lists the scalar
+    path reads (``trans_list``, ``accept``, ``accepts``, ``eager``, ``built``, ``completable``,
+    ``start``) are read without a lock: they only grow, a state's entries are all in place
+    before its id appears in any row, and a lazily built row is written before ``built`` says
+    so. Everything that grows the automaton runs under ``lock`` (re-entrant, shared with the
+    grammar's other caches): ``build`` (re-checking), and the numpy side of the mask walks.
     """
 
     def __init__(self, terminals: list[Terminal], contexts: list[list[int]], *, ambiguous: bool = False) -> None:
+        self.lock = threading.RLock()
         self.terminals = terminals
         self.ambiguous = ambiguous
         self.ignore_bit = len(terminals)
@@ -83,7 +107,7 @@ class LexerAutomaton:
         self.is_start = [key[0] for key in self._index]
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
-        self.trans_list: list[list[int]] = [r.tolist() if r is not None else _UNBUILT for r in self._rows]
+        self.trans_list: list[list[int] | tuple[int, ...]] = [r.tolist() if r is not None else _UNBUILT for r in self._rows]
         self.eager = [b and a >= 0 and not any(x >= 0 for x in row) for a, row, b in zip(self.accept, self.trans_list, self.built)]
         self.completable = self._completable()
         self.completable_values = sorted(set(self.completable))  # distinct completable bitsets
@@ -138,6 +162,7 @@ class LexerAutomaton:
 
     # -- building on demand ------------------------------------------------------------------------
 
+    @_locked
     def build_many(self, states: np.ndarray) -> bool:
         """Build the states among ``states`` (-1 allowed) that are not built yet, and bring the
         numpy tables up to date; True if the tables changed in any way (re-read them then: a
@@ -158,8 +183,11 @@ class LexerAutomaton:
     def build(self, state: int) -> None:
         """Build one state now (the scalar stepping path meets it; ``sync`` before using numpy)."""
         if not self.built[state]:
-            self._build(state)
+            with self.lock:
+                if not self.built[state]:
+                    self._build(state)
 
+    @_locked
     def sync(self) -> None:
         """Make the numpy tables cover every state (cheap when they do)."""
         if self._synced < len(self._members) or self._dirty:
@@ -168,10 +196,10 @@ class LexerAutomaton:
     def _build(self, state: int) -> None:
         row = self._successors(self._members[state])
         self._rows[state] = row
-        self.built[state] = True
         self._dirty.append(state)
         self.trans_list[state] = row.tolist()
         self.eager[state] = self.accept[state] >= 0 and not (row >= 0).any()
+        self.built[state] = True  # last: lock-free readers trust the row once this is set
 
     def _lazy_bits(self, members: tuple) -> int:
         """``completable`` of a deferred state: its one terminal (every lazy state is live)."""
@@ -203,12 +231,21 @@ class LexerAutomaton:
             self._cid_buf[s] = self._value_ids[self.completable[s]]
         self._dirty = []
         self._synced = n
-        self.trans = self._trans_buf[:n]
-        self.accept_np = self._accept_buf[:n]
-        self.multi_np = self._multi_buf[:n]
-        self.eager_np = self._eager_buf[:n]
-        self.built_np = self._built_buf[:n]
-        self.completable_id = self._cid_buf[:n]
+        # read-only views: only ``_sync`` writes, into the buffers, under the grammar's lock
+        self.trans = read_only(self._trans_buf[:n])
+        self.accept_np = read_only(self._accept_buf[:n])
+        self.multi_np = read_only(self._multi_buf[:n])
+        self.eager_np = read_only(self._eager_buf[:n])
+        self.built_np = read_only(self._built_buf[:n])
+        self.completable_id = read_only(self._cid_buf[:n])
+
+    def memory_size_bytes(self) -> int:
+        """Estimated bytes, in O(1): the numpy tables (exact, spare capacity included), and per
+        state ``_ROW_BYTES`` for its row list (an upper bound: states not built yet share one)
+        and ``_STATE_BYTES`` for the rest."""
+        names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift", "_chain")
+        arrays = [getattr(self, name, None) for name in names]
+        return sum(a.nbytes for a in arrays if a is not None) + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
     def _successors(self, members: tuple) -> np.ndarray:
         row = np.full(256, -1, dtype=np.int32)
@@ -257,6 +294,7 @@ class LexerAutomaton:
                     changed = True
         return bits
 
+    @_locked
     def shift(self) -> np.ndarray:
         """int[state]: the one state every JSON-string-safe character (any UTF-8 character but
         controls, quote and backslash) leads to, -1 if every such character is rejected, -2 if
@@ -277,7 +315,7 @@ class LexerAutomaton:
                 out[new[~lazy]] = self._shift_of(new[~lazy])
             for s in new[lazy].tolist():
                 out[s] = self._lazy_shift(s)
-            self._shift = out
+            self._shift = read_only(out)
         return self._shift
 
     def _single_lazy(self, state: int) -> bool:
@@ -294,6 +332,7 @@ class LexerAutomaton:
         """shift of the states ``idx`` through the table (-2 where a state on the way is not built)."""
         return uniform_successor(self.trans, idx, self.built_np)
 
+    @_locked
     def shift_chain(self, length: int) -> np.ndarray:
         """int[state, k]: shift applied k times (k <= length); -1 dead, -2 not uniform."""
         if self._chain is None or self._chain.shape[1] <= length:
@@ -303,9 +342,10 @@ class LexerAutomaton:
             for k in range(length):
                 prev = chain[:, k]
                 chain[:, k + 1] = np.where(prev >= 0, shift[np.maximum(prev, 0)], prev)
-            self._chain = chain
+            self._chain = read_only(chain)
         return self._chain
 
+    @_locked
     def chain_take(self, states: np.ndarray, steps: np.ndarray, length: int) -> np.ndarray:
         """shift applied ``steps[i]`` times to ``states[i]`` (each step <= ``length``)."""
         if not self.lazy:
@@ -323,6 +363,7 @@ class LexerAutomaton:
                 rows[i, k + 1] = x
         return rows[inverse.ravel(), steps]
 
+    @_locked
     def safe_closed(self, state: int) -> bool:
         """Does every JSON-string-safe character, from ``state`` and from every state such
         characters lead to, keep the lexeme alive (never ending it) with the same ``completable``
@@ -381,6 +422,7 @@ class LexerAutomaton:
             self._closed[u] = False
         return False
 
+    @_locked
     def canonical(self, state: int, ahead: int) -> int:
         """A state that every text of up to ``ahead`` bytes treats like ``state`` (for masks):
         deep inside a counted lexeme, far from both of its bounds, the count does not matter."""

@@ -13,43 +13,45 @@ across several ``generate`` calls.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..constraints.grammar import Constraint
-from ..engine.compiled import Matcher
+from ..engine.bitmask import allocate, to_bool_tensor
+from ..engine.matcher import Matcher
 from ..errors import DeadEndError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..vocab import tokenizer_info
 
-__all__ = ["GrammarLogitsProcessor", "masks_to_bool"]
+if TYPE_CHECKING:  # only for the annotation: the processor uses the constraint's public methods
+    from ..constraints.grammar import Constraint
 
-# How far back (in tokens) a row may be from a cached prefix: covers assisted generation drafts.
-_MAX_CATCH_UP = 32
-
-
-def masks_to_bool(words: np.ndarray, width: int) -> torch.Tensor:
-    """``uint32[rows, words]`` bitmasks -> ``bool[rows, width]`` (padding columns False)."""
-    bits = np.unpackbits(np.ascontiguousarray(words).view(np.uint8), axis=-1, bitorder="little")
-    if bits.shape[-1] < width:
-        bits = np.pad(bits, ((0, 0), (0, width - bits.shape[-1])))
-    return torch.from_numpy(bits[:, :width].astype(bool))
+__all__ = ["GrammarLogitsProcessor"]
 
 
 class GrammarLogitsProcessor:
     """Set the logits of tokens the constraint does not allow to ``-inf``.
 
     Args:
-        constraint: a ``Grammar``, ``Regex`` (or any ``Constraint``).
+        constraint: a ``Grammar``, ``Regex``, ``JSONSchema`` (anything with ``compile(info)``
+            returning a grammar whose ``matcher()`` is a ``Matcher``).
         tokenizer: the Hugging Face tokenizer (or a ``TokenizerInfo``).
         vocab_size: the model's logits width if it differs from ``len(tokenizer)`` (taken from
             the scores at the first call otherwise).
         eos_token_id: id(s) that end the output (default: the tokenizer's EOS); allowed exactly
             when the output may end, and the only choice once it must end.
+        limits: ``max_catch_up`` and ``processor_cache_entries`` (see ``ctrldec.limits``).
 
     Rows whose output has ended (EOS, then padding) are left untouched. If scores arrive as
     log-probabilities (beam search), allowed rows are renormalized so beam scores stay comparable.
     A row with no allowed token raises ``DeadEndError`` rather than emitting an invalid token.
+
+    One instance may serve several ``generate`` calls at once, in different threads: matchers
+    are cached by prefix in one LRU (``limits.processor_cache_entries`` prefixes) behind a lock,
+    and a cached matcher is never changed (a longer prefix gets a fork).
     """
 
     def __init__(
@@ -59,62 +61,74 @@ class GrammarLogitsProcessor:
         *,
         vocab_size: int | None = None,
         eos_token_id: int | list[int] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.constraint = constraint
         self.tokenizer = tokenizer
+        self.limits = limits
         self._vocab_size = vocab_size
         self._eos = [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
         self._compiled = None
-        # prefix (tuple of ids) -> Matcher, bucketed by length so stale lengths can be dropped.
-        self._by_len: dict[int, dict[tuple, Matcher]] = {}
+        self._lock = threading.Lock()
+        # prefix (int64 token ids as bytes) -> its matcher, least recently used first
+        self._prefixes: OrderedDict[bytes, Matcher] = OrderedDict()
 
     def _grammar(self, width: int):
-        if self._compiled is None:
-            from ..constraints.grammar import tokenizer_info
-            from ..vocab import TokenizerInfo
-
-            info = tokenizer_info(self.tokenizer, self._vocab_size or width)
-            if self._eos is not None and tuple(self._eos) != info.eos_token_ids:
-                info = TokenizerInfo(info.token_bytes, special_ids=info.special_ids, eos_token_ids=self._eos,
-                                     kind=info.kind, encode=info._encode)
-            self._compiled = self.constraint.compile(info)
+        with self._lock:
+            if self._compiled is None:
+                info = tokenizer_info(self.tokenizer, self._vocab_size or width)
+                if self._eos is not None and tuple(self._eos) != info.eos_token_ids:
+                    info = info.with_eos(self._eos)
+                self._compiled = self.constraint.compile(info)
         return self._compiled
 
     def reset(self) -> None:
         """Forget cached prefixes (never needed for correctness; frees memory)."""
-        self._by_len.clear()
+        with self._lock:
+            self._prefixes.clear()
 
-    def matcher_for(self, row: list[int]) -> Matcher:
-        """The matcher after the generated part of ``row``, reusing the longest cached prefix."""
-        key = tuple(row)
-        n = len(key)
-        found = self._by_len.get(n, {}).get(key)
+    def matcher_for(self, row: Any) -> Matcher:
+        """The matcher after the generated part of ``row`` (token ids), reusing the longest cached
+        prefix at most ``limits.max_catch_up`` tokens back; with none, ``row`` is a new prompt."""
+        ids = np.asarray(row, dtype=np.int64)
+        key = ids.tobytes()
+        with self._lock:
+            found = self._lookup(key)
+            if found is None:
+                found = self._continue(key, ids)
+                self._prefixes[key] = found
+                if len(self._prefixes) > self.limits.processor_cache_entries:
+                    self._prefixes.popitem(last=False)
+        return found
+
+    def _lookup(self, key: bytes) -> Matcher | None:
+        found = self._prefixes.get(key)
         if found is not None:
-            return found
-        for back in range(1, min(_MAX_CATCH_UP, n) + 1):
-            parent = self._by_len.get(n - back, {}).get(key[: n - back])
+            self._prefixes.move_to_end(key)
+        return found
+
+    def _continue(self, key: bytes, ids: np.ndarray) -> Matcher:
+        """A new matcher for ``ids``: a cached parent's fork advanced over the rest, else a new
+        prompt's. Holds: the caller has the lock."""
+        n = len(ids)
+        for back in range(1, min(self.limits.max_catch_up, n) + 1):
+            parent = self._lookup(key[: 8 * (n - back)])
             if parent is None:
                 continue
             m = parent.fork()
-            for t in key[n - back :]:
+            for t in ids[n - back :].tolist():
                 if m.ended:
                     break  # a finished row of a batch is padded after its EOS: nothing to check
                 m.advance(t)
-            self._by_len.setdefault(n, {})[key] = m
             return m
-        m = self._compiled.matcher()  # a new prompt
-        self._by_len.setdefault(n, {})[key] = m
-        return m
+        return self._compiled.matcher()  # type: ignore[union-attr]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
         self._grammar(width)
-        n = input_ids.shape[1]
-        for length in [k for k in self._by_len if not n - _MAX_CATCH_UP <= k <= n]:
-            del self._by_len[length]
-        words = np.zeros((rows, (width + 31) // 32), dtype=np.uint32)
+        words = allocate(rows, width)
         untouched = np.zeros(rows, dtype=bool)
-        for i, row in enumerate(input_ids.tolist()):
+        for i, row in enumerate(input_ids.cpu().numpy()):
             m = self.matcher_for(row)
             if m.ended:
                 untouched[i] = True
@@ -122,7 +136,7 @@ class GrammarLogitsProcessor:
             if not m.fill_mask(words[i]):
                 m.check_not_dead()
                 raise DeadEndError("no token is allowed and the output may not end")  # pragma: no cover
-        allowed = masks_to_bool(words, width).to(scores.device)
+        allowed = to_bool_tensor(words, width).to(scores.device)
         if untouched.any():
             allowed[torch.from_numpy(untouched).to(scores.device)] = True
         is_logprob = bool((scores <= 0).all()) and bool(

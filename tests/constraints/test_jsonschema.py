@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ctrldec
-from ctrldec import SchemaError
+from ctrldec import GrammarError, SchemaError
 from ctrldec.constraints import tokenizer_info
+from ctrldec.constraints.grammar import clear_caches
+from ctrldec.limits import Limits
 
 # Schemas whose every keyword ctrldec enforces exactly (no relaxation): the grammar must agree
 # with the reference validator on every instance.
@@ -309,3 +311,46 @@ def test_unanchored_pattern_masks_equal_token_checks(default_info, pattern):
         assert fresh.advance_bytes(prefix)
         expected = {t for t in range(default_info.vocab_size) if fresh.accepts(t)}
         assert allowed == expected, (pattern, body, sorted(allowed ^ expected)[:10])
+
+
+def test_relaxations_reach_every_instance_once():
+    info = tokenizer_info(byte_level_tokenizer())
+    schema = {"type": "array", "uniqueItems": True}
+    clear_caches()  # the first instance compiles, the second is served the cached tables
+    for _ in range(2):
+        s = ctrldec.JSONSchema(schema, lenient=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            s.compile(info)
+            s.matcher(info)
+            s.matches("[1]")
+        assert [str(w.message) for w in caught] == ["JSONSchema relaxed uniqueItems (duplicates are not prevented) at /uniqueItems"]
+        assert s.relaxations == ["uniqueItems (duplicates are not prevented) at /uniqueItems"]
+
+
+def test_limits_change_what_is_exact_and_are_part_of_the_cache_key():
+    schema = {"type": "array", "maxItems": 10}
+    assert ctrldec.JSONSchema(schema).matches("[" + ",".join(["1"] * 10) + "]")
+    with pytest.raises(SchemaError, match="maxItems 10 beyond 4"):
+        ctrldec.JSONSchema(schema, limits=Limits(max_items=4)).tables()
+    loose = ctrldec.JSONSchema(schema, lenient=True, limits=Limits(max_items=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert loose.matches("[" + ",".join(["1"] * 11) + "]") and loose.relaxations
+
+
+def test_budget_shorthands_override_the_limits():
+    s = ctrldec.JSONSchema({}, limits=Limits(max_seconds=3.0), max_states=500)
+    assert (s.limits.max_seconds, s.limits.max_states, s.limits.max_items) == (3.0, 500, Limits().max_items)
+
+
+def test_lark_analysis_input_is_bounded():
+    text = "start: a | b\na: \"x\"\nb: \"y\"\n"
+    assert ctrldec.Grammar(text).matches("x")
+    with pytest.raises(GrammarError, match="max_grammar_rules"):
+        ctrldec.Grammar(text, limits=Limits(max_grammar_rules=2)).tables()
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="max_items"):
+        Limits(max_items=0)

@@ -32,8 +32,7 @@ def _uncached(schema: dict, info):
     """Compiled afresh (compiled grammars are cached by schema, not by the module's bounds)."""
     from ctrldec.constraints import grammar
 
-    grammar._TABLES.clear()
-    grammar._COMPILED.clear()
+    grammar.clear_caches()
     return ctrldec.JSONSchema(schema).compile(info)
 
 

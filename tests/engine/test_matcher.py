@@ -185,3 +185,48 @@ def test_encode_after_continues_the_canonical_tokenization(info):
     assert info.encode_after(info.encode("T"), b"he quick") is None  # "The" re-merges the committed "T"
     assert info.encode_after([], b"abc") == info.encode("abc")
     assert info.encode_after(previous, "é".encode()[:1]) == []  # a cut character is left out
+
+
+def _count_by_advancing(m, ids) -> int:
+    """The reference for ``validate_tokens``: accepts/advance one token at a time on a fork."""
+    other = m.fork()
+    for i, t in enumerate(ids):
+        if not other.accepts(t):
+            return i
+        other.advance(t)
+    return len(ids)
+
+
+@pytest.mark.parametrize("constraint", [JSON, ctrldec.JSONSchema({"maxProperties": 2})], ids=["lalr", "glr"])
+@settings(max_examples=40, deadline=None)
+@given(
+    value=st.recursive(st.none() | st.booleans() | st.integers(-999, 999) | st.text(max_size=6),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                       max_leaves=6),
+    start=st.integers(0, 40),
+    noise=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 700)), max_size=3),
+    eos=st.booleans(),
+)
+def test_validate_tokens_counts_like_advancing_a_fork(info, constraint, value, start, noise, eos):
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    ids = info.encode(text) + ([info.eos_token_ids[0]] * 2 if eos else [])
+    for at, t in noise:  # a wrong token somewhere (ids past the vocabulary included)
+        ids.insert(min(at, len(ids)), t)
+    m = constraint.compile(info).matcher()
+    for t in ids[: min(start, _count_by_advancing(m, ids))]:
+        m.advance(t)
+    draft = ids[m.num_tokens :]
+    before = (m.num_tokens, m.is_accepting(), m.mask().tobytes())
+    assert m.validate_tokens(draft) == _count_by_advancing(m, draft)
+    assert (m.num_tokens, m.is_accepting(), m.mask().tobytes()) == before  # no state change
+
+
+def test_validate_tokens_takes_eos_only_where_the_output_may_end(info):
+    eos = info.eos_token_ids[0]
+    m = ctrldec.Regex("[0-9]+").matcher(info)
+    one, two = encode(info, "1")[0], encode(info, "2")[0]
+    assert m.validate_tokens([eos]) == 0 and m.validate_tokens([one, eos, two]) == 2
+    assert m.validate_tokens([one, two, one]) == 3 and m.validate_tokens([]) == 0
+    m.advance(one)
+    m.advance(eos)
+    assert m.validate_tokens([one]) == 0

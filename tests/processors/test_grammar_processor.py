@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from helpers import byte_level_tokenizer, tiny_llama
@@ -116,3 +118,59 @@ def test_dead_end_raises_instead_of_emitting_an_invalid_token():
     proc(torch.tensor([[0]]), torch.zeros(1, 4))  # the prompt
     with pytest.raises(DeadEndError, match="no token is allowed"):
         proc(torch.tensor([[0, 2]]), torch.zeros(1, 4))
+
+
+def _greedy(model, proc, ids, steps):
+    """Greedy decoding through ``proc`` by hand, yielding the ids after each step (so that two
+    generations can be interleaved call by call)."""
+    for _ in range(steps):
+        with torch.no_grad():
+            scores = proc(ids, model(ids).logits[:, -1, :])
+        ids = torch.cat([ids, scores.argmax(-1, keepdim=True)], dim=1)
+        yield ids
+
+
+def _prompts(tok):
+    # lengths far apart: a cache pruned around the current call's length would drop the other's rows
+    return [tok(text, return_tensors="pt")["input_ids"] for text in ("a", "a much longer prompt than the first one, " * 4)]
+
+
+def test_one_processor_serves_interleaved_generations(tok, model):
+    json = ctrldec.Grammar.builtin("json_compact")
+    alone = [list(_greedy(model, json.logits_processor(tok), p, 16))[-1] for p in _prompts(tok)]
+    shared = json.logits_processor(tok)
+    for together in zip(*(_greedy(model, shared, p, 16) for p in _prompts(tok))):
+        pass
+    for ids, expected, prompt in zip(together, alone, _prompts(tok)):
+        assert torch.equal(ids, expected)
+        new = ids[0, prompt.shape[1] :].tolist()
+        text = tok.decode(new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new)
+        assert json.is_prefix(text), text  # past EOS the processor leaves rows alone
+
+
+def test_one_processor_serves_concurrent_generate_calls(tok, model):
+    json = ctrldec.Grammar.builtin("json_compact")
+    kwargs = dict(max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id)
+    alone = [model.generate(p, logits_processor=[json.logits_processor(tok)], **kwargs) for p in _prompts(tok)]
+    shared = json.logits_processor(tok)
+    outputs: dict[int, torch.Tensor] = {}
+    threads = [threading.Thread(target=lambda i=i, p=p: outputs.__setitem__(i, model.generate(p, logits_processor=[shared], **kwargs)))
+               for i, p in enumerate(_prompts(tok) * 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [torch.equal(outputs[i], alone[i % 2]) for i in range(4)] == [True] * 4
+
+
+def test_the_processor_imports_only_layers_below_it():
+    """DESIGN.md: imports run downward; the processor works from a constraint's public methods."""
+    import ast
+    import inspect
+
+    from ctrldec.processors import grammar as module
+
+    tree = ast.parse(inspect.getsource(module))
+    type_only = {id(n) for node in tree.body if isinstance(node, ast.If) for n in ast.walk(node)}  # `if TYPE_CHECKING:`
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) not in type_only]
+    assert imported and not [m for m in imported if m.lstrip(".").startswith("constraints")]

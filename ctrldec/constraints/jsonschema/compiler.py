@@ -21,15 +21,12 @@ from urllib.parse import unquote, urljoin
 
 from ...engine.bytedfa import ByteDFA, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
+from ...limits import DEFAULT_LIMITS, Limits
 from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
-from .strings import FORMATS, LAZY_LENGTH_FROM, MAX_LENGTH_BOUND, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
+from .strings import FORMATS, LAZY_LENGTH_FROM, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
 
-__all__ = ["compile_schema", "CompiledSchema", "MAX_COUNT"]
+__all__ = ["compile_schema", "CompiledSchema"]
 
-MAX_COUNT = 64  # exact counting of object properties (and contains matches) up to here
-MAX_ITEMS = 1024  # exact counting of array items up to here: one rule per position, linear
-MAX_UNION_PRODUCT = 64  # allOf of anyOfs is distributed into at most this many branches
-MAX_ANY_ORDER_REQUIRED = 6  # property_order="any" tracks the required keys seen: 2^r rule states
 TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
 # Keywords with no effect on validity: ignored without a word.
@@ -81,9 +78,10 @@ class CompiledSchema:
 
 
 class _Compiler:
-    def __init__(self, root: Any, *, whitespace: str | None, lenient: bool, any_order: bool = False) -> None:
+    def __init__(self, root: Any, *, whitespace: str | None, lenient: bool, any_order: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
         self.root = root
         self.lenient = lenient
+        self.limits = limits
         self.any_order = any_order
         self.warnings: list[str] = []
         self.notes: list[str] = []
@@ -288,8 +286,8 @@ class _Compiler:
 
         Under a draft-07 (or earlier) ``$schema``, a $ref stands alone: its siblings are ignored.
         """
-        if depth > 32:
-            raise SchemaError("allOf/$ref nesting deeper than 32 (a reference cycle through allOf?)", pointer=pointer)
+        if depth > self.limits.max_ref_depth:
+            raise SchemaError(f"allOf/$ref nesting deeper than {self.limits.max_ref_depth} (a reference cycle through allOf?)", pointer=pointer)
         alone = "$ref" in schema and self._ref_alone
         parts = [] if alone else [{k: v for k, v in schema.items() if k not in ("allOf", "$ref")}]
         if "$ref" in schema:
@@ -413,7 +411,7 @@ class _Compiler:
             for j, alts in enumerate(negations):
                 if j == i:
                     continue
-                if alts is None or len(variants) * max(len(alts), 1) > MAX_UNION_PRODUCT:
+                if alts is None or len(variants) * max(len(alts), 1) > self.limits.max_union_product:
                     return None
                 if not alts:  # the other branch accepts every object: none is left
                     variants = []
@@ -428,7 +426,7 @@ class _Compiler:
         try:
             return product(a, b, "diff")
         except UnboundedProduct as e:
-            dense_a, dense_b = tabulated(a, MAX_LENGTH_BOUND), tabulated(b, MAX_LENGTH_BOUND)
+            dense_a, dense_b = tabulated(a, self.limits.max_length_bound), tabulated(b, self.limits.max_length_bound)
             if dense_a is not None and dense_b is not None:  # short enough to tabulate after all
                 return product(dense_a, dense_b, "diff")
             self.relax(pointer, f"{e} (not enforced)")
@@ -450,7 +448,7 @@ class _Compiler:
                 alternatives = _negate_object(self.flatten(n, pointer))
                 if alternatives is None:
                     self.relax(pointer, "'not' of an object schema beyond properties/required (not enforced)")
-                elif len(alternatives) > MAX_UNION_PRODUCT:
+                elif len(alternatives) > self.limits.max_union_product:
                     self.relax(pointer, "'not' with too many alternatives (not enforced)")
                 else:
                     base = {**{k: x for k, x in rest.items() if k not in ("type", "enum", "const")}, "type": "object"}
@@ -511,7 +509,7 @@ class _Compiler:
         for v in values:
             if _json_type(v, types) is None or not self._value_ok(v, rest):
                 continue
-            literals += _spellings(v)
+            literals += _spellings(v, self.limits.max_enum_spellings)
         return _Values(scalar=strings(literals) if literals else None)
 
     def _value_ok(self, v: Any, s: dict) -> bool:
@@ -572,8 +570,8 @@ class _Compiler:
                 ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
                 if lo is None and hi is None and mult is None:
                     return compile_regex(ANY_INTEGER)
-                return integer_dfa(ilo, ihi, mult)
-            return number_dfa(lo, hi, lo_exclusive=lo_x, hi_exclusive=hi_x, multiple_of=mult)
+                return integer_dfa(ilo, ihi, mult, max_modulus=self.limits.max_modulus)
+            return number_dfa(lo, hi, lo_exclusive=lo_x, hi_exclusive=hi_x, multiple_of=mult, max_modulus=self.limits.max_modulus)
         except OverflowError as e:
             self.relax(f"{pointer}/multipleOf", f"multipleOf too fine to enforce exactly ({e})")
             s2 = {k: v for k, v in s.items() if k != "multipleOf"}
@@ -584,8 +582,9 @@ class _Compiler:
     def _string_automaton(self, s: dict, pointer: str, *, counted: bool = True) -> ByteDFA:
         """The JSON text of the strings ``s`` allows. Length bounds past ``LAZY_LENGTH_FROM`` are
         counted by a lazy automaton (built as far as the text goes); where it cannot be used
-        (``counted=False``: property names; a pattern with a minimum past 1,024), bounds up to
-        ``MAX_LENGTH_BOUND`` are tabulated and longer ones are a relaxation."""
+        (``counted=False``: property names; a pattern with a minimum past
+        ``Limits.max_counted_min``), bounds up to ``Limits.max_length_bound`` are tabulated and
+        longer ones are a relaxation."""
         patterns = s.get("pattern")
         patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
         usable = []
@@ -611,12 +610,12 @@ class _Compiler:
         why = "of a property name"
         if counted and ((hi is not None and hi > LAZY_LENGTH_FROM) or lo > LAZY_LENGTH_FROM):
             try:  # counted as far as the text goes, not tabulated
-                return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi)
+                return counted_string(pattern=usable, fmt=known, min_length=lo, max_length=hi, max_counted_min=self.limits.max_counted_min)
             except UnboundedProduct as e:  # tabulated below if short enough
                 why = str(e)
-        if (hi is not None and hi > MAX_LENGTH_BOUND) or lo > MAX_LENGTH_BOUND:
-            self.relax(f"{pointer}", f"string length bounds beyond {MAX_LENGTH_BOUND}, {why} (not enforced)")
-            lo, hi = (lo if lo <= MAX_LENGTH_BOUND else 0), (hi if hi is not None and hi <= MAX_LENGTH_BOUND else None)
+        if (hi is not None and hi > self.limits.max_length_bound) or lo > self.limits.max_length_bound:
+            self.relax(f"{pointer}", f"string length bounds beyond {self.limits.max_length_bound}, {why} (not enforced)")
+            lo, hi = (lo if lo <= self.limits.max_length_bound else 0), (hi if hi is not None and hi <= self.limits.max_length_bound else None)
         return string_dfa(pattern=usable, fmt=known, min_length=lo, max_length=hi)
 
     # -- arrays -----------------------------------------------------------------------------------
@@ -648,12 +647,12 @@ class _Compiler:
                 break
         if hi is not None and hi < lo:
             return NEVER
-        if hi is not None and hi > max(MAX_ITEMS, len(prefix)):
-            self.relax(f"{pointer}/maxItems", f"maxItems {hi} beyond {MAX_ITEMS} (not enforced)")
+        if hi is not None and hi > max(self.limits.max_items, len(prefix)):
+            self.relax(f"{pointer}/maxItems", f"maxItems {hi} beyond {self.limits.max_items} (not enforced)")
             hi = None
-        if lo > max(MAX_ITEMS, len(prefix)):
-            self.relax(f"{pointer}/minItems", f"minItems {lo} beyond {MAX_ITEMS} (not enforced)")
-            lo = max(MAX_ITEMS, len(prefix))
+        if lo > max(self.limits.max_items, len(prefix)):
+            self.relax(f"{pointer}/minItems", f"minItems {lo} beyond {self.limits.max_items} (not enforced)")
+            lo = max(self.limits.max_items, len(prefix))
         open_, close, comma = self.lit(b"["), self.lit(b"]"), self.lit(b",")
 
         def element(j: int) -> str | None:
@@ -717,8 +716,8 @@ class _Compiler:
             core = self.rule(seq)
             return self.rule([[open_, self.rule([[core], [before, core], [core, after], [before, core, after]]), close]])
         n_max = int(n_max)
-        if n_max > MAX_COUNT:
-            self.relax(f"{pointer}/maxContains", f"maxContains {n_max} beyond {MAX_COUNT} (not enforced)")
+        if n_max > self.limits.max_count:
+            self.relax(f"{pointer}/maxContains", f"maxContains {n_max} beyond {self.limits.max_count} (not enforced)")
             return self.array_contains({k: v for k, v in s.items() if k != "maxContains"}, pointer, elem, rest, rest_rule, lo, hi)
         flat = self.flatten(item_schema, pointer) if isinstance(item_schema, dict) else {}
         miss_values = self.subtract(self.values(flat, pointer), flat, s["contains"], f"{pointer}/contains")
@@ -785,15 +784,15 @@ class _Compiler:
         counts = (lo, hi)
         if lo <= n_required and hi is None:
             counts = (0, None)  # implied by the required properties
-        elif max(lo, hi or 0) > MAX_COUNT:
-            self.relax(f"{pointer}", f"minProperties/maxProperties beyond {MAX_COUNT} (not enforced)")
+        elif max(lo, hi or 0) > self.limits.max_count:
+            self.relax(f"{pointer}", f"minProperties/maxProperties beyond {self.limits.max_count} (not enforced)")
             counts = (0, None)
-        if self.any_order and n_required <= MAX_ANY_ORDER_REQUIRED:
+        if self.any_order and n_required <= self.limits.max_any_order_required:
             return self._object_any_order(members, extra, counts)
         if self.any_order:
             # Not a relaxation (nothing invalid gets in) but a restriction: say so.
             self.notes.append(f"keeps the schema's property order at {pointer or '/'}: property_order='any' tracks up "
-                              f"to {MAX_ANY_ORDER_REQUIRED} required keys, this object has {n_required}")
+                              f"to {self.limits.max_any_order_required} required keys, this object has {n_required}")
         return self._object_rules(members, extra, counts)
 
     def object_dependencies(self, s: dict, pointer: str) -> str | None:
@@ -808,7 +807,7 @@ class _Compiler:
         schemas.update(s.get("dependentSchemas") or {})
         triggers = list(dict.fromkeys([*required, *schemas]))
         base = {k: v for k, v in s.items() if k not in ("dependencies", "dependentRequired", "dependentSchemas")}
-        if 2 ** len(triggers) > MAX_UNION_PRODUCT:
+        if 2 ** len(triggers) > self.limits.max_union_product:
             self.relax(f"{pointer}/dependentRequired", f"{len(triggers)} property dependencies (not enforced)")
             return self.object(base, pointer)
         alts = []
@@ -864,8 +863,8 @@ class _Compiler:
             except UnsupportedPattern as e:
                 self.relax(f"{pointer}/patternProperties", f"pattern {p!r} ({e})")
         plist = list(pattern_dfas)
-        if len(plist) > 4:
-            self.relax(f"{pointer}/patternProperties", "more than 4 patternProperties (overlaps not intersected)")
+        if len(plist) > self.limits.max_pattern_properties:
+            self.relax(f"{pointer}/patternProperties", f"more than {self.limits.max_pattern_properties} patternProperties (overlaps not intersected)")
             for p in plist:
                 key = self.term(product(base, pattern_dfas[p], "and"))
                 alts.append([key, colon, self.value(patterns[p], f"{pointer}/patternProperties/{_pointer_escape(p)}")])
@@ -1134,7 +1133,7 @@ def _disjoint_pair(a: dict, b: dict, compiler: _Compiler, part: str, depth: int 
         return True
     if ca is not None and cb is not None and not ca & cb:
         return True
-    if common != {"object"} or depth > 4:
+    if common != {"object"} or depth > compiler.limits.max_disjoint_depth:
         return False
     req_a, req_b = set(a.get("required") or []), set(b.get("required") or [])
     if any(_forbids(b, k) for k in req_a) or any(_forbids(a, k) for k in req_b):
@@ -1198,7 +1197,7 @@ def _merge(a: dict, b: dict, pointer: str, compiler: _Compiler) -> dict:
                 out["not"] = True
         elif k in ("anyOf", "oneOf"):
             # (A1 | A2) & (B1 | B2) = (A1 & B1) | (A1 & B2) | ...
-            if len(u) * len(v) > MAX_UNION_PRODUCT:
+            if len(u) * len(v) > compiler.limits.max_union_product:
                 compiler.relax(pointer, f"allOf of unions with {len(u) * len(v)} combined branches (only the first union kept)")
                 continue
             out[k] = [{"allOf": [x, y]} for x in u for y in v]
@@ -1257,9 +1256,11 @@ def _cross_additional(out: dict, a: dict, b: dict, pointer: str) -> dict:
     return out
 
 
-def compile_schema(schema: Any, *, whitespace: str | None = None, lenient: bool = False, any_order: bool = False) -> CompiledSchema:
+def compile_schema(
+    schema: Any, *, whitespace: str | None = None, lenient: bool = False, any_order: bool = False, limits: Limits = DEFAULT_LIMITS
+) -> CompiledSchema:
     """Compile a JSON Schema (a dict or boolean) into rules and terminal automata."""
-    c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order)
+    c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order, limits=limits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         top = c.value(schema, "")

@@ -21,12 +21,12 @@ from decimal import Decimal
 import numpy as np
 
 from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, literal, product, union_all
+from ...limits import DEFAULT_LIMITS
 
-__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "MAX_MODULUS"]
+__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER"]
 
 ANY_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 ANY_INTEGER = r"-?(0|[1-9][0-9]*)(\.0+)?"
-MAX_MODULUS = 50_000  # states of a multipleOf automaton: the scaled divisor times (fraction digits + 2)
 _EMPTY = ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
 _DIGITS = [ord(str(d)) for d in range(10)]
 
@@ -186,17 +186,17 @@ def _bounded(lo: Decimal | None, lo_strict: bool, hi: Decimal | None, hi_strict:
     return union_all([p for p in parts if not p.empty])
 
 
-def _multiple_of(m: Decimal) -> ByteDFA:
+def _multiple_of(m: Decimal, max_modulus: int) -> ByteDFA:
     """Numbers ``-?[0-9]+(\\.[0-9]+)?`` whose value is an integer multiple of ``m`` (> 0).
 
     With m = p / 10^s, x is a multiple iff x * 10^s is an integer divisible by p: the automaton
     tracks that remainder through the integer digits and the first s fraction digits; later
-    fraction digits must be zeros.
+    fraction digits must be zeros. ``OverflowError`` past ``max_modulus`` states.
     """
     _, digits, exponent = m.normalize().as_tuple()
     p = int("".join(map(str, digits))) * (10 ** max(0, exponent))  # type: ignore[arg-type]
     s = max(0, -exponent)  # type: ignore[operator]
-    if p * (s + 2) > MAX_MODULUS:
+    if p * (s + 2) > max_modulus:
         raise OverflowError(f"multipleOf {m} needs {p * (s + 2)} automaton states")
     # 0 start, 1 after '-', I(r) integer part, D(r) just read '.', F(j, r) after j fraction
     # digits (j = 1..J; at j = J only zeros may follow)
@@ -227,7 +227,9 @@ def _multiple_of(m: Decimal) -> ByteDFA:
     return ByteDFA(trans, accepting)
 
 
-def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None) -> ByteDFA:
+def integer_dfa(
+    lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None, *, max_modulus: int = DEFAULT_LIMITS.max_modulus
+) -> ByteDFA:
     """Integers in [lo, hi] (inclusive; None: unbounded), multiples of ``multiple_of``.
 
     ``1.0`` is an integer in JSON Schema (a number with no fractional part): a fraction of zeros
@@ -244,7 +246,7 @@ def integer_dfa(lo: int | None = None, hi: int | None = None, multiple_of: Decim
     if not dfa.empty:
         dfa = _then(dfa, compile_regex(r"(\.0+)?"))
     if multiple_of is not None and not dfa.empty:
-        dfa = product(dfa, _multiple_of(multiple_of), "and")
+        dfa = product(dfa, _multiple_of(multiple_of, max_modulus), "and")
     return dfa
 
 
@@ -274,12 +276,13 @@ def number_dfa(
     lo_exclusive: bool = False,
     hi_exclusive: bool = False,
     multiple_of: Decimal | None = None,
+    max_modulus: int = DEFAULT_LIMITS.max_modulus,
 ) -> ByteDFA:
     """JSON numbers within the bounds (and multiples of ``multiple_of``); see the module docstring."""
     if lo is None and hi is None and multiple_of is None:
         return compile_regex(ANY_NUMBER)
     dfa = _bounded(lo, lo_exclusive, hi, hi_exclusive)
     if multiple_of is not None:
-        return product(dfa, _multiple_of(multiple_of), "and") if not dfa.empty else dfa
+        return product(dfa, _multiple_of(multiple_of, max_modulus), "and") if not dfa.empty else dfa
     exponents = _exponent_forms(lo, lo_exclusive, hi, hi_exclusive)
     return union_all([dfa, exponents]) if not exponents.empty else dfa

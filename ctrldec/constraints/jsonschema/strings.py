@@ -22,11 +22,11 @@ import interegular
 import numpy as np
 
 from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
+from ...limits import DEFAULT_LIMITS
 
-__all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "MAX_LENGTH_BOUND", "LAZY_LENGTH_FROM"]
+__all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "LAZY_LENGTH_FROM"]
 
 ANY_STRING_BODY = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*'
-MAX_LENGTH_BOUND = 256  # tabulated length counting up to here (one automaton level per character)
 LAZY_LENGTH_FROM = 32  # longer bounds are counted by an automaton built as the text goes
 
 _SHORT = {'"': b'\\"', "\\": b"\\\\", "\b": b"\\b", "\f": b"\\f", "\n": b"\\n", "\r": b"\\r", "\t": b"\\t"}
@@ -327,7 +327,7 @@ FORMATS: dict[str, str] = {
 # -- lengths ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_length_automata)
 def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
     """String bodies of ``lo`` to ``hi`` characters (``hi`` None: no upper bound)."""
     one = json_char()
@@ -352,7 +352,7 @@ def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
     return ByteDFA(trans, accepting)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_bodies)
 def _pattern_body(python_regex: str) -> ByteDFA:
     try:
         return fsm_to_dfa(parse_fsm(python_regex), encode=_json_encode)
@@ -380,17 +380,19 @@ def string_dfa(
     return concat_bytes(b'"', body, b'"')
 
 
-def counted_string(*, pattern: list[str], fmt: list[str], min_length: int, max_length: int | None) -> LazyDFA | ByteDFA:
+def counted_string(
+    *, pattern: list[str], fmt: list[str], min_length: int, max_length: int | None, max_counted_min: int = DEFAULT_LIMITS.max_counted_min
+) -> LazyDFA | ByteDFA:
     """``string_dfa`` for length bounds too long to tabulate: a lazily built automaton (an
     empty ``ByteDFA`` when nothing fits). ``UnboundedProduct`` for a pattern with a minimum
-    length past what is counted."""
+    length past ``max_counted_min``."""
     if not pattern and not fmt:
         return CountedString(min_length, max_length)
     bodies = [_pattern_body(ecma_to_python(p)) for p in pattern] + [_pattern_body(f"(?:{FORMATS[f]})") for f in fmt]
     body = bodies[0]
     for other in bodies[1:]:
         body = product(body, other, "and")
-    out = CountedPattern(body, min_length, max_length)
+    out = CountedPattern(body, min_length, max_length, max_lo=max_counted_min)
     return ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)) if out.empty else out
 
 
