@@ -7,11 +7,15 @@ True
 
 from . import models
 from .constraints import Constraint, Grammar, JSONSchema, Regex
-from .engine import CompiledGrammar, Matcher
+from .engine.compiled import CompiledGrammar, GrammarMatcher
+from .engine.matcher import Matcher, Unconstrained
 from .generate import Decoder, GenerationResult, custom_generate, generate
 from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import GrammarLogitsProcessor
-from .samplers.control import EntropyTemperature, Mirostat, StepStats
+from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
+from .samplers import FullMask, Greedy, Multinomial, TokenSampler
+from .speculative import Draft, Drafter, ForcedText, PromptLookup
+from .limits import Limits
 from .vocab import TokenizerInfo
 
 __version__ = "0.1.0"
@@ -27,10 +31,22 @@ __all__ = [
     "custom_generate",
     "generate",
     "Matcher",
+    "GrammarMatcher",
+    "Limits",
+    "Unconstrained",
     "GrammarLogitsProcessor",
     "Mirostat",
     "EntropyTemperature",
     "StepStats",
+    "Controller",
+    "TokenSampler",
+    "Greedy",
+    "Multinomial",
+    "FullMask",
+    "Drafter",
+    "Draft",
+    "ForcedText",
+    "PromptLookup",
     "TokenizerInfo",
     "models",
     "CtrldecError",

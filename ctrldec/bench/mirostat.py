@@ -36,7 +36,7 @@ def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta:
         max_new_tokens: int = 200, seed: int = 0, surprise: str = "original", constraint: Any = None,
         progress: bool = False) -> dict[str, Any]:
     from ..generate import Decoder
-    from ..samplers.control import Mirostat
+    from ..controllers import Mirostat
 
     if not 1 <= prompts <= len(PROMPTS):
         raise ValueError(f"prompts must be between 1 and {len(PROMPTS)}, got {prompts}")

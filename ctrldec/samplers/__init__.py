@@ -1,5 +1,12 @@
-"""Samplers: which token comes next (greedy, multinomial with warpers, mask-free under a constraint)."""
+"""Samplers: which token comes next under a constraint (the ``TokenSampler`` protocol).
 
-from .sampling import Choice, SamplingParams, choose
+``Greedy`` and ``Multinomial`` test candidates with ``Matcher.accepts`` and compute a full mask
+only as a fallback; ``FullMask`` samples from the whole constrained distribution, after
+controllers, as ``model.generate`` does.
+"""
 
-__all__ = ["Choice", "SamplingParams", "choose"]
+from .base import Choice, SamplingParams, TokenSampler
+from .full_mask import FullMask
+from .sampling import Greedy, Multinomial, choose
+
+__all__ = ["Choice", "SamplingParams", "TokenSampler", "FullMask", "Greedy", "Multinomial", "choose"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ctrldec
-from ctrldec.samplers.control import Mirostat, MirostatState, EntropyTemperature, mirostat_k, zipf_exponent
+from ctrldec.controllers import Mirostat, MirostatState, EntropyTemperature, mirostat_k, zipf_exponent
 from helpers import byte_level_tokenizer, tiny_llama
 
 NEG = float("-inf")
@@ -244,3 +244,18 @@ def test_default_model_same_seed_same_output_as_hf_processor(default_model):
                         max_new_tokens=30, pad_token_id=tok.eos_token_id)
     ours = decoder.generate(prompt, controllers=[Mirostat(3.0)], seed=7, max_new_tokens=30, lookahead=0)
     assert ours.token_ids == [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]
+
+
+def test_one_processor_serves_interleaved_generations():
+    """Two generations (different prompt lengths, as from two threads) call one Mirostat
+    processor in turn: each row's mu follows its own prefix, as with one processor each."""
+    gen = torch.Generator().manual_seed(5)
+    scores = [torch.log_softmax(torch.randn(1, 40, generator=gen), -1) for _ in range(12)]
+    shared, alone = Mirostat(2.0, eta=0.8), {"a": Mirostat(2.0, eta=0.8), "b": Mirostat(2.0, eta=0.8)}
+    rows = {"a": [1, 2, 3], "b": [4, 5, 6, 7, 8, 9]}
+    for step in range(6):
+        for name in ("a", "b"):
+            ids = torch.tensor([rows[name]])
+            s = scores[2 * step + (name == "b")]
+            assert torch.equal(shared(ids, s), alone[name](ids, s)), (step, name)
+            rows[name].append(int(s.argmax()))

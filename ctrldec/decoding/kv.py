@@ -1,0 +1,120 @@
+"""``KVCache``: the model's key/value cache for a batch of rows, each row one sequence.
+
+Rows grow by different amounts each step (one row fast-forwards twenty forced tokens while
+another samples one) and drop rejected drafts independently. A Hugging Face cache is one
+rectangle ``[rows, heads, columns, dim]``, so the handle keeps, per row and column, the position
+of the token stored there, or -1 for a *hole* (padding, a rejected draft). The runner turns that
+into the attention mask and position ids of the next forward pass. With one row and no holes it
+passes neither, which is exactly a plain ``model(input_ids, past_key_values=...)`` call.
+
+Operations: ``length(row)``, ``crop(row, n)`` (forget positions ``>= n``), ``select_rows(indices)``
+(keep, reorder or duplicate rows: finished sequences leave, SMC resamples, beams fork), ``fork()``
+(an independent copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["KVCache", "fork_cache", "crop_cache"]
+
+
+def fork_cache(cache: Any) -> Any:
+    """An independent copy of a Hugging Face KV cache."""
+    return copy.deepcopy(cache)
+
+
+def crop_cache(cache: Any, length: int) -> Any:
+    """Drop a Hugging Face cache's columns past ``length``."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)  # transformers 5 counts from the end
+    return cache
+
+
+class KVCache:
+    """See the module docstring. ``cache`` is None until the first forward pass."""
+
+    def __init__(self, rows: int) -> None:
+        self.cache: Any = None
+        self.positions = np.zeros((rows, 0), dtype=np.int64)  # [row, column] -> position, -1 = hole
+        self.lengths = np.zeros(rows, dtype=np.int64)  # tokens stored per row
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def columns(self) -> int:
+        return self.positions.shape[1]
+
+    @property
+    def plain(self) -> bool:
+        """One row without holes: the model needs no attention mask or position ids."""
+        return self.rows == 1 and self.columns == int(self.lengths[0])
+
+    def length(self, row: int) -> int:
+        return int(self.lengths[row])
+
+    def step_layout(self, counts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """For a forward that appends ``counts[r]`` tokens to row ``r``, left-padded to the longest:
+        the attention mask over every column after it, the new tokens' position ids, and the new
+        columns' positions (for ``appended``)."""
+        width = max(counts)
+        new = np.full((self.rows, width), -1, dtype=np.int64)
+        for r, n in enumerate(counts):
+            new[r, width - n:] = self.lengths[r] + np.arange(n)
+        mask = np.concatenate([self.positions, new], axis=1) >= 0
+        return torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(np.maximum(new, 0)), new
+
+    def appended(self, new: np.ndarray, cache: Any) -> None:
+        """Record a forward pass that stored the columns ``new`` (from ``step_layout``)."""
+        self.positions = np.concatenate([self.positions, new], axis=1)
+        self.lengths += (new >= 0).sum(axis=1)
+        self.cache = cache
+
+    def crop(self, row: int, length: int) -> None:
+        """Forget row ``row``'s positions from ``length`` on (rejected drafts)."""
+        if length >= self.lengths[row]:
+            return
+        self.positions[row][self.positions[row] >= length] = -1
+        self.lengths[row] = length
+        self._trim()
+
+    def select_rows(self, indices: Sequence[int]) -> None:
+        """Keep rows ``indices``, in that order (an index may repeat: a row is duplicated)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) == self.rows and (idx == np.arange(self.rows)).all():
+            return
+        self.positions = self.positions[idx]
+        self.lengths = self.lengths[idx]
+        if self.cache is not None:
+            if len(idx):
+                self.cache.batch_select_indices(torch.from_numpy(idx))
+            else:
+                self.cache = None
+        self._trim()
+
+    def fork(self) -> KVCache:
+        other = KVCache.__new__(KVCache)
+        other.cache = fork_cache(self.cache)
+        other.positions = self.positions.copy()
+        other.lengths = self.lengths.copy()
+        return other
+
+    def _trim(self) -> None:
+        """Drop trailing columns that are holes in every row (the model never needs them)."""
+        if not self.rows:
+            self.positions = self.positions[:, :0]
+            return
+        used = (self.positions >= 0).any(axis=0)
+        keep = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 0
+        if keep < self.columns:
+            self.positions = self.positions[:, :keep]
+            if self.cache is not None:
+                crop_cache(self.cache, keep)

@@ -1,0 +1,95 @@
+"""The loop: a strategy advances a batch of sequences one step at a time, one forward pass each.
+
+``Batch`` owns the sequences, their ``KVCache`` rows and the ``Runner``; ``Strategy.step``
+decides what each live sequence feeds and what it commits; ``run`` is the whole loop::
+
+    while batch.live:
+        strategy.step(batch)     # one batched forward pass, then commits
+        batch.retire()           # finished sequences leave the cache
+        yield
+
+A strategy is a class with ``step(batch)``; everything specific to it (particles, beams, drafts)
+lives in its own file under ``search/``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence as Seq
+from typing import Protocol, runtime_checkable
+
+from .kv import KVCache
+from .runner import Forward, Runner
+from .sequence import GenerationResult, Sequence
+
+__all__ = ["Batch", "Strategy", "run"]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    def step(self, batch: Batch) -> None:
+        """Advance every live sequence of ``batch`` by one forward pass."""
+
+
+class Batch:
+    """The sequences one loop decodes together, their KV cache rows, and the pass counts."""
+
+    def __init__(self, runner: Runner, sequences: Seq[Sequence]) -> None:
+        self.runner = runner
+        self.sequences = list(sequences)
+        self.live: list[Sequence] = list(sequences)
+        self.kv = KVCache(len(self.live))
+        for row, seq in enumerate(self.live):
+            seq.row = row
+        self.passes = 0
+        self.started = time.perf_counter()
+        self.prefill_s = 0.0
+        self._ended: dict[int, float] = {}  # id(sequence) -> seconds since start when it finished
+
+    def forward(self, feeds: Seq[Seq[int]], keep: Seq[int], *, hidden: bool = False) -> Forward:
+        """One pass: ``feeds[i]`` for ``self.live[i]``; their ``fed`` counts advance."""
+        out = self.runner.forward(self.kv, feeds, keep, hidden=hidden)
+        for seq, feed in zip(self.live, feeds):
+            if feed:
+                seq.fed += len(feed)
+                seq.counters["passes"] = seq.counters.get("passes", 0) + 1
+        self.passes += 1
+        if self.passes == 1:
+            self.prefill_s = time.perf_counter() - self.started
+        return out
+
+    def retire(self) -> None:
+        """Finished sequences leave the cache; the others keep their order."""
+        if all(not s.finished for s in self.live):
+            return
+        now = time.perf_counter() - self.started
+        for seq in self.live:
+            if seq.finished:
+                self._ended[id(seq)] = now
+        keep = [s for s in self.live if not s.finished]
+        self.kv.select_rows([s.row for s in keep])
+        for row, seq in enumerate(keep):
+            seq.row = row
+        self.live = keep
+
+    def results(self) -> list[GenerationResult]:
+        """One result per sequence, in the order given, with its timing."""
+        now = time.perf_counter() - self.started
+        out = []
+        for seq in self.sequences:
+            total = self._ended.get(id(seq), now)
+            decode = total - self.prefill_s
+            timing = {"prefill_s": self.prefill_s, "decode_s": decode, "total_s": total,
+                      "forward_passes": seq.counters.get("passes", 0), "batch_size": len(self.sequences),
+                      "tokens_per_s": len(seq.ids) / decode if decode > 0 and seq.ids else 0.0}
+            timing.update({k: v for k, v in seq.counters.items() if k != "passes"})
+            out.append(seq.result(timing))
+        return out
+
+
+def run(strategy: Strategy, batch: Batch) -> Iterator[None]:
+    """Step until every sequence has finished; yields after each step (for streaming)."""
+    while batch.live:
+        strategy.step(batch)
+        batch.retire()
+        yield

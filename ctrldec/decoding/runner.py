@@ -1,0 +1,68 @@
+"""``Runner``: every call to the model goes through here.
+
+One forward pass feeds each row of a batch its own number of tokens (the committed tokens it has
+not fed yet, plus a draft), left-padded to the longest, with the attention mask and position ids
+the ``KVCache`` derives from its holes; it keeps the logits of only the last positions each row
+needs (projecting every prompt position onto the vocabulary is most of a long prefill's cost),
+and the last hidden states on request (contrastive search). A lone row without holes goes
+through the model exactly as ``model(input_ids, past_key_values=cache)``.
+
+The runner holds no per-generation state, so one runner (and one model) serves many threads.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .kv import KVCache
+
+__all__ = ["Runner", "Forward"]
+
+
+@dataclass
+class Forward:
+    """One pass's output, per row: ``logits[r]`` is ``float32[keep[r], vocab]`` for the last
+    ``keep[r]`` fed positions of row ``r`` (row ``j`` is the distribution after that position's
+    token); ``hidden[r]`` the same positions' last hidden states, when asked for."""
+
+    logits: list[torch.Tensor]
+    hidden: list[torch.Tensor] | None = None
+
+
+class Runner:
+    """The model calls of ctrldec's loop, for one causal LM."""
+
+    def __init__(self, model: Any, pad_token_id: int = 0) -> None:
+        self.model = model
+        self.width = int(model.get_output_embeddings().weight.shape[0])
+        # A real id for padding columns: they are masked, but their embeddings must be finite.
+        self.pad_token_id = pad_token_id
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def forward(self, kv: KVCache, feeds: Sequence[Sequence[int]], keep: Sequence[int], *,
+                hidden: bool = False) -> Forward:
+        """Append ``feeds[r]`` to row ``r`` of ``kv`` in one pass; logits for the last ``keep[r]``."""
+        if len(feeds) != kv.rows or len(keep) != kv.rows:
+            raise ValueError(f"{len(feeds)} feeds and {len(keep)} keeps for a cache of {kv.rows} rows")
+        counts = [len(f) for f in feeds]
+        width = max(counts)
+        plain = kv.plain and kv.rows == 1
+        mask, positions, new = kv.step_layout(counts)
+        ids = [[self.pad_token_id] * (width - len(f)) + list(f) for f in feeds]
+        extra: dict[str, Any] = {} if plain else {"attention_mask": mask, "position_ids": positions}
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: kv.cache}, use_cache=True,
+                             logits_to_keep=max(max(keep), 1), output_hidden_states=hidden, **extra)
+        kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
+        logits = out.logits.float()
+        states = out.hidden_states[-1] if hidden else None
+        return Forward(
+            logits=[logits[r, logits.shape[1] - k:] for r, k in enumerate(keep)],
+            hidden=None if states is None else [states[r, states.shape[1] - k:] for r, k in enumerate(keep)],
+        )

@@ -1,0 +1,150 @@
+"""Drafters: cheap guesses at the next tokens, for the verifier to check in one forward pass.
+
+A drafter implements ``propose(seq, k) -> Draft`` (at most ``k`` tokens after the sequence's
+committed tokens) and may implement ``observe(seq, draft, accepted)`` to learn from the outcome
+(``Drafter`` below). Two ship with the loop:
+
+* ``ForcedText``: the tokens the constraint fixes from here (``Matcher.forced_tokens``, tokenized
+  canonically after the committed tokens). They are *certain*: the constraint allows nothing
+  else, so they are committed without a check, do not feed controllers, and cost no sampling.
+* ``PromptLookup``: what followed the output's latest stretch of text where it appeared earlier in
+  the prompt or output, whitespace ignored, cut to what the constraint allows.
+
+A new drafter is a class with ``name``, ``propose`` and ``observe``; a toy one is in tests/test_decoding.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..decoding.sequence import Sequence
+
+__all__ = ["Draft", "Drafter", "ForcedText", "PromptLookup"]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Proposed tokens. ``q[i]``: the distribution the drafter sampled token ``i`` from (None for a
+    deterministic drafter, whose draft is checked by sample-and-compare); ``certain``: the
+    constraint allows nothing else, so the tokens are committed without a check."""
+
+    tokens: list[int]
+    q: list[np.ndarray] | None = None
+    certain: bool = False
+
+
+NO_DRAFT = Draft([])
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    name: str
+
+    def propose(self, seq: Sequence, k: int) -> Draft:
+        """At most ``k`` tokens that may follow ``seq``'s committed tokens."""
+
+    def observe(self, seq: Sequence, draft: Draft, accepted: int) -> None:
+        """``accepted`` of ``draft``'s tokens were kept (to adapt, e.g., the draft length)."""
+
+
+class ForcedText:
+    """The tokens the constraint fixes (fast-forward)."""
+
+    name = "forced"
+
+    def propose(self, seq: Sequence, k: int) -> Draft:
+        return Draft(seq.matcher.forced_tokens()[:k], certain=True) if k > 0 else NO_DRAFT
+
+    def observe(self, seq: Sequence, draft: Draft, accepted: int) -> None:
+        return None
+
+
+@dataclass
+class _LookupState:
+    """One sequence's text index: the prompt and output bytes, and the same without whitespace."""
+
+    owner: Any
+    synced: int  # output bytes indexed
+    text: bytearray
+    norm: bytearray  # text without whitespace
+    where: list[int]  # position in text of each byte of norm
+    length: int  # the draft length, adapted to what is accepted
+
+
+class PromptLookup:
+    """Prompt lookup decoding on text: find the longest recent stretch of the output (24, 12 or
+    6 bytes, whitespace ignored) earlier in the prompt or the output, and draft what followed it.
+
+    Matching ignores whitespace, so a compact JSON output still finds the pretty-printed schema
+    it copies from; under a constraint the drafted bytes are cut to the longest prefix the
+    grammar allows (skipping whitespace it rejects), then tokenized canonically after the
+    output's last tokens. Drafts cost nothing to make (~0.1-1 ms) and are checked by the model.
+    The draft length adapts per sequence: doubled (up to ``max_draft``) after a fully kept
+    draft, cut to what was kept (at least 2) otherwise.
+    """
+
+    name = "prompt_lookup"
+    _WS = frozenset(b" \t\n\r")
+    _MAX_BYTES = 64  # bytes copied per draft: more than 8 tokens of most text
+    _NGRAMS = (24, 12, 6)  # non-whitespace bytes matched, longest first
+
+    def __init__(self, max_draft: int = 8) -> None:
+        if max_draft < 1:
+            raise ValueError(f"max_draft must be at least 1, got {max_draft}")
+        self.max_draft = max_draft
+
+    def __repr__(self) -> str:
+        return f"PromptLookup(max_draft={self.max_draft})"
+
+    def propose(self, seq: Sequence, k: int) -> Draft:
+        state = self._state(seq)
+        k = min(k, state.length)
+        if k <= 0:
+            return NO_DRAFT
+        data = self._continuation(state)
+        if data:
+            data = seq.matcher.viable_prefix(data, skip=self._WS)
+        tokens = seq.info.encode_after(seq.ids, data) if data else None
+        # The last token may be cut short by the byte limit or by the grammar: leave it out.
+        return Draft(tokens[:-1][:k]) if tokens else NO_DRAFT
+
+    def observe(self, seq: Sequence, draft: Draft, accepted: int) -> None:
+        state = self._state(seq)
+        n = len(draft.tokens)
+        state.length = min(self.max_draft, state.length * 2) if accepted == n else max(2, accepted + 1)
+
+    def _continuation(self, state: _LookupState) -> bytes:
+        norm = state.norm
+        for n in self._NGRAMS:
+            if len(norm) <= n:
+                continue
+            pos = norm.rfind(norm[-n:], 0, len(norm) - 1)  # an earlier occurrence
+            if pos >= 0:
+                start = state.where[pos + n - 1] + 1
+                return bytes(state.text[start : start + self._MAX_BYTES])
+        return b""
+
+    def _state(self, seq: Sequence) -> _LookupState:
+        """The sequence's index, brought up to date (rebuilt after a rollback or a fork)."""
+        state = seq.extras.get(self)
+        data = seq.data
+        if state is None or state.owner is not seq or state.synced > len(data):
+            length = state.length if state is not None else self.max_draft
+            state = _LookupState(seq, 0, bytearray(), bytearray(), [], length)
+            self._extend(state, seq.info.decode_bytes(seq.prompt))
+            seq.extras[self] = state
+        if state.synced < len(data):
+            self._extend(state, data[state.synced:])
+            state.synced = len(data)
+        return state
+
+    def _extend(self, state: _LookupState, data: bytes) -> None:
+        base = len(state.text)
+        state.text += data
+        for i, b in enumerate(data):
+            if b not in self._WS:
+                state.norm.append(b)
+                state.where.append(base + i)

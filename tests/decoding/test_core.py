@@ -1,0 +1,228 @@
+"""The decoding core's seams: batched forwards, KV rows, sequences that fork and roll back, and a
+drafter written outside the package (what a new drafter needs: ``name``, ``propose``, ``observe``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import byte_level_tokenizer, tiny_llama
+
+import ctrldec
+from ctrldec.controllers import Controls, Mirostat
+from ctrldec.decoding import Batch, KVCache, Runner, Sequence, run
+from ctrldec.decoding.kv import crop_cache, fork_cache
+from ctrldec.samplers import FullMask, Greedy, Multinomial, SamplingParams
+from ctrldec.search import Sampling
+from ctrldec.speculative import Draft, ForcedText
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return byte_level_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return tiny_llama(len(tok), seed=5)
+
+
+PROMPTS = [[5], [7, 8, 9, 10, 11, 12], [3, 4], [20, 21, 22, 23]]
+CONSTRAINTS = {
+    "none": None,
+    "json": ctrldec.Grammar.builtin("json_compact"),
+    "regex": ctrldec.Regex('\\{"id": [0-9]{1,3}, "tag": "(alpha|beta|gamma)"\\}'),
+}
+
+
+class _CountingForward:
+    """Counts the model's forward calls and the rows of each."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def __enter__(self):
+        self.original = self.model.forward
+
+        def forward(*args, **kwargs):
+            self.rows.append(int(kwargs["input_ids"].shape[0]))
+            return self.original(*args, **kwargs)
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        self.model.forward = self.original
+
+
+@pytest.mark.parametrize("name", sorted(CONSTRAINTS))
+def test_generate_batch_equals_single_runs_with_one_forward_per_step(tok, model, name):
+    decoder = ctrldec.Decoder(model, tok)
+    options = dict(constraint=CONSTRAINTS[name], greedy=True, max_new_tokens=24)
+    singles = [decoder.generate(p, **options) for p in PROMPTS]
+    with _CountingForward(model) as counted:
+        batch = decoder.generate_batch(PROMPTS, **options)
+    assert [r.token_ids for r in batch] == [r.token_ids for r in singles]
+    assert [r.text for r in batch] == [r.text for r in singles]
+    assert [r.finish_reason for r in batch] == [r.finish_reason for r in singles]
+    # one pass per step for all rows: as many passes as the longest single run, not their sum
+    assert len(counted.rows) == max(r.timing["forward_passes"] for r in singles)
+    assert counted.rows[0] == len(PROMPTS)
+
+
+def test_generate_batch_samples_each_row_with_its_own_seed(tok, model):
+    decoder = ctrldec.Decoder(model, tok)
+    grammar = CONSTRAINTS["json"]
+    batch = decoder.generate_batch(PROMPTS, constraint=grammar, seed=10, max_new_tokens=20)
+    singles = [decoder.generate(p, constraint=grammar, seed=10 + i, max_new_tokens=20) for i, p in enumerate(PROMPTS)]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in singles]
+    assert all(grammar.is_prefix(r.text) for r in batch)
+
+
+class RepeatLast:
+    """A toy drafter: guesses that the last token repeats."""
+
+    name = "repeat_last"
+
+    def __init__(self):
+        self.outcomes: list[tuple[int, int]] = []
+
+    def propose(self, seq: Sequence, k: int) -> Draft:
+        return Draft([seq.tokens[-1]] * min(k, 3))
+
+    def observe(self, seq: Sequence, draft: Draft, accepted: int) -> None:
+        self.outcomes.append((len(draft.tokens), accepted))
+
+
+def test_a_toy_drafter_plugs_in_and_is_lossless(tok, model):
+    prompt = tok("aaaaaaaa", add_special_tokens=False)["input_ids"]
+    regex = ctrldec.Regex("a{1,30}b?")
+    plain = ctrldec.generate(model, tok, prompt, constraint=regex, greedy=True, max_new_tokens=20, drafters=[])
+    drafter = RepeatLast()
+    drafted = ctrldec.generate(model, tok, prompt, constraint=regex, greedy=True, max_new_tokens=20,
+                               drafters=[ForcedText(), drafter])
+    assert drafted.token_ids == plain.token_ids
+    assert drafter.outcomes and drafted.timing["drafted"] == sum(n for n, _ in drafter.outcomes)
+    assert drafted.timing["draft_accepted"] == sum(a for _, a in drafter.outcomes)
+    if drafted.timing["draft_accepted"]:
+        assert drafted.timing["forward_passes"] < plain.timing["forward_passes"]
+
+
+def test_a_custom_sampler_plugs_in(tok, model):
+    class Lowest:
+        def choose(self, logits, matcher, rng=None, state=()):
+            token = next(t for t in range(logits.numel()) if matcher.accepts(t))
+            return ctrldec.samplers.Choice(token, checks=token + 1, log_q=0.0)
+
+    regex = ctrldec.Regex("[a-c]{4}")
+    out = ctrldec.generate(model, tok, [1], constraint=regex, sampler=Lowest(), max_new_tokens=8)
+    assert out.text == "aaaa" and regex.matches(out.text)
+
+
+def test_clashing_options_are_named(tok, model):
+    with pytest.raises(ctrldec.CtrldecError, match="sampler= replaces greedy"):
+        ctrldec.generate(model, tok, [1], sampler=Greedy(), greedy=True)
+    with pytest.raises(ctrldec.CtrldecError, match="drafters= replaces lookahead"):
+        ctrldec.generate(model, tok, [1], drafters=[], lookahead=4)
+    with pytest.raises(ctrldec.CtrldecError, match="controllers="):
+        ctrldec.generate(model, tok, [1], sampler=Greedy(), controllers=[Mirostat(3.0)])
+    with pytest.raises(ctrldec.CtrldecError, match="unknown option.*beams"):
+        ctrldec.generate(model, tok, [1], beams=4)
+
+
+def _decode(model, tok, sequences, sampler, drafters=()):
+    batch = Batch(Runner(model), sequences)
+    for _ in run(Sampling(sampler, drafters), batch):
+        pass
+    return batch
+
+
+def _sequence(tok, prompt, constraint=None, **kw):
+    info = ctrldec.constraints.tokenizer_info(tok)
+    eos = frozenset(info.eos_token_ids)
+    matcher = constraint.compile(info).matcher() if constraint else ctrldec.Unconstrained(info.vocab_size, eos)
+    return Sequence(prompt, matcher, info, eos, **kw)
+
+
+def test_rollback_restores_every_part_of_a_sequence(tok, model):
+    """Roll back to k tokens: ids, matcher, Mirostat state, text, scores and steps equal what the
+    same run had after k tokens, and what a run stopped at k has."""
+    grammar = ctrldec.Regex('\\{"id": [0-9]{1,3}, "tag": "[a-z]{3,12}", "n": [0-9]{2,4}\\}')
+    controls = Controls([Mirostat(2.0)])
+    sampler = FullMask(SamplingParams(), controls)
+
+    def decoded(n):
+        seq = _sequence(tok, [4, 5], grammar, max_new_tokens=n, rng=torch.Generator().manual_seed(3),
+                        controls=controls, record=True)
+        _decode(model, tok, [seq], sampler, [ForcedText()])
+        return seq
+
+    full = decoded(20)
+    assert full.finish_reason == "length" and {"forced", "sampled"} <= set(full.kinds)
+    for k in (1, 5, 9, 14):
+        short, back = decoded(k), decoded(20)
+        back.rollback(k)
+        assert back.ids == short.ids == full.ids[:k] and back.matcher.tokens() == full.ids[:k]
+        assert back.kinds == short.kinds and back.checks == short.checks
+        assert back.text == short.text and back.data == short.data
+        assert back.state == full._states[k] and back.steps == full.steps[:k] and back.logprobs == full.logprobs[:k]
+        assert not back.finished and back.fed <= len(back.prompt) + k - 1
+
+
+def test_forked_sequences_and_kv_rows_continue_alike(tok, model):
+    """Fork a half-decoded sequence and duplicate its KV row: both continue as the original would."""
+    sampler = Multinomial(SamplingParams(temperature=0.9))
+    reference = _sequence(tok, [9, 10, 11], max_new_tokens=16, rng=torch.Generator().manual_seed(1))
+    _decode(model, tok, [reference], sampler)
+    seq = _sequence(tok, [9, 10, 11], max_new_tokens=16, rng=torch.Generator().manual_seed(1))
+    batch = Batch(Runner(model), [seq])
+    strategy = Sampling(sampler)
+    for _ in range(6):
+        strategy.step(batch)
+    twin = seq.fork()
+    batch.kv.select_rows([0, 0])
+    twin.row = 1
+    batch.sequences.append(twin)
+    batch.live.append(twin)
+    for _ in run(strategy, batch):
+        pass
+    assert seq.ids == twin.ids == reference.ids
+    assert twin.matcher is not seq.matcher and twin.matcher.tokens() == seq.matcher.tokens()
+
+
+def test_kv_holes_and_padding_give_the_logits_of_a_plain_run(model):
+    """Row 0 drops a rejected draft (holes) and rows of different lengths share a pass (padding):
+    the next logits equal those of each row's plain single-row run."""
+    runner = Runner(model)
+    kv = KVCache(2)
+    runner.forward(kv, [[1, 2, 3], [4, 5, 6, 7, 8]], [1, 1])
+    runner.forward(kv, [[9, 10, 11], [12]], [3, 1])
+    kv.crop(0, 4)  # keep 1, 2, 3, 9: 10 and 11 were a rejected draft
+    out = runner.forward(kv, [[13], [14, 15]], [1, 2])
+    for row, tokens, rows in ((0, [1, 2, 3, 9, 13], 1), (1, [4, 5, 6, 7, 8, 12, 14, 15], 2)):
+        alone = KVCache(1)
+        expected = runner.forward(alone, [tokens], [rows]).logits[0]
+        torch.testing.assert_close(out.logits[row], expected, atol=1e-4, rtol=1e-4)
+    assert kv.lengths.tolist() == [5, 8]
+
+
+def test_kv_select_rows_keeps_reorders_and_duplicates(model):
+    runner = Runner(model)
+    kv = KVCache(2)
+    runner.forward(kv, [[1, 2], [3, 4, 5]], [1, 1])
+    other = kv.fork()
+    kv.select_rows([1, 1, 0])
+    out = runner.forward(kv, [[6], [6], [6]], [1, 1, 1])
+    torch.testing.assert_close(out.logits[0], out.logits[1])
+    alone = runner.forward(other, [[6], [6]], [1, 1])
+    torch.testing.assert_close(out.logits[0], alone.logits[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.logits[2], alone.logits[0], atol=1e-4, rtol=1e-4)
+    assert other.rows == 2 and kv.rows == 3
+
+
+def test_cache_fork_and_crop(tok, model):
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    other = fork_cache(cache)
+    crop_cache(other, 2)
+    assert other.get_seq_length() == 2 and cache.get_seq_length() == 4
