@@ -7,7 +7,9 @@ message), greedy, the same ``max_new_tokens``:
 (b) ``model.generate`` with xgrammar's logits processor (when installed),
 (c) ``model.generate`` with ctrldec's logits processor,
 (d) ctrldec's loop (fast-forward and prompt lookup on), and (d0) the plain loop (both off),
-(s) ctrldec's loop sampling at temperature 1, for the number of ``accepts`` checks per token.
+(s) ctrldec's loop sampling at temperature 1, for the number of ``accepts`` checks per token,
+(d4) ctrldec's loop as (d), four pairs at a time through ``generate_batch`` (one forward pass
+per step for the four rows).
 
 Reported per configuration: output tokens, time per output token, tokens/s (prompt prefill
 included in the time, for all alike), valid finished outputs, forward passes, the share of
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,85 +31,147 @@ from .generation import PROMPT, pick_schemas, validation_errors
 __all__ = ["run", "format_report"]
 
 
+@dataclass
+class _Outcome:
+    """One configuration's output for one pair."""
+
+    tokens: list[int]
+    text: str
+    finished: bool
+    seconds: float
+    passes: int
+    forced: int = 0
+    checks: int = 0
+    sampled: int = 0
+
+
 def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: int = 20, seed: int = 0,
         max_new_tokens: int = 128, configs: list[str] | None = None, progress: bool = False) -> dict[str, Any]:
-    from ..constraints.jsonschema import JSONSchema
-    from ..errors import CtrldecError
     from ..generate import Decoder
 
     decoder = Decoder(model, tokenizer)
-    eos = tokenizer.eos_token_id
-    xgr = None
-    try:
-        import xgrammar as xgr  # type: ignore[no-redef]
-        import xgrammar.contrib.hf  # noqa: F401
-
-        xgr_compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=decoder.width))
-    except ImportError:
-        xgr = None
-    names = configs or ["a", "b", "c", "d", "d0", "s"]
-    if xgr is None and "b" in names:
-        names.remove("b")
-    stats: dict[str, dict[str, float]] = {n: {"tokens": 0, "seconds": 0.0, "passes": 0, "forced": 0, "finished": 0, "valid": 0, "checks": 0, "sampled": 0, "outputs": 0} for n in names}
+    xgr_compiler = _xgrammar(tokenizer, decoder.width)
+    names = [n for n in (configs or ["a", "b", "c", "d", "d0", "s", "d4"]) if n != "b" or xgr_compiler is not None]
+    stats: dict[str, dict[str, float]] = {n: dict.fromkeys(("tokens", "seconds", "passes", "forced", "finished", "valid", "checks", "sampled", "outputs"), 0) for n in names}
     pairs = pick_schemas(folder, splits, limit, seed)
-    skipped = []
+    skipped: list[dict] = []
+    jobs: list[tuple] = []  # (constraint, prompt, schema, outputs) for the batched rows
     for i, row in enumerate(pairs):
         schema = json.loads(row["schema"])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                constraint = JSONSchema(schema, lenient=True)
-                constraint.compile(decoder.info)
-        except CtrldecError as e:
-            skipped.append({"id": row["id"], "error": str(e)})
+        constraint = _constraint(schema, decoder, row["id"], skipped)
+        if constraint is None:
             continue
         prompt = decoder.encode_prompt([{"role": "system", "content": PROMPT}, {"role": "user", "content": json.dumps(schema)}])
-        ids = torch.tensor([prompt])
         outputs: dict[str, list[int]] = {}
+        jobs.append((constraint, prompt, schema, outputs))
         for name in names:
-            s = stats[name]
+            if name == "d4":
+                continue
             if name in ("a", "b", "c"):
-                processors = []
-                if name == "b":
-                    compiled = xgr_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=False)
-                    processors = [xgr.contrib.hf.LogitsProcessor(compiled)]
-                elif name == "c":
-                    processors = [constraint.logits_processor(tokenizer, vocab_size=decoder.width)]
-                started = time.perf_counter()
-                with torch.no_grad():
-                    out = model.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=processors,
-                                         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=eos)
-                seconds = time.perf_counter() - started
-                new = out[0, len(prompt):].tolist()
-                finished = eos in new
-                new = new[: new.index(eos)] if finished else new
-                text = tokenizer.decode(new, skip_special_tokens=True)
-                s["passes"] += len(new) + (1 if finished else 0)
+                processors = _processors(name, schema, constraint, tokenizer, decoder.width, xgr_compiler)
+                outcome = _hf(model, tokenizer, prompt, processors, max_new_tokens)
             else:
-                started = time.perf_counter()
-                result = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens,
-                                          greedy=name != "s", temperature=1.0, seed=seed + i, fast_forward=name != "d0",
-                                          lookahead=0 if name == "d0" else 8)
-                seconds = time.perf_counter() - started
-                new, text, finished = result.token_ids, result.text, result.finish_reason == "eos"
-                s["passes"] += result.timing["forward_passes"]
-                s["forced"] += result.kinds.count("forced")
-                s["checks"] += sum(result.checks)
-                s["sampled"] += len(result.checks)
-            outputs[name] = new
-            s["tokens"] += len(new)
-            s["seconds"] += seconds
-            s["outputs"] += 1
-            s["finished"] += finished
-            s["valid"] += finished and name != "a" and not validation_errors(schema, text)
+                outcome = _loop(decoder, name, prompt, constraint, max_new_tokens, seed + i)
+            outputs[name] = outcome.tokens
+            _add(stats[name], outcome, None if name == "a" else schema)
         if "c" in outputs and "d0" in outputs:
             stats["d0"]["equal_to_c"] = stats["d0"].get("equal_to_c", 0) + (outputs["d0"] == outputs["c"])
         if progress:
             print(f"  {i + 1}/{len(pairs)} {row['id']}: " + ", ".join(f"{n} {stats[n]['tokens'] / max(stats[n]['seconds'], 1e-9):.1f} tok/s" for n in names), flush=True)
+    if "d4" in names:
+        _run_batches(decoder, jobs, stats["d4"], max_new_tokens, progress)
     for s in stats.values():
         s["tokens_per_s"] = s["tokens"] / s["seconds"] if s["seconds"] else 0.0
         s["ms_per_token"] = 1000 * s["seconds"] / s["tokens"] if s["tokens"] else 0.0
     return {"pairs": len(pairs), "max_new_tokens": max_new_tokens, "configs": stats, "skipped": skipped}
+
+
+def _xgrammar(tokenizer: Any, width: int) -> Any:
+    try:
+        import xgrammar as xgr
+        import xgrammar.contrib.hf  # noqa: F401
+    except ImportError:
+        return None
+    return xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=width))
+
+
+def _constraint(schema: Any, decoder: Any, name: str, skipped: list[dict]) -> Any:
+    from ..constraints.jsonschema import JSONSchema
+    from ..errors import CtrldecError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            constraint = JSONSchema(schema, lenient=True)
+            constraint.compile(decoder.info)
+        return constraint
+    except CtrldecError as e:
+        skipped.append({"id": name, "error": str(e)})
+        return None
+
+
+def _processors(name: str, schema: Any, constraint: Any, tokenizer: Any, width: int, xgr_compiler: Any) -> list[Any]:
+    if name == "b":
+        import xgrammar.contrib.hf
+
+        compiled = xgr_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=False)
+        return [xgrammar.contrib.hf.LogitsProcessor(compiled)]
+    if name == "c":
+        return [constraint.logits_processor(tokenizer, vocab_size=width)]
+    return []
+
+
+def _hf(model: Any, tokenizer: Any, prompt: list[int], processors: list[Any], max_new_tokens: int) -> _Outcome:
+    eos = tokenizer.eos_token_id
+    ids = torch.tensor([prompt])
+    started = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=processors,
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=eos)
+    seconds = time.perf_counter() - started
+    new = out[0, len(prompt):].tolist()
+    finished = eos in new
+    new = new[: new.index(eos)] if finished else new
+    return _Outcome(new, tokenizer.decode(new, skip_special_tokens=True), finished, seconds, len(new) + finished)
+
+
+def _loop(decoder: Any, name: str, prompt: list[int], constraint: Any, max_new_tokens: int, seed: int) -> _Outcome:
+    started = time.perf_counter()
+    result = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens, greedy=name != "s",
+                              temperature=1.0, seed=seed, fast_forward=name != "d0", lookahead=0 if name == "d0" else 8)
+    return _Outcome(result.token_ids, result.text, result.finish_reason == "eos", time.perf_counter() - started,
+                    result.timing["forward_passes"], result.kinds.count("forced"), sum(result.checks), len(result.checks))
+
+
+def _add(s: dict[str, float], o: _Outcome, schema: Any) -> None:
+    """Add one output to a configuration's totals (validity checked when ``schema`` is given)."""
+    for key in ("seconds", "passes", "forced", "checks", "sampled"):
+        s[key] += getattr(o, key)
+    s["tokens"] += len(o.tokens)
+    s["outputs"] += 1
+    s["finished"] += o.finished
+    s["valid"] += o.finished and schema is not None and not validation_errors(schema, o.text)
+
+
+BATCH = 4
+
+
+def _run_batches(decoder: Any, jobs: list[tuple], s: dict[str, float], max_new_tokens: int, progress: bool) -> None:
+    """(d4): the pairs, ``BATCH`` at a time, through ``generate_batch`` (each row with its own
+    schema), greedy with fast-forward and prompt lookup as (d)."""
+    for start in range(0, len(jobs), BATCH):
+        group = jobs[start : start + BATCH]
+        started = time.perf_counter()
+        results = decoder.generate_batch([prompt for _, prompt, _, _ in group], constraint=[c for c, _, _, _ in group],
+                                         max_new_tokens=max_new_tokens, greedy=True)
+        s["seconds"] += time.perf_counter() - started
+        s["passes"] += max(r.timing["forward_passes"] for r in results)
+        for (_, _, schema, outputs), r in zip(group, results):
+            _add(s, _Outcome(r.token_ids, r.text, r.finish_reason == "eos", 0.0, 0, r.kinds.count("forced")), schema)
+            if "d" in outputs:
+                s["equal_to_d"] = s.get("equal_to_d", 0) + (outputs["d"] == r.token_ids)
+        if progress:
+            print(f"  batch {start // BATCH + 1}: {s['tokens'] / max(s['seconds'], 1e-9):.1f} tok/s", flush=True)
 
 
 LABELS = {
@@ -116,6 +181,7 @@ LABELS = {
     "d": "(d) ctrldec loop (fast-fwd, lookup)",
     "d0": "(d0) ctrldec loop, plain",
     "s": "(s) ctrldec loop, sampling T=1",
+    "d4": f"(d4) as (d), generate_batch of {BATCH}",
 }
 
 
@@ -132,6 +198,9 @@ def format_report(report: dict[str, Any]) -> str:
     d0 = report["configs"].get("d0", {})
     if "equal_to_c" in d0:
         lines.append(f"(d0) outputs equal to (c) token for token: {int(d0['equal_to_c'])}/{int(d0['outputs'])}")
+    d4 = report["configs"].get("d4", {})
+    if "equal_to_d" in d4:
+        lines.append(f"(d4) outputs equal to (d) token for token: {int(d4['equal_to_d'])}/{int(d4['outputs'])}")
     base = report["configs"].get("d")
     for ref in ("a", "b"):
         if base and ref in report["configs"] and report["configs"][ref]["tokens_per_s"]:
