@@ -60,3 +60,11 @@ def default_info(default_tokenizer):
     from ctrldec.constraints import tokenizer_info
 
     return tokenizer_info(default_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The byte-level BPE tokenizer the tests train themselves (``helpers.byte_level_tokenizer``)."""
+    from helpers import byte_level_tokenizer
+
+    return byte_level_tokenizer()

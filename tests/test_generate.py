@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import byte_level_tokenizer, tiny_llama
+from helpers import tiny_llama
 
 import ctrldec
 from ctrldec import CtrldecError
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_level_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import torch
-from helpers import byte_level_tokenizer, tiny_llama
+from helpers import tiny_llama
 
 import ctrldec
 from ctrldec.constraints.grammar import clear_caches
@@ -26,11 +26,6 @@ SCHEMA = {
     "additionalProperties": False,
 }
 PROMPTS = [[5, 6], [7, 8, 9], [10], [11, 12, 13, 14]]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_level_tokenizer()
 
 
 @pytest.fixture(scope="module")

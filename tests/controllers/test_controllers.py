@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import ctrldec
 from ctrldec.controllers import Mirostat, MirostatState, EntropyTemperature, mirostat_k, zipf_exponent
-from helpers import byte_level_tokenizer, tiny_llama
+from helpers import tiny_llama
 
 NEG = float("-inf")
 
@@ -156,11 +156,6 @@ def test_mirostat_tracks_tau_on_a_zipf_distribution():
 
 
 # -- as a logits processor and inside the loop ---------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_level_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import byte_level_tokenizer, tiny_llama
+from helpers import tiny_llama
 
 import ctrldec
 from ctrldec.controllers import Controls, Mirostat
@@ -14,11 +14,6 @@ from ctrldec.decoding.kv import crop_cache, fork_cache
 from ctrldec.samplers import FullMask, Greedy, Multinomial, SamplingParams
 from ctrldec.search import Sampling
 from ctrldec.speculative import Draft, ForcedText
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_level_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,12 @@ import threading
 
 import pytest
 import torch
-from helpers import byte_level_tokenizer, tiny_llama
+from helpers import tiny_llama
 
 import ctrldec
 from ctrldec import DeadEndError
 
 ARITH = ctrldec.Grammar.builtin("arithmetic")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return byte_level_tokenizer()
 
 
 @pytest.fixture(scope="module")
