@@ -13,7 +13,8 @@ from .generate import Decoder, GenerationResult, custom_generate, generate
 from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
-from .samplers import FullMask, Greedy, Multinomial, TokenSampler
+from .samplers import AWRS, FullMask, Greedy, Multinomial, TokenSampler
+from .search import SMC, SMCReport
 from .speculative import Draft, Drafter, ForcedText, PromptLookup
 from .limits import Limits
 from .vocab import TokenizerInfo
@@ -43,6 +44,9 @@ __all__ = [
     "Greedy",
     "Multinomial",
     "FullMask",
+    "AWRS",
+    "SMC",
+    "SMCReport",
     "Drafter",
     "Draft",
     "ForcedText",

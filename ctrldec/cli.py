@@ -2,6 +2,7 @@
 
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]]
                             [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
+                            [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
                             [--entropy-temperature T_MIN:T_MAX[:EXP]]
     ctrldec info
@@ -68,15 +69,35 @@ def _controllers(args: argparse.Namespace) -> list[Any]:
     return out
 
 
+def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any]:
+    """The loop's sampling options for --sampler, --temperature and the controllers."""
+    from .samplers import AWRS
+    from .search import SMC
+
+    if args.temperature is not None and args.temperature < 0:
+        raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.sampler == "mask":
+        if args.particles is not None:
+            raise CtrldecError("--particles needs --sampler smc")
+        greedy = (args.temperature or 0) == 0 and not controllers
+        return {"greedy": greedy, "temperature": args.temperature or 1.0, "controllers": controllers}
+    if args.temperature == 0:
+        raise CtrldecError(f"--sampler {args.sampler} samples: give --temperature > 0 (default 1, the model's own distribution)")
+    awrs = AWRS(args.temperature or 1.0, controllers=controllers)
+    if args.sampler == "awrs":
+        if args.particles is not None:
+            raise CtrldecError("--particles needs --sampler smc")
+        return {"sampler": awrs}
+    return {"sampler": SMC(8 if args.particles is None else args.particles, args.ess_threshold, sampler=awrs)}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import Decoder
     from .models import load
 
     if args.max_new_tokens < 1:
         raise CtrldecError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
-    controllers = _controllers(args)
+    sampling = _sampling(args, _controllers(args))
     constraint = _constraint(args)
     if constraint is not None:
         constraint.tables()  # report grammar errors before the (slower) model load
@@ -87,13 +108,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.prompt,
         constraint=constraint,
         max_new_tokens=args.max_new_tokens,
-        greedy=args.temperature == 0 and not controllers,
-        temperature=args.temperature or 1.0,
-        controllers=controllers,
         seed=args.seed,
         chat=not args.no_chat_template,
         system=args.system,
         fast_forward=not args.no_fast_forward,
+        **sampling,
     )
     text = ""
     for delta in stream:
@@ -106,6 +125,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(result.text)
     sys.stdout.write("\n")
     sys.stdout.flush()
+    if result.smc is not None:
+        report = result.smc
+        print(f"ctrldec: SMC: {report.complete} of {len(report.particles)} particles complete, log P(constraint) "
+              f"estimate {report.log_marginal_likelihood:.3f}, resampled {len(report.resampled)} times", file=sys.stderr)
     if result.truncated:
         print(
             f"ctrldec: output truncated after {len(result.token_ids)} tokens: not yet a complete match of the "
@@ -303,7 +326,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--temperature", type=float, help="0 = greedy (the default with --sampler mask; 1 with awrs and smc)")
+    g.add_argument("--sampler", choices=["mask", "awrs", "smc"], default="mask",
+                   help="mask: exact sampling of the masked distribution (default); awrs: adaptive weighted rejection "
+                        "sampling; smc: sequential Monte Carlo over AWRS particles, outputs distributed as P(output | constraint)")
+    g.add_argument("--particles", type=int, metavar="N", help="with --sampler smc: how many particles (default 8)")
+    g.add_argument("--ess-threshold", type=float, default=0.5, metavar="R",
+                   help="with --sampler smc: resample when the effective sample size falls below R * particles")
     g.add_argument("--seed", type=int)
     g.add_argument("--mirostat", type=float, metavar="TAU", help="Mirostat: hold the surprise at TAU bits per token (implies sampling)")
     g.add_argument("--mirostat-eta", type=float, default=1.0, metavar="ETA", help="Mirostat's learning rate (default 1.0)")

@@ -31,7 +31,7 @@ import torch
 
 from .constraints.grammar import Constraint
 from .controllers.base import Controls
-from .decoding.loop import Batch, run
+from .decoding.loop import Batch, Strategy, StrategyFactory, run
 from .decoding.runner import Runner
 from .decoding.sequence import GenerationResult, Sequence
 from .engine.matcher import Matcher, Unconstrained
@@ -69,7 +69,7 @@ class _Options:
     system: str | None = None
     controllers: Seq[Any] = field(default=())
     diagnostics: bool = False
-    sampler: TokenSampler | None = None  # replaces greedy/temperature/top_k/top_p/min_p/max_checks
+    sampler: TokenSampler | StrategyFactory | None = None  # replaces greedy/temperature/top_k/top_p/min_p/max_checks
     drafters: Seq[Drafter] | None = None  # replaces fast_forward/lookahead
 
     @classmethod
@@ -88,21 +88,25 @@ class _Options:
             raise CtrldecError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.lookahead < 0:
             raise CtrldecError(f"lookahead must be >= 0, got {self.lookahead}")
-        if self.sampler is not None and self.records:
-            raise CtrldecError("controllers= and diagnostics= need the full-mask sampler: give them to "
-                               "FullMask(params, Controls([...])) as sampler=, or drop sampler=")
+        if self.sampler is not None and (self.controllers or self.diagnostics):
+            raise CtrldecError(f"controllers= and diagnostics= cannot be combined with sampler={self.sampler!r}: give "
+                               "the controllers to the sampler (AWRS(controllers=[...]), FullMask(params, Controls([...])))")
 
-    @property
-    def records(self) -> bool:
-        """Per-step statistics are kept (they need the full distribution)."""
-        return self.diagnostics or bool(self.controllers)
+    def controls(self) -> Controls:
+        """The controllers every sequence keeps states for."""
+        return self.sampler.controls if self.sampler is not None else Controls(self.controllers)
+
+    def make_strategy(self, controls: Controls) -> Strategy:
+        if isinstance(self.sampler, StrategyFactory):
+            return self.sampler.strategy(self.make_drafters())
+        return Sampling(self.make_sampler(controls), self.make_drafters())
 
     def make_sampler(self, controls: Controls) -> TokenSampler:
         if self.sampler is not None:
-            return self.sampler
+            return self.sampler  # type: ignore[return-value]
         params = SamplingParams(greedy=self.greedy, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
                                 min_p=self.min_p)
-        if self.records:
+        if controls or self.diagnostics:
             return FullMask(params, controls)
         return Greedy(self.max_checks) if params.greedy else Multinomial(params, self.max_checks)
 
@@ -159,9 +163,9 @@ class Decoder:
             return Unconstrained(self.info.vocab_size, self.eos)
         return constraint.compile(self.info).matcher()
 
-    def _batch(self, prompts: Seq[Prompt], options: _Options) -> tuple[Batch, Sampling]:
-        controls = Controls(options.controllers)
-        strategy = Sampling(options.make_sampler(controls), options.make_drafters())
+    def _batch(self, prompts: Seq[Prompt], options: _Options) -> tuple[Batch, Strategy]:
+        controls = options.controls()
+        strategy = options.make_strategy(controls)
         constraints = options.constraint if isinstance(options.constraint, (list, tuple)) else [options.constraint] * len(prompts)
         if len(constraints) != len(prompts):
             raise CtrldecError(f"{len(constraints)} constraints for {len(prompts)} prompts: give one, or one per prompt")
@@ -169,7 +173,7 @@ class Decoder:
             Sequence(self.encode_prompt(p, chat=options.chat, system=options.system), self.matcher(c),
                      self.info, self.eos, max_new_tokens=options.max_new_tokens,
                      rng=None if options.seed is None else torch.Generator().manual_seed(options.seed + i),
-                     controls=controls, record=options.records, stop=options.stop)
+                     controls=controls, record=options.diagnostics or bool(controls), stop=options.stop)
             for i, (p, c) in enumerate(zip(prompts, constraints))
         ]
         return Batch(self.runner, sequences), strategy
@@ -191,19 +195,21 @@ class Decoder:
         same). Controllers need the whole distribution, so sampled steps compute the full mask.
         Each sequence has its own controller state; forced tokens leave it unchanged.
         ``diagnostics=True`` (implied by controllers) fills ``GenerationResult.steps``.
-        ``sampler=``: any ``TokenSampler`` instead of the one the sampling options describe;
+        ``sampler=``: any ``TokenSampler`` instead of the one the sampling options describe
+        (``AWRS()``), or ``SMC(particles=N)`` (sequential Monte Carlo: ``result.smc``);
         ``drafters=``: a list of ``Drafter`` instead of ``[ForcedText(), PromptLookup(lookahead)]``.
         """
         batch, strategy = self._batch([prompt], _Options.from_kwargs(options))
         seq = batch.sequences[0]
+        sent = ""
         for _ in run(strategy, batch):
             delta = seq.take_delta()
+            sent += delta
             if delta:
                 yield delta
-        tail = seq.take_delta()
-        if tail:
-            yield tail
-        result = batch.results()[0]
+        result = strategy.results(batch)[0]
+        if result.text.startswith(sent) and len(result.text) > len(sent):
+            yield result.text[len(sent):]  # what the sequence held back, or SMC's chosen particle
         self.last_result = result
         return result
 
@@ -227,7 +233,7 @@ class Decoder:
         batch, strategy = self._batch(prompts, _Options.from_kwargs(options))
         for _ in run(strategy, batch):
             pass
-        return batch.results()
+        return strategy.results(batch)
 
 
 def generate(model: Any, tokenizer: Any, prompt: Prompt, **kwargs: Any) -> GenerationResult:

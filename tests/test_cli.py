@@ -62,6 +62,21 @@ def test_bad_numbers():
     assert_one_line_error(ctrldec("generate", "hi", "--mirostat", "3", "--mirostat-eta", "-1"), "eta")
     assert_one_line_error(ctrldec("generate", "hi", "--entropy-temperature", "1.5:0.5"), "t_min must be <= t_max")
     assert_one_line_error(ctrldec("generate", "hi", "--entropy-temperature", "1.5"), "T_MIN:T_MAX")
+    assert_one_line_error(ctrldec("generate", "hi", "--sampler", "smc", "--particles", "0"), "at least one particle")
+    assert_one_line_error(ctrldec("generate", "hi", "--sampler", "smc", "--ess-threshold", "1.5"), "ess_threshold")
+    assert_one_line_error(ctrldec("generate", "hi", "--sampler", "awrs", "--temperature", "0"), "--temperature > 0")
+    assert_one_line_error(ctrldec("generate", "hi", "--particles", "4"), "--particles needs --sampler smc")
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("sampler", ["awrs", "smc"])
+def test_generate_with_awrs_and_smc(sampler):
+    particles = ["--particles", "4"] if sampler == "smc" else []
+    result = ctrldec("generate", "Is water wet? Answer yes or no.", "--regex", "(yes|no)", "--sampler", sampler,
+                     *particles, "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in {"yes", "no"}
+    assert ("particles complete" in result.stderr) == (sampler == "smc")
 
 
 @pytest.mark.model

@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence as Seq
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from ..controllers.base import Controls
 
 from .kv import KVCache
 from .runner import Forward, Runner
 from .sequence import GenerationResult, Sequence
 
-__all__ = ["Batch", "Strategy", "run"]
+__all__ = ["Batch", "Strategy", "StrategyFactory", "run"]
 
 
 @runtime_checkable
 class Strategy(Protocol):
     def step(self, batch: Batch) -> None:
         """Advance every live sequence of ``batch`` by one forward pass."""
+
+    def results(self, batch: Batch) -> list[GenerationResult]:
+        """One result per sequence the batch started with (per prompt)."""
 
 
 class Batch:
@@ -67,24 +72,39 @@ class Batch:
             if seq.finished:
                 self._ended[id(seq)] = now
         keep = [s for s in self.live if not s.finished]
-        self.kv.select_rows([s.row for s in keep])
-        for row, seq in enumerate(keep):
+        self.reassign(keep, [s.row for s in keep])
+
+    def reassign(self, sequences: Seq[Sequence], rows: Seq[int]) -> None:
+        """The live sequences become ``sequences``, sequence ``i`` on the cache row that was
+        ``rows[i]`` (rows may repeat: forked or resampled sequences share a prefix)."""
+        self.kv.select_rows(rows)
+        self.live = list(sequences)
+        for row, seq in enumerate(self.live):
             seq.row = row
-        self.live = keep
+
+    def timing(self, seq: Sequence) -> dict[str, float]:
+        """``seq``'s timing: the batch's prefill, the time until it finished, its passes."""
+        total = self._ended.get(id(seq), time.perf_counter() - self.started)
+        decode = total - self.prefill_s
+        timing = {"prefill_s": self.prefill_s, "decode_s": decode, "total_s": total,
+                  "forward_passes": seq.counters.get("passes", 0), "batch_size": len(self.sequences),
+                  "tokens_per_s": len(seq.ids) / decode if decode > 0 and seq.ids else 0.0}
+        timing.update({k: v for k, v in seq.counters.items() if k != "passes"})
+        return timing
 
     def results(self) -> list[GenerationResult]:
         """One result per sequence, in the order given, with its timing."""
-        now = time.perf_counter() - self.started
-        out = []
-        for seq in self.sequences:
-            total = self._ended.get(id(seq), now)
-            decode = total - self.prefill_s
-            timing = {"prefill_s": self.prefill_s, "decode_s": decode, "total_s": total,
-                      "forward_passes": seq.counters.get("passes", 0), "batch_size": len(self.sequences),
-                      "tokens_per_s": len(seq.ids) / decode if decode > 0 and seq.ids else 0.0}
-            timing.update({k: v for k, v in seq.counters.items() if k != "passes"})
-            out.append(seq.result(timing))
-        return out
+        return [seq.result(self.timing(seq)) for seq in self.sequences]
+
+
+@runtime_checkable
+class StrategyFactory(Protocol):
+    """A configuration that makes a strategy per generate call (``SMC``): passed as ``sampler=``."""
+
+    controls: Controls
+
+    def strategy(self, drafters: Seq[Any] = ()) -> Strategy:
+        """The strategy for one call, using ``drafters``."""
 
 
 def run(strategy: Strategy, batch: Batch) -> Iterator[None]:

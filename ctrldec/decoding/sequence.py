@@ -16,7 +16,7 @@ import codecs
 import math
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +26,9 @@ from ..numeric import log_softmax
 from ..samplers.base import Choice
 from ..vocab import TokenizerInfo
 
+if TYPE_CHECKING:
+    from ..search.smc import SMCReport
+
 __all__ = ["Sequence", "GenerationResult"]
 
 
@@ -34,8 +37,9 @@ class GenerationResult:
     """What one generation produced.
 
     ``finish_reason``: ``"eos"`` (the model or the constraint ended it), ``"stop"`` (a stop
-    string), ``"length"`` (``max_new_tokens``). ``truncated``: the length ran out before the
-    constraint could be satisfied (``text`` is then a valid prefix, not a complete output).
+    string), ``"length"`` (``max_new_tokens``), ``"dead"`` (an SMC particle whose weight became
+    0). ``truncated``: it ended before the constraint could be satisfied (``text`` is then a
+    valid prefix, not a complete output).
     ``logprobs[i]``: log-probability of token i under the model's unwarped distribution.
     ``log_weight``: the sum of the sampler's log importance weights (0 for exact samplers).
     """
@@ -50,6 +54,7 @@ class GenerationResult:
     timing: dict[str, float] = field(default_factory=dict)
     steps: list[StepStats] = field(default_factory=list)  # per token, with controllers or diagnostics=True
     log_weight: float = 0.0
+    smc: SMCReport | None = None  # the particles, with sampler=SMC(...)
 
     @property
     def forced_share(self) -> float:
@@ -72,6 +77,9 @@ class Sequence:
         self.state: tuple = self.controls.init()  # controller states now
         self.record = record
         self.stop = tuple(stop)
+        # False: reaching the end of the constraint (or max_new_tokens where it may end) leaves
+        # the sequence open, for a strategy that must account for the EOS step (SMC's weights).
+        self.end_when_done = True
         self.ids: list[int] = []
         self.logprobs: list[float] = []
         self.kinds: list[str] = []
@@ -121,6 +129,11 @@ class Sequence:
         return self.finish_reason is not None
 
     @property
+    def must_end(self) -> bool:
+        """Only EOS may come next: the constraint is complete, or it may end and no room is left."""
+        return not self.finished and (self.matcher.is_done() or (self.room <= 0 and self.matcher.is_accepting()))
+
+    @property
     def unscored(self) -> int:
         """Trailing forced tokens whose log-probability needs a forward pass (``score``)."""
         n = 0
@@ -143,6 +156,7 @@ class Sequence:
 
     def commit(self, choice: Choice, logits: torch.Tensor) -> None:
         """Commit a sampled token; ``logits``: the step's raw row, for its log-probability."""
+        self.log_weight += choice.log_w
         if choice.token in self.eos:
             self._finish("eos")
             return
@@ -150,7 +164,6 @@ class Sequence:
         self._append(choice.token, "sampled", float(x[choice.token]) if choice.token < len(x) else float("-inf"),
                      choice.stats, choice.controls)
         self.checks.append(choice.checks)
-        self.log_weight += choice.log_w
         self._check_end()
 
     def commit_forced(self, tokens: Seq[int]) -> None:
@@ -189,10 +202,15 @@ class Sequence:
         if hit:
             self.text = self.text[: min(self.text.index(s) for s in hit)]
             self._finish("stop")
-        elif self.room <= 0:
+        elif self.room <= 0 and (self.end_when_done or not self.matcher.is_accepting()):
             self._finish("length")
-        elif self.matcher.is_done():
+        elif self.end_when_done and self.matcher.is_done():
             self._finish("eos")
+
+    def finish(self, reason: str) -> None:
+        """End the sequence (a strategy's decision, e.g. a particle with weight 0)."""
+        if not self.finished:
+            self._finish(reason)
 
     def _finish(self, reason: str) -> None:
         self.finish_reason = reason
@@ -246,6 +264,6 @@ class Sequence:
         return GenerationResult(
             text=self.text, token_ids=list(self.ids), logprobs=list(self.logprobs), kinds=list(self.kinds),
             checks=list(self.checks), finish_reason=finish,
-            truncated=finish == "length" and not self.matcher.is_accepting(),
+            truncated=finish in ("length", "dead") and not self.matcher.is_accepting(),
             timing=dict(timing or {}), steps=list(self.steps), log_weight=self.log_weight,
         )

@@ -5,8 +5,9 @@ only as a fallback; ``FullMask`` samples from the whole constrained distribution
 controllers, as ``model.generate`` does.
 """
 
+from .awrs import AWRS
 from .base import Choice, SamplingParams, TokenSampler
 from .full_mask import FullMask
 from .sampling import Greedy, Multinomial, choose
 
-__all__ = ["Choice", "SamplingParams", "TokenSampler", "FullMask", "Greedy", "Multinomial", "choose"]
+__all__ = ["AWRS", "Choice", "SamplingParams", "TokenSampler", "FullMask", "Greedy", "Multinomial", "choose"]

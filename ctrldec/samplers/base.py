@@ -8,6 +8,8 @@ instance serves every sequence of a batch, in any thread.
 A new sampler implements ``choose``::
 
     class FirstAllowed:                       # the lowest allowed token id, deterministically
+        controls = Controls()
+
         def choose(self, logits, matcher, rng=None, state=()):
             token = next(t for t in range(logits.numel()) if matcher.accepts(t))
             return Choice(token, checks=token + 1, log_q=0.0)
@@ -20,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ..controllers.base import StepStats
+from ..controllers.base import Controls, StepStats
 from ..engine.matcher import Matcher
 
 __all__ = ["SamplingParams", "Choice", "TokenSampler"]
@@ -74,6 +76,8 @@ class Choice:
 
 @runtime_checkable
 class TokenSampler(Protocol):
+    controls: Controls  # the controllers it runs (each sequence keeps their states)
+
     def choose(self, logits: torch.Tensor, matcher: Matcher, rng: torch.Generator | None = None,
                state: tuple = ()) -> Choice:
         """Pick the next token from 1-D ``logits`` under ``matcher``; ``state``: the sequence's

@@ -17,7 +17,19 @@ from ..engine.matcher import Matcher
 from ..numeric import LN2, entropy_bits, log_softmax
 from .base import Choice, SamplingParams, masked
 
-__all__ = ["FullMask"]
+__all__ = ["FullMask", "transformers_warpers"]
+
+
+def transformers_warpers(params: SamplingParams) -> list:
+    """transformers' own warpers for ``params``, in the order ``model.generate`` applies them."""
+    from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    if params.greedy:
+        return []
+    return (([TemperatureLogitsWarper(params.temperature)] if params.temperature != 1 else [])
+            + ([TopKLogitsWarper(params.top_k)] if params.top_k else [])
+            + ([TopPLogitsWarper(params.top_p)] if params.top_p < 1 else [])
+            + ([MinPLogitsWarper(params.min_p)] if params.min_p > 0 else []))
 
 
 class FullMask:
@@ -29,16 +41,9 @@ class FullMask:
     """
 
     def __init__(self, params: SamplingParams | None = None, controls: Controls | None = None) -> None:
-        from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
-
-        self.params = params = params or SamplingParams()
+        self.params = params or SamplingParams()
         self.controls = controls or Controls()
-        self._warpers = [] if params.greedy else (
-            ([TemperatureLogitsWarper(params.temperature)] if params.temperature != 1 else [])
-            + ([TopKLogitsWarper(params.top_k)] if params.top_k else [])
-            + ([TopPLogitsWarper(params.top_p)] if params.top_p < 1 else [])
-            + ([MinPLogitsWarper(params.min_p)] if params.min_p > 0 else [])
-        )
+        self._warpers = transformers_warpers(self.params)
 
     def __repr__(self) -> str:
         return f"FullMask({self.params}, {list(self.controls.controllers)})"

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..controllers.base import Controls
 from ..engine.matcher import Matcher
 from .base import Choice, SamplingParams, allowed_tokens, masked
 
@@ -52,6 +53,7 @@ class Greedy:
 
     def __init__(self, max_checks: int = MAX_CHECKS) -> None:
         self.max_checks = max_checks
+        self.controls = Controls()
 
     def __repr__(self) -> str:
         return "Greedy()"
@@ -74,6 +76,7 @@ class Multinomial:
         if self.params.greedy:
             raise ValueError("Multinomial samples: use Greedy() for greedy decoding")
         self.max_checks = max_checks
+        self.controls = Controls()
 
     def __repr__(self) -> str:
         return f"Multinomial({self.params})"

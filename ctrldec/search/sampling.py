@@ -19,7 +19,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from ..decoding.loop import Batch
-from ..decoding.sequence import Sequence
+from ..decoding.sequence import GenerationResult, Sequence
 from ..samplers.base import TokenSampler
 from ..speculative.drafters import NO_DRAFT, Draft, Drafter
 from ..speculative.verifier import Verifier
@@ -31,8 +31,13 @@ __all__ = ["Sampling"]
 class _Plan:
     feed: list[int]
     scored: int  # leading kept rows that score forced tokens
-    draft: Draft | None  # None: nothing to verify (the sequence has finished)
+    draft: Draft | None  # None: nothing to verify (the sequence has finished, or must end)
     drafter: Drafter | None = None
+    ends: bool = False  # keep the row after the feed: the EOS step's distribution
+
+    @property
+    def keep(self) -> int:
+        return self.scored + (len(self.draft.tokens) + 1 if self.draft is not None else 0) + self.ends
 
 
 class Sampling:
@@ -47,9 +52,12 @@ class Sampling:
         plans = [self._plan(seq) for seq in batch.live]
         if not any(p.feed for p in plans):
             return  # every sequence finished with nothing left to score
-        out = batch.forward([p.feed for p in plans], [p.scored + (len(p.draft.tokens) + 1 if p.draft else 0) for p in plans])
+        out = batch.forward([p.feed for p in plans], [p.keep for p in plans])
         for seq, plan, rows in zip(batch.live, plans, out.logits):
             self._settle(seq, plan, rows, batch)
+
+    def results(self, batch: Batch) -> list[GenerationResult]:
+        return batch.results()
 
     def _plan(self, seq: Sequence) -> _Plan:
         draft, drafter = self._draft(seq)

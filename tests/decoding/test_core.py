@@ -3,6 +3,8 @@ drafter written outside the package (what a new drafter needs: ``name``, ``propo
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from helpers import tiny_llama
@@ -38,6 +40,7 @@ class _CountingForward:
     def __enter__(self):
         self.original = self.model.forward
 
+        @functools.wraps(self.original)
         def forward(*args, **kwargs):
             self.rows.append(int(kwargs["input_ids"].shape[0]))
             return self.original(*args, **kwargs)
@@ -104,6 +107,8 @@ def test_a_toy_drafter_plugs_in_and_is_lossless(tok, model):
 
 def test_a_custom_sampler_plugs_in(tok, model):
     class Lowest:
+        controls = Controls()
+
         def choose(self, logits, matcher, rng=None, state=()):
             token = next(t for t in range(logits.numel()) if matcher.accepts(t))
             return ctrldec.samplers.Choice(token, checks=token + 1, log_q=0.0)

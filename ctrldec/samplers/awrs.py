@@ -1,0 +1,184 @@
+"""``AWRS``: adaptive weighted rejection sampling (Lipkin et al., COLM 2025, arXiv 2504.05410).
+
+Each step draws an exact sample of the *potential* restricted to the tokens the constraint
+allows, with a handful of ``Matcher.accepts`` checks and no mask, and returns an unbiased
+estimate of that restriction's mass ``Z`` (``Choice.log_w = log Z-hat``): the weight sequential
+Monte Carlo (``search.smc``) multiplies to correct the distortion of token-by-token masking.
+
+The potential is the model's next-token distribution after the controllers (Mirostat, entropy
+temperature) and temperature, top-k, top-p, min-p, all applied to the *unconstrained*
+distribution; the constraint is then the condition. (The masking samplers warp the constrained
+distribution instead. SMC needs a fixed potential times the constraint to have a global target,
+``P(w | w in L)`` for the warped process; with temperature 1 and no warpers both orders agree.)
+
+Two estimators, both unbiased (ALGORITHMS.md, AWRS step 3; tests check the mean of ``Z-hat``
+against the exact ``Z`` over 100,000 draws):
+
+* **recursive**: candidates in Gumbel order (sampling without replacement); each rejected token
+  ``j`` multiplies the estimate by ``1 - q_j``, ``q_j = p_j / (1 - rejected mass before it)``;
+  at the first accepted token ``x`` the next candidate is tested too: the estimate's last factor
+  is 1 if it is also accepted, ``q_x`` if not.
+* **geometric** (used when the top probability is at least 2/3, where it needs fewer checks):
+  draws with replacement until two acceptances, the estimate ``1 / (n - 1)`` after ``n`` draws;
+  draws that would land on an already rejected token are not made but counted (their number
+  before each fresh draw is geometric).
+
+Past ``max_checks`` rejections the full mask is computed: the sample is drawn from it and the
+weight is the exact ``Z``, which is a proper weight too. A step where no allowed token has
+positive potential (top-k cut every allowed token) returns ``log_w = -inf``: the particle is dead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..controllers.base import Controls, StepStats
+from ..engine.matcher import Matcher
+from ..numeric import LN2, entropy_bits, log_softmax
+from .base import Choice, SamplingParams, allowed_tokens
+from .full_mask import transformers_warpers
+from .sampling import MAX_CHECKS, candidates
+
+__all__ = ["AWRS", "GEOMETRIC_THRESHOLD"]
+
+# Above this top probability, sampling with replacement until two acceptances needs fewer than
+# two checks on average (1 + 2(1 - p)/p < 2 for p > 2/3), and the recursive estimator always
+# makes at least two: the geometric one is then cheaper.
+GEOMETRIC_THRESHOLD = math.log(2.0 / 3.0)
+
+
+class AWRS:
+    """Exact constrained samples with unbiased estimates of the allowed mass (see the module
+    docstring). ``variant``: ``"auto"`` (geometric when the top probability is >= 2/3),
+    ``"recursive"`` or ``"geometric"``. ``controllers``: applied to the unconstrained
+    distribution, each sequence keeping its own state.
+
+    >>> import ctrldec, torch
+    >>> info = ctrldec.TokenizerInfo([b"a", b"b", b"c", b""], special_ids={3}, eos_token_ids=[3])
+    >>> m = ctrldec.Regex("[ab]").matcher(info)
+    >>> c = AWRS().choose(torch.log(torch.tensor([0.5, 0.2, 0.2, 0.1])), m, torch.Generator().manual_seed(0))
+    >>> c.token in (0, 1), c.checks >= 1                 # an exact draw of p restricted to {a, b}
+    (True, True)
+    """
+
+    def __init__(self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, *,
+                 controllers: Controls | list | tuple = (), variant: str = "auto", max_checks: int = MAX_CHECKS) -> None:
+        if variant not in ("auto", "recursive", "geometric"):
+            raise ValueError(f"variant must be 'auto', 'recursive' or 'geometric', got {variant!r}")
+        if max_checks < 2:
+            raise ValueError(f"max_checks must be at least 2 (the weight tests one token past the sample), got {max_checks}")
+        self.params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        self.controls = controllers if isinstance(controllers, Controls) else Controls(controllers)
+        self.variant = variant
+        self.max_checks = max_checks
+        self._warpers = transformers_warpers(self.params)
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (f"AWRS(temperature={p.temperature}, top_k={p.top_k}, top_p={p.top_p}, min_p={p.min_p}, "
+                f"variant={self.variant!r})")
+
+    def potential(self, logits: torch.Tensor, state: tuple = ()) -> tuple[torch.Tensor, tuple]:
+        """The warped unconstrained scores of one step, and the controllers' step records."""
+        scores, steps = self.controls.warp(logits.float(), state)
+        scores = scores[None]
+        for warper in self._warpers:
+            scores = warper(None, scores)
+        return scores[0], steps
+
+    def log_potential(self, rows: torch.Tensor, tokens: list[int], state: tuple = ()) -> float:
+        """Sum of ``log potential(token)`` over forced tokens (their proper weight: the constraint
+        allows nothing else, so the allowed mass is the token's own probability)."""
+        total = 0.0
+        for row, token in zip(rows, tokens):
+            total += float(log_softmax(self.potential(row, state)[0])[token])
+        return total
+
+    def log_potential_of(self, row: torch.Tensor, tokens: frozenset[int] | set[int], state: tuple = ()) -> float:
+        """``log`` of the potential's total probability of ``tokens`` at one step (the EOS ids)."""
+        logp = log_softmax(self.potential(row, state)[0])
+        return float(np.logaddexp.reduce(logp[[t for t in tokens if t < len(logp)]]))
+
+    def choose(self, logits: torch.Tensor, matcher: Matcher, rng: torch.Generator | None = None, state: tuple = ()) -> Choice:
+        scores, steps = self.potential(logits, state)
+        logp = log_softmax(scores)
+        top = float(logp.max())
+        geometric = self.variant == "geometric" or (self.variant == "auto" and top >= GEOMETRIC_THRESHOLD)
+        token, checks, log_w, exact = (self._geometric if geometric else self._recursive)(logp, matcher, rng)
+        if token is None:
+            token = int(torch.where(allowed_tokens(matcher, logits.numel()), logits.float(), -torch.inf).argmax())
+        stats, controls = None, None
+        if self.controls:
+            controls, reported = self.controls.update(state, steps, token)
+            stats = StepStats(entropy=entropy_bits(logp), surprise=float(-logp[token]) / LN2, prob=float(np.exp(logp[token])),
+                              kept=int(np.isfinite(logp).sum()), controls=reported)
+        return Choice(token, checks, exact, log_w=log_w, stats=stats, controls=controls)
+
+    # -- the two estimators; each returns (token or None when dead, checks, log Z-hat, used the mask) ----
+
+    def _recursive(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None):
+        keys = torch.from_numpy(logp) + _gumbel(len(logp), rng)
+        order = candidates(keys, len(logp))
+        rejected = 0.0  # probability mass of the rejected candidates
+        checks = 0
+        for token in order:
+            if not np.isfinite(logp[token]):
+                return None, checks, -math.inf, False  # the whole support was rejected
+            checks += 1
+            log_q = float(logp[token]) - math.log1p(-min(rejected, 1.0 - 1e-300))
+            if matcher.accepts(token):
+                nxt = next(order, None)
+                if nxt is None or not np.isfinite(logp[nxt]):
+                    tail = 0.0  # the accepted token was the last one with positive probability
+                else:
+                    checks += 1
+                    tail = 0.0 if matcher.accepts(nxt) else min(log_q, 0.0)
+                return token, checks, math.log1p(-min(rejected, 1.0)) + tail, False
+            rejected += math.exp(logp[token])
+            if checks >= self.max_checks:
+                break
+        return self._exact(logp, matcher, rng, None, checks)
+
+    def _geometric(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None):
+        live = torch.from_numpy(logp.copy())  # rejected tokens are removed from it
+        rejected, draws, accepted, checks = 0.0, 0, 0, 0
+        known: set[int] = set()
+        first = None
+        while accepted < 2:
+            if rejected > 0:  # draws that would have hit rejected tokens first
+                u = float(torch.rand(1, generator=rng).clamp_(1e-300, 1.0))
+                draws += int(math.floor(math.log(u) / math.log(rejected))) if rejected < 1 else 0
+            token = int((live + _gumbel(len(logp), rng)).argmax())
+            if not np.isfinite(logp[token]):
+                return None, checks, -math.inf, False  # every token with positive potential was rejected
+            draws += 1
+            if token in known or matcher.accepts(token):
+                checks += token not in known
+                known.add(token)
+                accepted += 1
+                first = token if first is None else first
+                continue
+            checks += 1
+            rejected += math.exp(logp[token])
+            live[token] = -math.inf
+            if checks >= self.max_checks:
+                return self._exact(logp, matcher, rng, first, checks)
+        return first, checks, -math.log(draws - 1), False
+
+    def _exact(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None, sample: int | None, checks: int):
+        """The full mask: the exact allowed mass as the weight; a sample from it unless one is given."""
+        mask = allowed_tokens(matcher, len(logp)).numpy() & np.isfinite(logp)
+        if not mask.any():
+            return None, checks, -math.inf, True
+        z = np.logaddexp.reduce(logp[mask])
+        if sample is None:
+            probs = torch.from_numpy(np.where(mask, np.exp(logp - z), 0.0))
+            sample = int(torch.multinomial(probs, 1, generator=rng))
+        return sample, checks, float(z), True
+
+
+def _gumbel(n: int, rng: torch.Generator | None) -> torch.Tensor:
+    return -torch.log(-torch.log(torch.rand(n, generator=rng, dtype=torch.float64).clamp_(1e-300, 1.0)))
