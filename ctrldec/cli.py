@@ -376,7 +376,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
     _schema_generation_args(e, limit=20, max_new_tokens=128)
-    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4")
+    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8")
     e.set_defaults(func=cmd_bench_e2e)
     mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
     mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")

@@ -9,7 +9,10 @@ message), greedy, the same ``max_new_tokens``:
 (d) ctrldec's loop (fast-forward and prompt lookup on), and (d0) the plain loop (both off),
 (s) ctrldec's loop sampling at temperature 1, for the number of ``accepts`` checks per token,
 (d4) ctrldec's loop as (d), four pairs at a time through ``generate_batch`` (one forward pass
-per step for the four rows).
+per step for the four rows),
+(w) ctrldec's loop with ``AWRS`` at temperature 1 (checks per token include the one past the
+sample that the weight needs), (m8) ``SMC`` with 8 AWRS particles (passes: the run's forward
+passes; checks: every particle's).
 
 Reported per configuration: output tokens, time per output token, tokens/s (prompt prefill
 included in the time, for all alike), valid finished outputs, forward passes, the share of
@@ -51,7 +54,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
 
     decoder = Decoder(model, tokenizer)
     xgr_compiler = _xgrammar(tokenizer, decoder.width)
-    names = [n for n in (configs or ["a", "b", "c", "d", "d0", "s", "d4"]) if n != "b" or xgr_compiler is not None]
+    names = [n for n in (configs or list(LABELS)) if n != "b" or xgr_compiler is not None]
     stats: dict[str, dict[str, float]] = {n: dict.fromkeys(("tokens", "seconds", "passes", "forced", "finished", "valid", "checks", "sampled", "outputs"), 0) for n in names}
     pairs = pick_schemas(folder, splits, limit, seed)
     skipped: list[dict] = []
@@ -135,12 +138,25 @@ def _hf(model: Any, tokenizer: Any, prompt: list[int], processors: list[Any], ma
     return _Outcome(new, tokenizer.decode(new, skip_special_tokens=True), finished, seconds, len(new) + finished)
 
 
+def _loop_options(name: str) -> dict[str, Any]:
+    from ..samplers import AWRS
+    from ..search import SMC
+
+    if name == "w":
+        return {"sampler": AWRS()}
+    if name == "m8":
+        return {"sampler": SMC(particles=8)}
+    return {"greedy": name != "s", "temperature": 1.0, "fast_forward": name != "d0", "lookahead": 0 if name == "d0" else 8}
+
+
 def _loop(decoder: Any, name: str, prompt: list[int], constraint: Any, max_new_tokens: int, seed: int) -> _Outcome:
     started = time.perf_counter()
-    result = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens, greedy=name != "s",
-                              temperature=1.0, seed=seed, fast_forward=name != "d0", lookahead=0 if name == "d0" else 8)
-    return _Outcome(result.token_ids, result.text, result.finish_reason == "eos", time.perf_counter() - started,
-                    result.timing["forward_passes"], result.kinds.count("forced"), sum(result.checks), len(result.checks))
+    result = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens, seed=seed, **_loop_options(name))
+    seconds = time.perf_counter() - started
+    runs = result.smc.particles if result.smc is not None else [result]  # SMC: every particle's draws
+    passes = max(r.timing["forward_passes"] for r in runs)
+    return _Outcome(result.token_ids, result.text, result.finish_reason == "eos", seconds, passes,
+                    result.kinds.count("forced"), sum(sum(r.checks) for r in runs), sum(len(r.checks) for r in runs))
 
 
 def _add(s: dict[str, float], o: _Outcome, schema: Any) -> None:
@@ -182,6 +198,8 @@ LABELS = {
     "d0": "(d0) ctrldec loop, plain",
     "s": "(s) ctrldec loop, sampling T=1",
     "d4": f"(d4) as (d), generate_batch of {BATCH}",
+    "w": "(w) ctrldec loop, AWRS T=1",
+    "m8": "(m8) ctrldec loop, SMC 8 particles T=1",
 }
 
 
@@ -201,6 +219,11 @@ def format_report(report: dict[str, Any]) -> str:
     d4 = report["configs"].get("d4", {})
     if "equal_to_d" in d4:
         lines.append(f"(d4) outputs equal to (d) token for token: {int(d4['equal_to_d'])}/{int(d4['outputs'])}")
+    w, m8 = report["configs"].get("w"), report["configs"].get("m8")
+    if w and m8 and w["passes"] and m8["passes"]:
+        single, smc = 1000 * w["seconds"] / w["passes"], 1000 * m8["seconds"] / m8["passes"]
+        lines.append(f"(m8) {smc:.1f} ms per forward pass (8 particles) vs (w) {single:.1f} ms (one sequence): {smc / single:.2f}x; "
+                     f"accepts checks per sampled token {m8['checks'] / max(m8['sampled'], 1):.2f} vs a full mask's |V|")
     base = report["configs"].get("d")
     for ref in ("a", "b"):
         if base and ref in report["configs"] and report["configs"][ref]["tokens_per_s"]:
