@@ -93,3 +93,20 @@ def test_bad_parameters():
         AWRS(temperature=0)
     with pytest.raises(ValueError, match="max_checks"):
         AWRS(max_checks=1)
+
+
+def test_warpers_shape_the_potential_before_the_constraint():
+    """top-k, top-p and min-p cut the unconstrained distribution; Z is the allowed mass of what
+    they keep (20,000 draws, mean within 3 standard errors)."""
+    from transformers import MinPLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    logits = _logits("flat")
+    scores = MinPLogitsWarper(0.02)(None, TopPLogitsWarper(0.95)(None, TopKLogitsWarper(12)(None, logits[None])))[0]
+    p = torch.softmax(scores.double(), -1).numpy()
+    z = float(p[ALLOWED.matcher(INFO).allowed_token_ids()].sum())
+    sampler = AWRS(top_k=12, top_p=0.95, min_p=0.02)
+    gen = torch.Generator().manual_seed(9)
+    draws = [sampler.choose(logits, ALLOWED.matcher(INFO), gen) for _ in range(20_000)]
+    weights = np.exp([c.log_w for c in draws])
+    assert all(p[c.token] > 0 for c in draws)
+    assert abs(weights.mean() - z) < 3 * weights.std(ddof=1) / math.sqrt(len(weights))
