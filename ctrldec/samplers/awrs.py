@@ -14,8 +14,9 @@ distribution instead. SMC needs a fixed potential times the constraint to have a
 Two estimators, both unbiased (ALGORITHMS.md, AWRS step 3; tests check the mean of ``Z-hat``
 against the exact ``Z`` over 100,000 draws):
 
-* **recursive**: candidates in Gumbel order (sampling without replacement); each rejected token
-  ``j`` multiplies the estimate by ``1 - q_j``, ``q_j = p_j / (1 - rejected mass before it)``;
+* **recursive**: candidates drawn without replacement (by inverse CDF, tested tokens removed);
+  each rejected token ``j`` multiplies the estimate by ``1 - q_j``, ``q_j = p_j / (1 - rejected
+  mass before it)``;
   at the first accepted token ``x`` the next candidate is tested too: the estimate's last factor
   is 1 if it is also accepted, ``q_x`` if not.
 * **geometric** (used when the top probability is at least 2/3, where it needs fewer checks):
@@ -40,7 +41,7 @@ from ..engine.matcher import Matcher
 from ..numeric import LN2, entropy_bits, log_softmax
 from .base import Choice, SamplingParams, allowed_tokens
 from .full_mask import transformers_warpers
-from .sampling import MAX_CHECKS, candidates
+from .sampling import MAX_CHECKS
 
 __all__ = ["AWRS", "GEOMETRIC_THRESHOLD"]
 
@@ -120,39 +121,37 @@ class AWRS:
     # -- the two estimators; each returns (token or None when dead, checks, log Z-hat, used the mask) ----
 
     def _recursive(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None):
-        keys = torch.from_numpy(logp) + _gumbel(len(logp), rng)
-        order = candidates(keys, len(logp))
-        rejected = 0.0  # probability mass of the rejected candidates
+        live = _LiveDistribution(np.exp(logp))  # sampling without replacement: tested tokens leave it
         checks = 0
-        for token in order:
-            if not np.isfinite(logp[token]):
+        while checks < self.max_checks:
+            token = live.draw(_uniform(rng))
+            if token is None:
                 return None, checks, -math.inf, False  # the whole support was rejected
             checks += 1
+            rejected = live.removed  # probability mass of the rejected candidates
             log_q = float(logp[token]) - math.log1p(-min(rejected, 1.0 - 1e-300))
+            live.remove(token)
             if matcher.accepts(token):
-                nxt = next(order, None)
-                if nxt is None or not np.isfinite(logp[nxt]):
+                nxt = live.draw(_uniform(rng))
+                if nxt is None:
                     tail = 0.0  # the accepted token was the last one with positive probability
                 else:
                     checks += 1
                     tail = 0.0 if matcher.accepts(nxt) else min(log_q, 0.0)
                 return token, checks, math.log1p(-min(rejected, 1.0)) + tail, False
-            rejected += math.exp(logp[token])
-            if checks >= self.max_checks:
-                break
         return self._exact(logp, matcher, rng, None, checks)
 
     def _geometric(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None):
-        live = torch.from_numpy(logp.copy())  # rejected tokens are removed from it
-        rejected, draws, accepted, checks = 0.0, 0, 0, 0
+        live = _LiveDistribution(np.exp(logp))  # rejected tokens are removed from it
+        draws, accepted, checks = 0, 0, 0
         known: set[int] = set()
         first = None
         while accepted < 2:
-            if rejected > 0:  # draws that would have hit rejected tokens first
-                u = float(torch.rand(1, generator=rng).clamp_(1e-300, 1.0))
-                draws += int(math.floor(math.log(u) / math.log(rejected))) if rejected < 1 else 0
-            token = int((live + _gumbel(len(logp), rng)).argmax())
-            if not np.isfinite(logp[token]):
+            if live.removed > 0:  # draws that would have hit rejected tokens first
+                u = max(_uniform(rng), 1e-300)
+                draws += int(math.floor(math.log(u) / math.log(live.removed))) if live.removed < 1 else 0
+            token = live.draw(_uniform(rng))
+            if token is None:
                 return None, checks, -math.inf, False  # every token with positive potential was rejected
             draws += 1
             if token in known or matcher.accepts(token):
@@ -162,8 +161,7 @@ class AWRS:
                 first = token if first is None else first
                 continue
             checks += 1
-            rejected += math.exp(logp[token])
-            live[token] = -math.inf
+            live.remove(token)
             if checks >= self.max_checks:
                 return self._exact(logp, matcher, rng, first, checks)
         return first, checks, -math.log(draws - 1), False
@@ -180,5 +178,46 @@ class AWRS:
         return sample, checks, float(z), True
 
 
-def _gumbel(n: int, rng: torch.Generator | None) -> torch.Tensor:
-    return -torch.log(-torch.log(torch.rand(n, generator=rng, dtype=torch.float64).clamp_(1e-300, 1.0)))
+def _uniform(rng: torch.Generator | None) -> float:
+    """One uniform draw in [0, 1) from the sequence's random stream."""
+    return float(torch.rand(1, generator=rng, dtype=torch.float64))
+
+
+class _LiveDistribution:
+    """A distribution over token ids with a few tokens removed, drawn from by inverse CDF: one
+    cumulative sum per step, then ``O(removed * log V)`` per draw, where a Gumbel vector over
+    the vocabulary costs ``O(V)`` (two float64 logs per token) per draw. Drawing and removing
+    in turn samples without replacement (the recursive estimator); drawing alone, with
+    replacement (the geometric one)."""
+
+    def __init__(self, p: np.ndarray) -> None:
+        self.p = p / p.sum()
+        self.cdf = np.cumsum(self.p)
+        self.positive = int(np.count_nonzero(self.p))
+        self.holes: list[int] = []  # removed token ids, ascending
+        self.removed = 0.0  # their probability mass
+
+    def remove(self, token: int) -> None:
+        self.holes.insert(int(np.searchsorted(self.holes, token)), token)
+        self.removed += float(self.p[token])
+
+    def draw(self, u: float) -> int | None:
+        """The token at live mass ``u * (1 - removed)``; None once every positive token is removed.
+        Between consecutive holes the live CDF is the full CDF minus the holes' mass before it."""
+        if len(self.holes) >= self.positive:
+            return None
+        target, offset, previous = u * max(1.0 - self.removed, 0.0), 0.0, -1
+        for hole in [*self.holes, len(self.p)]:
+            # max(): a rounding error in the offset must not land on the hole just passed
+            token = max(int(np.searchsorted(self.cdf, target + offset, side="right")), previous + 1)
+            if token < hole and self.p[token] > 0:
+                return token
+            if hole < len(self.p):
+                offset, previous = offset + float(self.p[hole]), hole
+        return self._last()
+
+    def _last(self) -> int:
+        """The highest live token with positive probability (``u`` rounded past the end)."""
+        removed = set(self.holes)
+        return next(t for t in np.flatnonzero(self.p)[::-1].tolist() if t not in removed)
+
