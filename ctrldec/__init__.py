@@ -11,10 +11,10 @@ from .engine.compiled import CompiledGrammar, GrammarMatcher
 from .engine.matcher import Matcher, Unconstrained
 from .generate import Decoder, GenerationResult, custom_generate, generate
 from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
-from .processors import GrammarLogitsProcessor
+from .processors import ASApLogitsProcessor, GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
-from .samplers import AWRS, FullMask, Greedy, Multinomial, TokenSampler
-from .search import SMC, SMCReport
+from .samplers import ASApOracle, AWRS, FullMask, Greedy, Multinomial, TokenSampler
+from .search import ASAp, SMC, SMCReport
 from .speculative import Draft, Drafter, ForcedText, PromptLookup
 from .limits import Limits
 from .vocab import TokenizerInfo
@@ -36,6 +36,7 @@ __all__ = [
     "Limits",
     "Unconstrained",
     "GrammarLogitsProcessor",
+    "ASApLogitsProcessor",
     "Mirostat",
     "EntropyTemperature",
     "StepStats",
@@ -45,6 +46,8 @@ __all__ = [
     "Multinomial",
     "FullMask",
     "AWRS",
+    "ASAp",
+    "ASApOracle",
     "SMC",
     "SMCReport",
     "Drafter",

@@ -3,6 +3,7 @@
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]]
                             [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
                             [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
+                            [--sampler asap --samples K [--batch B] [--oracle FILE]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
                             [--entropy-temperature T_MIN:T_MAX[:EXP]]
     ctrldec info
@@ -76,6 +77,13 @@ def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any
 
     if args.temperature is not None and args.temperature < 0:
         raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.sampler != "asap" and (args.samples != 1 or args.oracle or args.batch != 1):
+        raise CtrldecError("--samples, --batch and --oracle need --sampler asap")
+    if args.sampler == "asap":
+        if controllers:
+            raise CtrldecError("--sampler asap samples at temperature 1 without controllers (its oracle learns the model's "
+                               "own distribution): drop --mirostat / --entropy-temperature")
+        return {"sampler": _asap(args)}
     if args.sampler == "mask":
         if args.particles is not None:
             raise CtrldecError("--particles needs --sampler smc")
@@ -91,6 +99,53 @@ def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any
     return {"sampler": SMC(8 if args.particles is None else args.particles, args.ess_threshold, sampler=awrs)}
 
 
+def _asap(args: argparse.Namespace) -> Any:
+    """ASAp over the --oracle file (when it exists) or a new oracle."""
+    from .samplers.asap import ASApOracle
+    from .search import ASAp
+
+    if args.temperature == 0:
+        raise CtrldecError("--sampler asap with --temperature 0: greedy decoding is meaningless with ASAp, which corrects "
+                           "the distribution samples are drawn from (there is none in greedy decoding)")
+    if args.temperature not in (None, 1):
+        raise CtrldecError(f"--sampler asap samples at temperature 1 (its oracle learns the model's own distribution), "
+                           f"got --temperature {args.temperature}")
+    if args.particles is not None:
+        raise CtrldecError("--particles needs --sampler smc")
+    if args.samples < 1 or args.batch < 1:
+        raise CtrldecError(f"--samples and --batch must be at least 1, got {args.samples} and {args.batch}")
+    if args.grammar is None and args.regex is None and args.schema is None:
+        raise CtrldecError("--sampler asap needs a constraint (--grammar, --regex or --schema): it samples from "
+                           "P(output | output in the constraint's language)")
+    oracle = ASApOracle.load(args.oracle) if args.oracle and os.path.exists(args.oracle) else ASApOracle()
+    return ASAp(oracle)
+
+
+def _generate_asap(args: argparse.Namespace, decoder: Any, constraint: Any, asap: Any) -> int:
+    """--samples outputs in rounds of --batch, one per line; the oracle saved to --oracle after."""
+    truncated = 0
+    seed = args.seed if args.seed is not None else 0
+    for start in range(0, args.samples, args.batch):
+        rows = min(args.batch, args.samples - start)
+        results = decoder.generate_batch([args.prompt] * rows, constraint=constraint, max_new_tokens=args.max_new_tokens,
+                                         seed=seed + start, chat=not args.no_chat_template, system=args.system,
+                                         fast_forward=not args.no_fast_forward, sampler=asap)
+        for r in results:
+            sys.stdout.write(r.text + "\n")
+            truncated += r.truncated
+        sys.stdout.flush()
+    oracle = asap.oracle
+    if args.oracle:
+        oracle.save(args.oracle)
+    print(f"ctrldec: ASAp oracle: {len(oracle)} nodes from {oracle.samples} samples, log P(constraint) <= "
+          f"{oracle.log_p_language_bound:.3f}" + (f"; saved to {args.oracle}" if args.oracle else ""), file=sys.stderr)
+    if truncated:
+        print(f"ctrldec: {truncated} output(s) truncated by --max-new-tokens before the constraint was satisfied",
+              file=sys.stderr)
+        return EXIT_TRUNCATED
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import Decoder
     from .models import load
@@ -104,6 +159,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _quiet_transformers()
     model, tokenizer = load(args.model)
     decoder = Decoder(model, tokenizer)
+    if args.sampler == "asap":
+        return _generate_asap(args, decoder, constraint, sampling["sampler"])
     stream = decoder.stream(
         args.prompt,
         constraint=constraint,
@@ -297,6 +354,48 @@ def cmd_bench_mirostat(args: argparse.Namespace) -> int:
         progress=args.progress), mirostat.format_report)
 
 
+def cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    from .bench import fidelity
+
+    try:
+        particles = [int(x) for x in args.particles.split(",") if x]
+    except ValueError:
+        raise CtrldecError(f"--particles takes comma-separated integers, got {args.particles!r}") from None
+    try:
+        asap_samples = [int(x) for x in args.asap_samples.split(",") if x]
+    except ValueError:
+        raise CtrldecError(f"--asap-samples takes comma-separated integers, got {args.asap_samples!r}") from None
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(fidelity.METHODS))
+    if unknown:
+        raise CtrldecError(f"unknown method(s) {', '.join(unknown)} in --methods; the bench has: {', '.join(fidelity.METHODS)}")
+    cases = fidelity.pick_cases(args.constraints.split(",")) if args.constraints else None
+
+    def go(model: Any, tokenizer: Any) -> dict[str, Any]:
+        report = fidelity.run(model, tokenizer, samples=args.samples, particles=particles, cases=cases, seed=args.seed,
+                              progress=args.progress, methods=methods, asap_samples=asap_samples,
+                              asap_batch=args.asap_batch)
+        if args.plot:
+            fidelity.plot(report, args.plot)
+            print(f"wrote {args.plot}")
+        return report
+
+    return _model_bench(args, go, fidelity.format_report)
+
+
+def cmd_bench_asap(args: argparse.Namespace) -> int:
+    from .bench import asap
+
+    cases = args.constraints.split(",") if args.constraints else None
+    if cases:
+        from .bench.fidelity import pick_cases
+
+        pick_cases(cases)  # unknown names fail before the model loads
+    return _model_bench(args, lambda model, tokenizer: asap.run(
+        model, tokenizer, samples=args.samples, rounds=args.rounds, batch=args.batch, cases=cases, seed=args.seed,
+        max_new_tokens=args.max_new_tokens, progress=args.progress), asap.format_report)
+
+
 def _schema_generation_args(p: argparse.ArgumentParser, *, limit: int, max_new_tokens: int) -> None:
     p.add_argument("--jsonschemabench", metavar="DIR", required=True)
     p.add_argument("--splits", default="Glaiveai2K,Github_easy")
@@ -327,9 +426,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, help="0 = greedy (the default with --sampler mask; 1 with awrs and smc)")
-    g.add_argument("--sampler", choices=["mask", "awrs", "smc"], default="mask",
+    g.add_argument("--sampler", choices=["mask", "awrs", "smc", "asap"], default="mask",
                    help="mask: exact sampling of the masked distribution (default); awrs: adaptive weighted rejection "
-                        "sampling; smc: sequential Monte Carlo over AWRS particles, outputs distributed as P(output | constraint)")
+                        "sampling; smc: sequential Monte Carlo over AWRS particles, outputs distributed as P(output | constraint); "
+                        "asap: grammar-aligned sampling, converging to P(output | constraint) over --samples outputs")
+    g.add_argument("--samples", type=int, default=1, metavar="K", help="with --sampler asap: print K outputs, one per line")
+    g.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="with --sampler asap: B samples per round (one batched pass per step; the oracle learns after each round)")
+    g.add_argument("--oracle", metavar="FILE",
+                   help="with --sampler asap: the oracle file to start from (when it exists) and to save to (.npz)")
     g.add_argument("--particles", type=int, metavar="N", help="with --sampler smc: how many particles (default 8)")
     g.add_argument("--ess-threshold", type=float, default=0.5, metavar="R",
                    help="with --sampler smc: resample when the effective sample size falls below R * particles")
@@ -393,6 +498,31 @@ def _parser() -> argparse.ArgumentParser:
     mi.add_argument("--out", metavar="results.json")
     mi.add_argument("--progress", action="store_true")
     mi.set_defaults(func=cmd_bench_mirostat)
+    fi = bsub.add_parser("fidelity", help="how far masking, AWRS and SMC are from the exact P(w | L), on enumerable constraints")
+    fi.add_argument("--samples", type=int, default=10_000, help="outputs per sampled method (SMC: particles over all runs)")
+    fi.add_argument("--particles", default="4,16,64", help="comma-separated SMC particle counts")
+    fi.add_argument("--constraints", help="comma-separated subset of binary,json,words,yesno (default: all)")
+    fi.add_argument("--seed", type=int, default=0)
+    fi.add_argument("--model", metavar="PATH")
+    fi.add_argument("--out", metavar="results.json")
+    fi.add_argument("--plot", metavar="F.png", help="KL against particles, and the biased constraint's outputs side by side")
+    fi.add_argument("--methods", default="masking,awrs,smc,asap", help="comma-separated subset of masking,awrs,smc,asap")
+    fi.add_argument("--asap-samples", default="10,100,1000,10000",
+                    help="ASAp's curve: comma-separated sample counts at which its exact distribution is measured ('' for none)")
+    fi.add_argument("--asap-batch", type=int, default=8, help="samples per round of ASAp's batched schedule")
+    fi.add_argument("--progress", action="store_true")
+    fi.set_defaults(func=cmd_bench_fidelity)
+    ab = bsub.add_parser("asap", help="ASAp's per-token overhead over masked sampling, and B=8 rounds against B=1, on a real model")
+    ab.add_argument("--samples", type=int, default=20, help="outputs per method, one per call")
+    ab.add_argument("--rounds", type=int, default=5)
+    ab.add_argument("--batch", type=int, default=8)
+    ab.add_argument("--constraints", help="comma-separated subset of binary,json,words,yesno (default: all)")
+    ab.add_argument("--max-new-tokens", type=int, default=64)
+    ab.add_argument("--seed", type=int, default=0)
+    ab.add_argument("--model", metavar="PATH")
+    ab.add_argument("--out", metavar="results.json")
+    ab.add_argument("--progress", action="store_true")
+    ab.set_defaults(func=cmd_bench_asap)
     return p
 
 

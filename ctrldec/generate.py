@@ -79,6 +79,10 @@ class _Options:
             raise CtrldecError(f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(cls.__dataclass_fields__)}")
         for part, replaced in (("sampler", _SAMPLING), ("drafters", ("fast_forward", "lookahead"))):
             clash = sorted(k for k in replaced if k in options)
+            if part == "sampler" and isinstance(options.get(part), StrategyFactory) and options.get("greedy"):
+                raise CtrldecError(f"greedy=True with sampler={options['sampler']!r}: greedy decoding is meaningless for a "
+                                   "sampler that corrects a sampling distribution (SMC, ASAp); "
+                                   "drop greedy=True, or drop sampler= for greedy decoding")
             if options.get(part) is not None and clash:
                 raise CtrldecError(f"{part}= replaces {', '.join(clash)}: give those to the {part}, not both")
         return cls(**options)
@@ -173,7 +177,7 @@ class Decoder:
             Sequence(self.encode_prompt(p, chat=options.chat, system=options.system), self.matcher(c),
                      self.info, self.eos, max_new_tokens=options.max_new_tokens,
                      rng=None if options.seed is None else torch.Generator().manual_seed(options.seed + i),
-                     controls=controls, record=options.diagnostics or bool(controls), stop=options.stop)
+                     controls=controls, record=options.diagnostics or bool(controls), stop=options.stop, constraint=c)
             for i, (p, c) in enumerate(zip(prompts, constraints))
         ]
         return Batch(self.runner, sequences), strategy

@@ -68,6 +68,33 @@ def test_bad_numbers():
     assert_one_line_error(ctrldec("generate", "hi", "--particles", "4"), "--particles needs --sampler smc")
 
 
+def test_asap_arguments_are_checked_before_the_model_loads(tmp_path):
+    asap = ("generate", "hi", "--regex", "a|b", "--sampler", "asap")
+    assert_one_line_error(ctrldec(*asap, "--temperature", "0"), "greedy decoding is meaningless with ASAp")
+    assert_one_line_error(ctrldec(*asap, "--temperature", "0.7"), "temperature 1")
+    assert_one_line_error(ctrldec("generate", "hi", "--sampler", "asap"), "needs a constraint")
+    assert_one_line_error(ctrldec("generate", "hi", "--samples", "3"), "need --sampler asap")
+    assert_one_line_error(ctrldec(*asap, "--samples", "0"), "at least 1")
+    bad = tmp_path / "o.npz"
+    bad.write_bytes(b"garbage")
+    assert_one_line_error(ctrldec(*asap, "--oracle", str(bad)), "not an ASAp oracle file")
+
+
+@pytest.mark.model
+def test_generate_with_asap_prints_k_outputs_and_keeps_its_oracle(tmp_path):
+    oracle = tmp_path / "o.npz"
+    args = ("generate", "Is water wet? Answer yes or no.", "--regex", "(yes|no)", "--sampler", "asap", "--samples", "5",
+            "--oracle", str(oracle), "--seed", "1")
+    result = ctrldec(*args, "--batch", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 5 and set(result.stdout.split()) <= {"yes", "no"}
+    assert oracle.exists() and "5 samples" in result.stderr
+    again = ctrldec(*args)
+    assert again.returncode == 0 and "10 samples" in again.stderr
+    other = ctrldec("generate", "Is fire cold?", *args[2:])
+    assert_one_line_error(other, "learned a prompt")
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("sampler", ["awrs", "smc"])
 def test_generate_with_awrs_and_smc(sampler):

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -54,6 +55,12 @@ class Constraint:
 
     def _build(self) -> GrammarTables:
         raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable id of what this constraint accepts (a hash of its text and settings): equal
+        constraints share it, in any process (ASAp's oracle files record it)."""
+        return hashlib.sha256(repr(self._key()).encode()).hexdigest()[:24]
 
     def tables(self) -> GrammarTables:
         """The tokenizer-independent compiled form (cached per constraint text)."""

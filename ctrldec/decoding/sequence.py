@@ -62,12 +62,14 @@ class GenerationResult:
 
 
 class Sequence:
-    """See the module docstring. ``record``: keep a ``StepStats`` per token."""
+    """See the module docstring. ``record``: keep a ``StepStats`` per token; ``constraint``: the
+    ``Constraint`` the matcher came from (ASAp keys its oracle by it)."""
 
     def __init__(self, prompt: Seq[int], matcher: Matcher, info: TokenizerInfo, eos: frozenset[int], *,
                  max_new_tokens: int, rng: torch.Generator | None = None, controls: Controls | None = None,
-                 record: bool = False, stop: Seq[str] = ()) -> None:
+                 record: bool = False, stop: Seq[str] = (), constraint: Any = None) -> None:
         self.prompt = list(prompt)
+        self.constraint = constraint  # what the matcher enforces (None: unconstrained), for strategies that key on it
         self.matcher = matcher
         self.info = info
         self.eos = eos

@@ -1,5 +1,6 @@
 """Hugging Face ``LogitsProcessor`` adapters."""
 
+from .asap import ASApLogitsProcessor
 from .grammar import GrammarLogitsProcessor
 
-__all__ = ["GrammarLogitsProcessor"]
+__all__ = ["ASApLogitsProcessor", "GrammarLogitsProcessor"]

@@ -82,6 +82,10 @@ class GrammarLogitsProcessor:
                 self._compiled = self.constraint.compile(info)
         return self._compiled
 
+    def compiled(self, width: int):
+        """The constraint compiled for this tokenizer and a logits width of ``width`` (once)."""
+        return self._grammar(width)
+
     def reset(self) -> None:
         """Forget cached prefixes (never needed for correctness; frees memory)."""
         with self._lock:
@@ -125,7 +129,7 @@ class GrammarLogitsProcessor:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
-        self._grammar(width)
+        self.compiled(width)
         words = allocate(rows, width)
         untouched = np.zeros(rows, dtype=bool)
         for i, row in enumerate(input_ids.cpu().numpy()):

@@ -43,6 +43,8 @@ class _Plan:
 class Sampling:
     """Independent sequences drawn by ``sampler``, with ``drafters`` checked by ``verifier``."""
 
+    speculative = True  # False: certain drafts (forced text) only; a subclass that must sample every step
+
     def __init__(self, sampler: TokenSampler, drafters: Seq[Drafter] = (), verifier: Verifier | None = None) -> None:
         self.sampler = sampler
         self.drafters = list(drafters)
@@ -75,7 +77,7 @@ class Sampling:
             draft = drafter.propose(seq, seq.room)
             if draft.certain:
                 seq.commit_forced(draft.tokens)
-            else:
+            elif self.speculative:
                 n = seq.matcher.validate_tokens(draft.tokens[: seq.room - 1])  # cut at the first invalid token
                 if n:
                     return Draft(draft.tokens[:n], draft.q and draft.q[:n]), drafter
