@@ -5,7 +5,8 @@
 repeated calls for one prompt and constraint converge to ``P(output | output in L)``.
 
 * **Rounds.** One generate call is one round: ``generate`` draws one sample,
-  ``generate_batch([prompt] * B)`` draws B with one batched forward pass per step. Every sample of
+  ``generate_batch([prompt] * B)`` draws B with one batched forward pass per step (the shared
+  prompt prefilled once, its KV row copied). Every sample of
   a round is drawn with the trie as it was when the round began; the round's paths are added
   after its last step. The estimates therefore lag by one round: with B = 8 a sample does not
   benefit from the (up to) 7 others of its round. ``ctrldec bench fidelity`` reports what that
@@ -90,9 +91,11 @@ class _Run(Sampling):
         self._observed = False
 
     def step(self, batch: Batch) -> None:
-        if not self.samplers:
+        if self.samplers:
+            super().step(batch)
+        else:
             self._start(batch)
-        super().step(batch)
+            self._share_prefill(batch)
         if self.config.learn and not self._observed and all(s.finished for s in batch.sequences):
             for seq in batch.sequences:
                 self.config.oracle.observe(self.samplers[id(seq)].steps)
@@ -103,6 +106,25 @@ class _Run(Sampling):
             self.config.oracle.bind(key_of(seq))
             seq.end_when_done = False  # the EOS step is learned from: its probability needs a pass
             self.samplers[id(seq)] = ASApStep(self.config.oracle, seq.eos)
+
+    def _share_prefill(self, batch: Batch) -> None:
+        """The round's first step. Rows with the same feed (prompt and forced text, as in
+        ``generate_batch([prompt] * B)``) go through the model once: one row per distinct feed is
+        fed, then its KV row is copied to the others, as SMC's fan-out does."""
+        everyone = list(batch.live)
+        plans = [self._plan(seq) for seq in everyone]  # commits forced text: plans are made once
+        groups: dict[tuple[int, ...], int] = {}
+        group = [groups.setdefault(tuple(p.feed), len(groups)) for p in plans]
+        leaders = [group.index(g) for g in range(len(groups))]
+        if not any(p.feed for p in plans):
+            return
+        batch.reassign([everyone[i] for i in leaders], [everyone[i].row for i in leaders])
+        out = batch.forward([plans[i].feed for i in leaders], [plans[i].keep for i in leaders])
+        batch.reassign(everyone, group)
+        for seq, plan, g in zip(everyone, plans, group):
+            leader = everyone[leaders[g]]
+            seq.fed, seq.counters["passes"] = leader.fed, leader.counters.get("passes", 0)
+            self._settle(seq, plan, out.logits[g], batch)
 
     def _plan(self, seq: Sequence) -> _Plan:
         plan = super()._plan(seq)

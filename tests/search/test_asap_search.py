@@ -131,3 +131,25 @@ def test_saved_oracle_continues_in_another_process_the_same_way(tok, tmp_path):
 def test_asap_takes_only_an_oracle():
     with pytest.raises(CtrldecError, match="takes an ASApOracle"):
         ctrldec.ASAp("file.npz")
+
+
+def test_a_round_of_one_prompt_feeds_it_once_and_equals_separate_calls(tok):
+    """generate_batch([prompt] * 6): the prompt and the forced text go through the model in one
+    row, copied to the others; each row's output is still the one generate(seed + i) draws."""
+    model = tiny_llama(len(tok), seed=3)
+    constraint = ctrldec.Regex(r'\{"name": "(ab|abc|b)"\}')
+    decoder = ctrldec.Decoder(model, tok)
+    learned = ctrldec.ASAp()
+    for seed in range(4):
+        decoder.generate([5, 6, 7], constraint=constraint, sampler=learned, seed=seed, max_new_tokens=24)
+    frozen = ctrldec.ASAp(learned.oracle, learn=False)
+    fed: list[int] = []
+    runner_forward = decoder.runner.forward
+    decoder.runner.forward = lambda kv, feeds, keep, **kw: (fed.append(sum(map(len, feeds))), runner_forward(kv, feeds, keep, **kw))[1]
+    batch = decoder.generate_batch([[5, 6, 7]] * 6, constraint=constraint, sampler=frozen, seed=10, max_new_tokens=24)
+    first_feed = fed[0]
+    decoder.runner.forward = runner_forward
+    alone = [decoder.generate([5, 6, 7], constraint=constraint, sampler=frozen, seed=10 + i, max_new_tokens=24)
+             for i in range(6)]
+    assert [r.token_ids for r in batch] == [r.token_ids for r in alone]
+    assert first_feed == 3 + alone[0].kinds.index("sampled")  # one row: the prompt and the forced text before a draw
