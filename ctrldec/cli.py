@@ -410,8 +410,16 @@ def _schema_generation_args(p: argparse.ArgumentParser, *, limit: int, max_new_t
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrldec", description="Constrained and controlled decoding for Hugging Face models.")
     sub = p.add_subparsers(dest="command", required=True)
+    _generate_parser(sub.add_parser("generate", help="generate text (constrained if a grammar or regex is given)"))
+    i = sub.add_parser("info", help="versions, the default model and the cache")
+    i.set_defaults(func=cmd_info)
+    bsub = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    _engine_bench_parsers(bsub)
+    _model_bench_parsers(bsub)
+    return p
 
-    g = sub.add_parser("generate", help="generate text (constrained if a grammar or regex is given)")
+
+def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("prompt")
     which = g.add_mutually_exclusive_group()
     which.add_argument("--grammar", metavar="FILE.lark", help="a Lark grammar the output must match")
@@ -447,11 +455,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("info", help="versions, the default model and the cache")
-    i.set_defaults(func=cmd_info)
 
-    b = sub.add_parser("bench", help="benchmarks")
-    bsub = b.add_subparsers(dest="bench", required=True)
+def _engine_bench_parsers(bsub: Any) -> None:
+    """Benchmarks of the grammar engine and the JSON Schema compiler (no model runs)."""
     m = bsub.add_parser("masks", help="mask and accepts latency, compile time and correctness, side by side with peers")
     m.add_argument("--grammar", metavar="FILE.lark")
     m.add_argument("--builtin", metavar="NAME", help="a grammar from grammars/ (default: json)")
@@ -476,6 +482,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="results.json")
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)
+
+
+def _model_bench_parsers(bsub: Any) -> None:
+    """Benchmarks that run a model."""
     gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
     _schema_generation_args(gen, limit=30, max_new_tokens=512)
     gen.set_defaults(func=cmd_bench_generate)
@@ -523,7 +533,6 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--out", metavar="results.json")
     ab.add_argument("--progress", action="store_true")
     ab.set_defaults(func=cmd_bench_asap)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
