@@ -1,6 +1,7 @@
 """The ``ctrldec`` command line.
 
-    ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]]
+    ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]
+                            [--extra-properties forbid|allow] [--max-string-length N] [--max-items N]]
                             [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
                             [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
                             [--sampler asap --samples K [--batch B] [--oracle FILE]]
@@ -49,7 +50,11 @@ def _constraint(args: argparse.Namespace):
             text = open(args.schema, encoding="utf-8").read()
         except OSError as e:
             raise CtrldecError(f"cannot read schema file {args.schema}: {e.strerror}") from None
-        return JSONSchema(text, whitespace=args.whitespace, property_order=args.property_order, lenient=args.lenient)
+        try:
+            return JSONSchema(text, whitespace=args.whitespace, property_order=args.property_order, lenient=args.lenient,
+                              extra_properties=args.extra_properties, max_string_length=args.max_string_length, max_items=args.max_items)
+        except ValueError as e:
+            raise CtrldecError(str(e)) from None
     return None
 
 
@@ -347,6 +352,7 @@ def cmd_bench_mirostat(args: argparse.Namespace) -> int:
 
         args.grammar = str(builtin_grammar_path(args.grammar))
     args.regex, args.whitespace, args.property_order, args.lenient = None, "compact", "schema", False
+    args.extra_properties, args.max_string_length, args.max_items = "allow", None, None  # the schema's own language
     constraint = _constraint(args)
     return _model_bench(args, lambda model, tokenizer: mirostat.run(
         model, tokenizer, taus=taus, version=args.version, eta=args.eta, prompts=args.prompts,
@@ -428,6 +434,11 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("--lenient", action="store_true", help="with --schema: relax what cannot be enforced exactly (warns)")
     g.add_argument("--property-order", choices=["schema", "any"], default="schema", help="with --schema")
     g.add_argument("--whitespace", default="compact", help="with --schema: compact, flexible, or a regex")
+    g.add_argument("--extra-properties", choices=["forbid", "allow"], default="forbid",
+                   help="with --schema: forbid (default): objects that leave extra keys open get only the keys they name; "
+                        "allow: any extra key, as the spec says")
+    g.add_argument("--max-string-length", type=int, metavar="N", help="with --schema: at most N characters in a string with no maxLength")
+    g.add_argument("--max-items", type=int, metavar="N", help="with --schema: at most N items in an array with no maxItems")
     g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
     g.add_argument("--stream", action="store_true", help="print the output as it is produced")
     g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")

@@ -56,6 +56,19 @@ def test_grammar_errors_come_before_loading_the_model(tmp_path):
     assert_one_line_error(ctrldec("generate", "hi", "--regex", "a(?=b)"), "lookaround")
 
 
+def test_schema_policy_flags_reach_the_constraint(tmp_path):
+    from ctrldec.cli import _constraint, _parser
+    from ctrldec.constraints.jsonschema.compiler import Policy
+
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"type": "object", "properties": {"a": {}}, "minProperties": 2}))
+    assert _constraint(_parser().parse_args(["generate", "hi", "--schema", str(path)])).policy == Policy("forbid")
+    flags = ["--extra-properties", "allow", "--max-string-length", "5", "--max-items", "3"]
+    assert _constraint(_parser().parse_args(["generate", "hi", "--schema", str(path), *flags])).policy == Policy("allow", 5, 3)
+    assert_one_line_error(ctrldec("generate", "hi", "--schema", str(path)), "extra_properties='forbid' leaves no instance")
+    assert_one_line_error(ctrldec("generate", "hi", "--schema", str(path), "--max-items", "-1"), "max_items must be")
+
+
 def test_bad_numbers():
     assert_one_line_error(ctrldec("generate", "hi", "--max-new-tokens", "0"), "max-new-tokens")
     assert_one_line_error(ctrldec("generate", "hi", "--mirostat", "0"), "tau must be a positive number")

@@ -13,7 +13,8 @@ Instances are serialized compactly (``json.dumps(separators=(",", ":"), ensure_a
 and tokenized canonically; a document is accepted when every token is accepted and the matcher
 may stop at the end. Engine settings (each engine's most permissive spec-correct mode):
 
-* ctrldec: ``JSONSchema(schema, lenient=True, property_order="any")``: relaxations (e.g.
+* ctrldec: ``JSONSchema(schema, lenient=True, property_order="any", extra_properties="allow")``
+  (the spec's language, not the default generation policy): relaxations (e.g.
   ``uniqueItems``) compile and warn, so they may accept invalid instances;
 * ctrldec-strict: the same with ``lenient=False`` (the default): what cannot be enforced exactly
   does not compile;
@@ -84,7 +85,7 @@ class _Ctrldec(_SchemaEngine):
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return JSONSchema(schema, lenient=self.lenient, property_order="any").compile(self.info)
+            return JSONSchema(schema, lenient=self.lenient, property_order="any", extra_properties="allow").compile(self.info)
 
     def accepts(self, compiled: Any, ids: list[int], text: str) -> bool:
         m = compiled.matcher()

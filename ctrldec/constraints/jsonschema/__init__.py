@@ -17,10 +17,10 @@ from typing import Any
 
 from ...engine.bytedfa import BudgetExceeded, compile_budget
 from ...engine.grammar import GrammarTables, compile_rules
-from ...errors import SchemaError
+from ...errors import GrammarError, SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
 from ..grammar import Constraint
-from .compiler import compile_schema
+from .compiler import Policy, compile_schema
 
 __all__ = ["JSONSchema"]
 
@@ -48,9 +48,46 @@ class JSONSchema(Constraint):
             counts are exact, the engine's bounds. Past the budget, ``SchemaError`` (never a hang
             or running out of memory); the compile may run in any thread.
         max_seconds, max_states: shorthands for ``limits``' compile budget (they override it).
+        extra_properties, max_string_length, max_items: generation policies, below.
 
     Objects are written with the schema's property order; strings with pattern or format
     constraints use raw characters (``\\uXXXX`` only for control characters).
+
+    Generation policies narrow the schema's language and never widen it: every output stays
+    valid against the schema, but a small model cannot wander into the room the spec leaves open.
+
+    - ``extra_properties="forbid"`` (the default): an object schema that gives neither
+      ``additionalProperties`` nor ``unevaluatedProperties`` (the spec then allows any other key,
+      and small models copy the schema back as new keys, without end) gets only the keys it
+      names: in ``properties``, matched by ``patternProperties``, or in ``required`` (also through
+      ``dependentRequired``). A required key that no property names takes any JSON value, its
+      value under the spec: requiring a key declares it, so ``{"required": ["id"]}`` still gives
+      ``{"id": ...}`` rather than no object at all (making such objects impossible would turn a
+      common, valid schema into an error). ``{"type": "object"}`` alone allows only ``{}`` (as
+      xgrammar's ``strict_mode`` and OpenAI's structured outputs do); a schema with no type
+      and no object keyword (``{}``, ``true``: any JSON value) keeps any object. An explicit
+      ``additionalProperties`` (``true`` or a schema, as pydantic writes for ``dict`` fields) is
+      kept: allOf members are merged first, and one member that gives it counts. Where the
+      policy leaves no instance (e.g. ``minProperties: 2`` with one named key), ``SchemaError``
+      names ``extra_properties`` and the pointer. ``"allow"``: the spec's language, compiled
+      exactly as without the policy (what ``bench coverage`` measures).
+    - ``max_string_length=N``: a string value whose schema gives no ``maxLength`` (enums and
+      consts aside; ``{}`` values included) gets at most ``max(N, minLength)`` characters; a
+      format or pattern that needs longer strings keeps its own bound. Keys are not capped.
+      At most ``limits.max_length_bound`` (longer caps could not be intersected exactly).
+    - ``max_items=N``: an array whose schema gives no ``maxItems`` gets at most
+      ``max(N, minItems)`` items (arrays with ``contains`` aside). At most ``limits.max_items``.
+    - ``whitespace="compact"`` (or ``"flexible"``, bounded by ``max_whitespace``): no unbounded
+      whitespace, already.
+
+    >>> person = {"type": "object", "properties": {"name": {"type": "string"}}}
+    >>> forbid, allow = JSONSchema(person), JSONSchema(person, extra_properties="allow")
+    >>> forbid.matches('{"name":"Ada"}'), forbid.matches('{"name":"Ada","type":"object"}')
+    (True, False)
+    >>> allow.matches('{"name":"Ada","type":"object"}')
+    True
+    >>> JSONSchema(person, max_string_length=3).matches('{"name":"Adam"}')
+    False
     """
 
     def __init__(
@@ -64,6 +101,9 @@ class JSONSchema(Constraint):
         limits: Limits = DEFAULT_LIMITS,
         max_seconds: float | None = None,
         max_states: int | None = None,
+        extra_properties: str = "forbid",
+        max_string_length: int | None = None,
+        max_items: int | None = None,
     ) -> None:
         if hasattr(schema, "model_json_schema"):  # a pydantic model class
             schema = schema.model_json_schema()
@@ -94,6 +134,8 @@ class JSONSchema(Constraint):
         self.property_order = property_order
         budget = {k: v for k, v in (("max_seconds", max_seconds), ("max_states", max_states)) if v is not None}
         self.limits = dataclasses.replace(limits, **budget) if budget else limits
+        self.policy = Policy(extra_properties, max_string_length, max_items)
+        self.policy.check(self.limits)
         self.relaxations: list[str] = []  # filled at the first compile (from the cached tables)
         self._reported = False
         self._text = json.dumps(schema, sort_keys=True)
@@ -102,7 +144,7 @@ class JSONSchema(Constraint):
         return f"JSONSchema({self._text[:60]}{'...' if len(self._text) > 60 else ''})"
 
     def _key(self) -> tuple:
-        return ("jsonschema", self._text, self.whitespace, self.lenient, self.property_order, self.limits)
+        return ("jsonschema", self._text, self.whitespace, self.lenient, self.property_order, self.limits, self.policy)
 
     def tables(self) -> GrammarTables:
         """The compiled form (cached per schema); the first call on this instance warns about each
@@ -121,14 +163,23 @@ class JSONSchema(Constraint):
         limits = self.limits
         try:
             with compile_budget(limits.max_seconds, limits.max_states):
-                compiled = compile_schema(
-                    self.schema, whitespace=self.whitespace, lenient=self.lenient, any_order=self.property_order == "any", limits=limits
-                )
-                tables = compile_rules(compiled.rules, compiled.terminals, compiled.start, ambiguous=True)
+                try:
+                    return self._compile(self.policy)
+                except GrammarError as e:  # empty, though compile_schema saw no empty object: a recursion
+                    if self.policy.extra_properties == "allow":
+                        raise
+                    self._compile(dataclasses.replace(self.policy, extra_properties="allow"))  # raises if empty too
+                    raise SchemaError(f"extra_properties='forbid' leaves no instance of this schema ({e}; with 'allow' it has "
+                                      "some): a recursive object ends only with a key it does not name; pass extra_properties='allow'") from None
         except BudgetExceeded as e:
             raise SchemaError(f"compile budget exceeded ({e}); raise max_seconds / max_states to allow it") from None
         except RecursionError:
             raise SchemaError("the schema nests too deeply to compile") from None
+
+    def _compile(self, policy: Policy) -> GrammarTables:
+        any_order = self.property_order == "any"
+        compiled = compile_schema(self.schema, whitespace=self.whitespace, lenient=self.lenient, any_order=any_order, limits=self.limits, policy=policy)
+        tables = compile_rules(compiled.rules, compiled.terminals, compiled.start, ambiguous=True)
         # kept with the cached tables: every JSONSchema of this schema reports them
         tables.relaxations, tables.notes = tuple(compiled.warnings), tuple(compiled.notes)
         return tables

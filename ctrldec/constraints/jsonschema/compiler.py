@@ -5,11 +5,13 @@ so that unions and intersections of scalar constraints are exact; arrays and obj
 grammar rules; ``anyOf`` becomes alternatives (overlap is fine: the engine follows every
 reading); ``allOf`` is merged keyword by keyword into one schema; ``$ref`` (recursive included)
 becomes a shared rule. What cannot be expressed raises ``SchemaError`` with the JSON pointer, or,
-with ``lenient=True``, is relaxed with a warning that names it.
+with ``lenient=True``, is relaxed with a warning that names it. A ``Policy`` narrows the language
+for generation (extra object keys, string lengths, array lengths); the default is the spec's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -25,7 +27,7 @@ from ...limits import DEFAULT_LIMITS, Limits
 from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
 from .strings import FORMATS, LAZY_LENGTH_FROM, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
 
-__all__ = ["compile_schema", "CompiledSchema"]
+__all__ = ["compile_schema", "CompiledSchema", "Policy"]
 
 TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
@@ -66,6 +68,38 @@ def _pointer_escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+@dataclass(frozen=True)
+class Policy:
+    """Generation policies: each only narrows the schema's language, so every output stays valid
+    (``JSONSchema`` documents what each removes). The default is the spec's language."""
+
+    extra_properties: str = "allow"
+    """``"forbid"``: an object schema that leaves extra keys open (gives neither
+    ``additionalProperties`` nor ``unevaluatedProperties``) gets only the keys it names."""
+    max_string_length: int | None = None
+    """Characters of a string value whose schema gives no ``maxLength`` (never below ``minLength``)."""
+    max_items: int | None = None
+    """Items of an array whose schema gives no ``maxItems`` (never below ``minItems``)."""
+
+    def __post_init__(self) -> None:
+        if self.extra_properties not in ("forbid", "allow"):
+            raise ValueError(f"extra_properties must be 'forbid' or 'allow', got {self.extra_properties!r}")
+        for name in ("max_string_length", "max_items"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name} must be an int >= 0 or None, got {v!r}")
+
+    def check(self, limits: Limits) -> None:
+        """Refuse caps past what ``limits`` counts exactly (they would need relaxations)."""
+        for name, bound in (("max_items", "max_items"), ("max_string_length", "max_length_bound")):
+            cap, most = getattr(self, name), getattr(limits, bound)
+            if cap is not None and cap > most:
+                raise ValueError(f"{name}={cap} is past limits.{bound} ({most}); raise it with limits=Limits({bound}={cap})")
+
+
+SPEC = Policy()
+
+
 @dataclass
 class CompiledSchema:
     """Rules (lhs -> list of alternatives, each a list of symbols) and terminal automata."""
@@ -78,11 +112,15 @@ class CompiledSchema:
 
 
 class _Compiler:
-    def __init__(self, root: Any, *, whitespace: str | None, lenient: bool, any_order: bool = False, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, root: Any, *, whitespace: str | None, lenient: bool, any_order: bool = False, limits: Limits = DEFAULT_LIMITS, policy: Policy = SPEC
+    ) -> None:
         self.root = root
         self.lenient = lenient
         self.limits = limits
         self.any_order = any_order
+        self.policy = policy
+        self.emptied: list[tuple[str, str]] = []  # (pointer, why): objects extra_properties="forbid" left empty
         self.warnings: list[str] = []
         self.notes: list[str] = []
         self.rules: dict[str, list[list[str]]] = {}
@@ -265,17 +303,22 @@ class _Compiler:
         return "any_array"
 
     def any_value(self) -> str:
-        """Any JSON value (the schema ``true``)."""
+        """Any JSON value (the schema ``true``); the length policies bound its strings and arrays,
+        ``extra_properties`` leaves its objects open (the schema asked for any value)."""
         if self._any is None:
             self._any = "any_value"
             self.rules["any_value"] = []
             string = self.term(string_dfa())
             member = self.rule([[string, self.lit(b":"), "any_value"]])
             member_list = self.rule([[member], ["any_members", self.lit(b","), member]], name="any_members")
-            items = self.rule([["any_value"], ["any_items", self.lit(b","), "any_value"]], name="any_items")
-            self.rules["any_array"] = [[self.lit(b"["), self.lit(b"]")], [self.lit(b"["), items, self.lit(b"]")]]  # type: ignore[list-item]
+            if self.policy.max_items is None:
+                items = self.rule([["any_value"], ["any_items", self.lit(b","), "any_value"]], name="any_items")
+                self.rules["any_array"] = [[self.lit(b"["), self.lit(b"]")], [self.lit(b"["), items, self.lit(b"]")]]  # type: ignore[list-item]
+            else:
+                self.rules["any_array"] = [[self.array({"maxItems": self.policy.max_items}, "")]]  # type: ignore[list-item]
             self.rules["any_object"] = [[self.lit(b"{"), self.lit(b"}")], [self.lit(b"{"), member_list, self.lit(b"}")]]  # type: ignore[list-item]
-            scalars = union_all([literal(b"null"), strings([b"true", b"false"]), compile_regex(ANY_NUMBER), string_dfa()])
+            value_string = self._string_automaton(self._string_cap({}), "")
+            scalars = union_all([literal(b"null"), strings([b"true", b"false"]), compile_regex(ANY_NUMBER), value_string])
             self.rules["any_value"] = [[self.term(scalars)], ["any_array"], ["any_object"]]  # type: ignore[list-item]
         return self._any
 
@@ -483,7 +526,7 @@ class _Compiler:
             "boolean": lambda: strings([b"true", b"false"]),
             "integer": lambda: self._number_automaton(s, pointer, integer=True),
             "number": lambda: self._number_automaton(s, pointer, integer=False),
-            "string": lambda: self._string_automaton(s, pointer),
+            "string": lambda: self._value_string(s, pointer),
         }
         for t in types:
             if t in builders:
@@ -492,7 +535,9 @@ class _Compiler:
                     scalars.append(dfa)
         out = _Values(scalar=union_all(scalars) if scalars else None)
         if "object" in types:
-            out.obj = ALL if not set(s) & _OBJECT_KW else self.object(s, pointer)
+            # under extra_properties="forbid", {"type": "object"} names no key: it allows only {}
+            typed = "type" in s and self.policy.extra_properties == "forbid"
+            out.obj = ALL if not set(s) & _OBJECT_KW and not typed else self.object(s, pointer)
         if "array" in types:
             out.arr = ALL if not set(s) & _ARRAY_KW else self.array(s, pointer)
         return out
@@ -579,6 +624,20 @@ class _Compiler:
 
     # -- strings ----------------------------------------------------------------------------------
 
+    def _string_cap(self, s: dict) -> dict:
+        """``s`` with ``Policy.max_string_length`` as its maxLength when it gives none."""
+        cap = self.policy.max_string_length
+        if cap is None or "maxLength" in s:
+            return s
+        return {**s, "maxLength": max(cap, int(s.get("minLength", 0) or 0))}
+
+    def _value_string(self, s: dict, pointer: str) -> ByteDFA:
+        """The string values of ``s``, capped by the policy unless no string fits under the cap
+        (a format or pattern that needs longer ones keeps the schema's own bound)."""
+        capped = self._string_cap(s)
+        dfa = self._string_automaton(capped, pointer)
+        return self._string_automaton(s, pointer) if dfa.empty and capped is not s else dfa
+
     def _string_automaton(self, s: dict, pointer: str, *, counted: bool = True) -> ByteDFA:
         """The JSON text of the strings ``s`` allows. Length bounds past ``LAZY_LENGTH_FROM`` are
         counted by a lazy automaton (built as far as the text goes); where it cannot be used
@@ -636,8 +695,10 @@ class _Compiler:
         elem = [self.value(p, f"{pointer}/prefixItems/{i}") for i, p in enumerate(prefix)]
         rest_rule = self.value(rest, f"{pointer}/items") if rest is not False else NEVER
         contains = s.get("contains")
-        if contains is not None:
+        if contains is not None:  # counted on unbounded arrays only: max_items does not apply
             return self.array_contains(s, pointer, elem, rest, rest_rule, lo, hi)
+        if hi is None and self.policy.max_items is not None and lo <= self.limits.max_items:
+            hi = max(self.policy.max_items, lo)
         if rest_rule is NEVER:
             hi = len(prefix) if hi is None else min(hi, len(prefix))
         # the first prefix element that can never match caps the length
@@ -752,6 +813,10 @@ class _Compiler:
             # after merging, every property the schema evaluates is listed or patterned here:
             # what is left is exactly what unevaluatedProperties governs
             additional = s["unevaluatedProperties"]
+        # extra_properties="forbid" on an object that leaves extra keys open: no member beyond the
+        # named keys. A required key no property names keeps its spec value (any: ``additional``
+        # is still True here), so requiring a key is declaring it.
+        narrowed = self.policy.extra_properties == "forbid" and "additionalProperties" not in s and "unevaluatedProperties" not in s
         lo = int(s.get("minProperties", 0) or 0)
         hi = s.get("maxProperties")
         forbidden = set(s.get(ABSENT, []))
@@ -776,8 +841,12 @@ class _Compiler:
             if rule is NEVER and is_required:
                 return NEVER
             members.append((key, rule, is_required))
-        extra = self._extra_members(keys, patterns, additional, name_dfa, pointer)
+        extra = self._extra_members(keys, patterns, False if narrowed else additional, name_dfa, pointer)
         n_required = len([m for m in members if m[2]])
+        possible = len([m for m in members if m[1] is not NEVER])
+        if narrowed and extra is None and lo > possible:
+            self.emptied.append((pointer or "/", f"minProperties {lo} needs keys the object does not name (it names {possible})"))
+            return NEVER
         hi = None if hi is None else int(hi)
         if hi is not None and hi < max(n_required, lo):
             return NEVER
@@ -1256,14 +1325,37 @@ def _cross_additional(out: dict, a: dict, b: dict, pointer: str) -> dict:
     return out
 
 
+def _refuse_if_forbid_emptied(c: _Compiler, schema: Any) -> None:
+    """Raise when the schema, which ``c`` (extra_properties="forbid") found empty, has instances
+    under the spec: the policy, not the schema, left none."""
+    allow = dataclasses.replace(c.policy, extra_properties="allow")
+    spec = _Compiler(schema, whitespace=c._ws, lenient=c.lenient, any_order=c.any_order, limits=c.limits, policy=allow)
+    if spec.value(schema, "") is NEVER:
+        return
+    pointer, why = c.emptied[0] if c.emptied else ("/", "an object needs a key it does not name")
+    raise SchemaError(f"extra_properties='forbid' leaves no instance of this schema: {why} at {pointer}; name the keys in "
+                      "properties, give additionalProperties, or pass extra_properties='allow'", pointer=pointer)
+
+
 def compile_schema(
-    schema: Any, *, whitespace: str | None = None, lenient: bool = False, any_order: bool = False, limits: Limits = DEFAULT_LIMITS
+    schema: Any,
+    *,
+    whitespace: str | None = None,
+    lenient: bool = False,
+    any_order: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    policy: Policy = SPEC,
 ) -> CompiledSchema:
-    """Compile a JSON Schema (a dict or boolean) into rules and terminal automata."""
-    c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order, limits=limits)
+    """Compile a JSON Schema (a dict or boolean) into rules and terminal automata.
+
+    ``SchemaError`` (lenient or not) when ``policy`` leaves no instance of a schema that has some.
+    """
+    c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order, limits=limits, policy=policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         top = c.value(schema, "")
+        if top is NEVER and policy.extra_properties == "forbid":
+            _refuse_if_forbid_emptied(c, schema)
     if top is NEVER:
         if not lenient:
             raise SchemaError("no JSON value satisfies this schema", pointer="/")
