@@ -10,7 +10,7 @@ from .constraints import Constraint, Grammar, JSONSchema, Regex
 from .engine.compiled import CompiledGrammar, GrammarMatcher
 from .engine.matcher import Matcher, Unconstrained
 from .generate import Decoder, GenerationResult, custom_generate, generate
-from .errors import CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
+from .errors import BudgetError, CtrldecError, DeadEndError, GrammarError, InvalidTokenError, ModelError, SchemaError, TokenizerError
 from .processors import ASApLogitsProcessor, GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
 from .samplers import ASApOracle, AWRS, FullMask, Greedy, Multinomial, TokenSampler
@@ -58,6 +58,7 @@ __all__ = [
     "models",
     "CtrldecError",
     "DeadEndError",
+    "BudgetError",
     "GrammarError",
     "InvalidTokenError",
     "ModelError",

@@ -2,7 +2,7 @@
 
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]
                             [--extra-properties forbid|allow] [--max-string-length N] [--max-items N]]
-                            [--model PATH] [--max-new-tokens N] [--temperature T] [--seed S]
+                            [--model PATH] [--max-new-tokens N [--budget-aware]] [--temperature T] [--seed S]
                             [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
                             [--sampler asap --samples K [--batch B] [--oracle FILE]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
@@ -134,7 +134,7 @@ def _generate_asap(args: argparse.Namespace, decoder: Any, constraint: Any, asap
         rows = min(args.batch, args.samples - start)
         results = decoder.generate_batch([args.prompt] * rows, constraint=constraint, max_new_tokens=args.max_new_tokens,
                                          seed=seed + start, chat=not args.no_chat_template, system=args.system,
-                                         fast_forward=not args.no_fast_forward, sampler=asap)
+                                         fast_forward=not args.no_fast_forward, sampler=asap, budget_aware=args.budget_aware)
         for r in results:
             sys.stdout.write(r.text + "\n")
             truncated += r.truncated
@@ -174,6 +174,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         chat=not args.no_chat_template,
         system=args.system,
         fast_forward=not args.no_fast_forward,
+        budget_aware=args.budget_aware,
         **sampling,
     )
     text = ""
@@ -439,6 +440,8 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
                         "allow: any extra key, as the spec says")
     g.add_argument("--max-string-length", type=int, metavar="N", help="with --schema: at most N characters in a string with no maxLength")
     g.add_argument("--max-items", type=int, metavar="N", help="with --schema: at most N items in an array with no maxItems")
+    g.add_argument("--budget-aware", action="store_true",
+                   help="with a constraint: allow only tokens after which a complete output still fits in --max-new-tokens")
     g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
     g.add_argument("--stream", action="store_true", help="print the output as it is produced")
     g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")

@@ -34,6 +34,10 @@ class DeadEndError(CtrldecError):
     """Decoding reached a state where no token is allowed and the output may not end."""
 
 
+class BudgetError(CtrldecError):
+    """Budget-aware completion cannot fit a complete output in ``max_new_tokens``."""
+
+
 class InvalidTokenError(CtrldecError):
     """A token that the constraint does not allow was passed to ``Matcher.advance``."""
 

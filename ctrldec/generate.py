@@ -34,6 +34,7 @@ from .controllers.base import Controls
 from .decoding.loop import Batch, Strategy, StrategyFactory, run
 from .decoding.runner import Runner
 from .decoding.sequence import GenerationResult, Sequence
+from .engine.budget import budgeted
 from .engine.matcher import Matcher, Unconstrained
 from .errors import CtrldecError
 from .samplers.base import SamplingParams, TokenSampler
@@ -71,6 +72,7 @@ class _Options:
     diagnostics: bool = False
     sampler: TokenSampler | StrategyFactory | None = None  # replaces greedy/temperature/top_k/top_p/min_p/max_checks
     drafters: Seq[Drafter] | None = None  # replaces fast_forward/lookahead
+    budget_aware: bool = False
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> _Options:
@@ -92,6 +94,9 @@ class _Options:
             raise CtrldecError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.lookahead < 0:
             raise CtrldecError(f"lookahead must be >= 0, got {self.lookahead}")
+        if self.budget_aware and type(self.sampler).__name__ == "ASAp":
+            raise CtrldecError("budget_aware=True with sampler=ASAp(...): ASAp's oracle learns the constraint's "
+                               "language, and the budget narrows it per call; drop one of the two")
         if self.sampler is not None and (self.controllers or self.diagnostics):
             raise CtrldecError(f"controllers= and diagnostics= cannot be combined with sampler={self.sampler!r}: give "
                                "the controllers to the sampler (AWRS(controllers=[...]), FullMask(params, Controls([...])))")
@@ -161,11 +166,15 @@ class Decoder:
 
     # -- generation ---------------------------------------------------------------------------------
 
-    def matcher(self, constraint: Constraint | None) -> Matcher:
-        """A fresh matcher for one sequence (``Unconstrained`` without a constraint)."""
+    def matcher(self, constraint: Constraint | None, *, budget: int | None = None) -> Matcher:
+        """A fresh matcher for one sequence (``Unconstrained`` without a constraint); with
+        ``budget``, limited to outputs complete within that many tokens (``engine.budget``)."""
         if constraint is None:
+            if budget is not None:
+                raise CtrldecError("budget_aware=True needs a constraint: without one every output is complete")
             return Unconstrained(self.info.vocab_size, self.eos)
-        return constraint.compile(self.info).matcher()
+        matcher = constraint.compile(self.info).matcher()
+        return matcher if budget is None else budgeted(matcher, budget)
 
     def _batch(self, prompts: Seq[Prompt], options: _Options) -> tuple[Batch, Strategy]:
         controls = options.controls()
@@ -174,7 +183,8 @@ class Decoder:
         if len(constraints) != len(prompts):
             raise CtrldecError(f"{len(constraints)} constraints for {len(prompts)} prompts: give one, or one per prompt")
         sequences = [
-            Sequence(self.encode_prompt(p, chat=options.chat, system=options.system), self.matcher(c),
+            Sequence(self.encode_prompt(p, chat=options.chat, system=options.system),
+                     self.matcher(c, budget=options.max_new_tokens if options.budget_aware else None),
                      self.info, self.eos, max_new_tokens=options.max_new_tokens,
                      rng=None if options.seed is None else torch.Generator().manual_seed(options.seed + i),
                      controls=controls, record=options.diagnostics or bool(controls), stop=options.stop, constraint=c)
@@ -192,7 +202,10 @@ class Decoder:
         this many tokens drafted by prompt lookup and checked in the same pass by
         sample-and-compare, so the output distribution is exactly that of one-token-at-a-time
         decoding (8; 0 turns it off); ``max_checks`` (64) before a full mask; ``chat`` and
-        ``system`` (the chat template); ``controllers``: ``Mirostat`` and/or
+        ``system`` (the chat template); ``budget_aware`` (False): only tokens after which a
+        complete output still fits in ``max_new_tokens`` (``engine.budget``: the output is
+        complete and valid when the budget runs out; ``BudgetError`` before generating if the
+        shortest output cannot fit); ``controllers``: ``Mirostat`` and/or
         ``EntropyTemperature``, applied in order to the constrained distribution before
         temperature, top-k, top-p, min-p (the order ``model.generate`` applies
         ``logits_processor=[grammar, *controllers]`` in; with the same seed the draws are the

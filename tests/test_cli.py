@@ -142,6 +142,18 @@ def test_generate_with_grammar_and_truncation_status(tmp_path):
 
 
 @pytest.mark.model
+def test_generate_budget_aware_finishes_or_refuses_in_one_line(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"type": "object", "properties": {"colors": {"type": "array", "items": {"type": "string"}}},
+                                "required": ["colors"]}))
+    result = ctrldec("generate", "List ten colors as JSON.", "--schema", str(path), "--max-new-tokens", "12", "--budget-aware")
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout)["colors"], list)
+    assert_one_line_error(ctrldec("generate", "hi", "--regex", "[0-9]{12}", "--max-new-tokens", "4", "--budget-aware"),
+                          "needs max_new_tokens >= 13")
+
+
+@pytest.mark.model
 def test_info_names_the_default_model():
     result = ctrldec("info")
     assert result.returncode == 0 and "SmolLM2-135M-Instruct" in result.stdout

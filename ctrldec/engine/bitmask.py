@@ -15,9 +15,11 @@ the embedding matrix) or wider (padding words): ``unpack`` pads with False or tr
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["words_for", "allocate", "unpack", "to_bool_tensor"]
+__all__ = ["words_for", "allocate", "unpack", "to_bool_tensor", "write_words"]
 
 
 def words_for(vocab_size: int) -> int:
@@ -44,3 +46,14 @@ def to_bool_tensor(words: np.ndarray, width: int):
     import torch
 
     return torch.from_numpy(unpack(words, width))
+
+
+def write_words(mask: np.ndarray, out: Any) -> bool:
+    """Copy the bitmask ``mask`` into ``out`` (numpy or torch, 32-bit words, any length): words
+    past ``mask`` are zeroed, a shorter ``out`` is trimmed. False when ``mask`` allows nothing."""
+    target = out.numpy() if hasattr(out, "numpy") else out
+    target = target.view(np.uint32)
+    n = min(len(target), len(mask))
+    target[:n] = mask[:n]
+    target[n:] = 0
+    return bool(mask.any())

@@ -39,17 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DeadEndError, InvalidTokenError
+from ..errors import DeadEndError, InvalidTokenError, TokenizerError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import TokenizerInfo
-from .bitmask import unpack, words_for
+from .bitmask import unpack, words_for, write_words
 from .bytedfa import read_only
+from .completion import Completions
 from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
 
-__all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher"]
+__all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
+UNBOUNDED = 1 << 40  # a completion bound when no completion is known (none, or past the search limit)
+_BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -92,6 +95,20 @@ class _Group:
         return sum(a.nbytes for a in arrays) + (len(self.stays) + len(self.emits) + 1) * ENTRY_BYTES
 
 
+class _BudgetTable:
+    """The allowed tokens of one state grouped by the completion bound after them: ``masks[i]``
+    holds the tokens whose bound is at most ``bounds[i]`` (ascending); ``complete`` says whether
+    every allowed token has a known bound (then the last mask is the whole mask, EOS aside)."""
+
+    __slots__ = ("bounds", "masks", "complete")
+
+    def __init__(self, bounds: list[int], masks: list[np.ndarray], complete: bool) -> None:
+        self.bounds, self.masks, self.complete = bounds, masks, complete
+
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in self.masks) + (len(self.bounds) + 1) * ENTRY_BYTES
+
+
 class _Run:
     """One generation of per-stack state: the interned stacks and every cache keyed by them.
 
@@ -109,12 +126,15 @@ class _Run:
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
         self.next_bytes_bits: dict[int, int] = {}
+        self.distances: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
+        self.budget_tables: dict[int, _BudgetTable] = {}
 
     def memory_size_bytes(self) -> int:
         """Estimated: interned stacks and cache entries (the masks themselves are pooled)."""
         s = self.stacks
         entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(s._feeds) + len(s._feeds_all)
-        return (len(s) + entries) * ENTRY_BYTES
+        tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
+        return (len(s) + entries + len(self.distances)) * ENTRY_BYTES + tables
 
     def after(self, node: int, t: int) -> tuple[int, ...]:
         """The stacks after the lexeme ``t`` (an ``%ignore`` lexeme leaves the stack as it is)."""
@@ -272,6 +292,170 @@ class _Run:
             frontier = nxt
         return None
 
+    def distance(self, node: int, lex: int, usable: int) -> int:
+        """An upper bound on the tokens that complete the output from (stack, lexer state): the
+        bytes of a shortest completion made of bytes in the bitset ``usable`` (each a token of
+        its own), or the tokens of its tokenization where fewer; ``UNBOUNDED`` when none is
+        found (within ``limits.max_completion_states`` states). Cached. Along the completion it
+        falls by at least one per token (what keeps budget-aware decoding out of dead ends)."""
+        key = node * self.n_lex + lex
+        d = self.distances.get(key)
+        if d is None:
+            with self.lock:
+                d = self.distances.get(key)
+                if d is None:
+                    d = self._distance((node, lex), usable)
+        return d
+
+    def _distance(self, source: tuple[int, int], usable: int) -> int:
+        found = self._by_witness(source, usable)
+        return self._search(source, usable) if found is None else found
+
+    def _by_witness(self, source: tuple[int, int], usable: int) -> int | None:
+        """The length of a shortest completion built from the grammar (``witness``) and replayed
+        from ``source``; None where there is none or the replay fails (a lexeme the greedy lexer
+        reads otherwise)."""
+        text = self.witness(source, usable)
+        if text is None:
+            return None
+        tokenize = getattr(self.a, "_token_lengths", None)
+        return self._replay(source, text, tokenize(text) if tokenize is not None else None)
+
+    def witness(self, source: tuple[int, int], usable: int) -> bytes | None:
+        """A shortest completion of ``source`` in the grammar (``engine/completion.py``), made of
+        bytes in ``usable``; None where the parse tables have no kernel items or there is none.
+        Not checked against the lexer (``_replay`` does that)."""
+        comp = self.a.completions(usable)
+        if comp is None:
+            return None
+        node, lex = source
+        if self.a.lexer.is_start[lex]:
+            options = [(b"", node)]
+        else:
+            options = [(tail, after) for t, tail in self._lexeme_tails(lex, usable, self.acceptable(node))
+                       for after in self.after(node, t)]
+        best: tuple[float, bytes] | None = None
+        for tail, after in options:
+            cost, terminals = comp.stack(self.stacks.states(after))
+            if cost < UNBOUNDED and (best is None or len(tail) + cost < best[0]):
+                best = (len(tail) + cost, tail + comp.text(terminals))
+        return None if best is None else best[1]
+
+    def _lexeme_tails(self, lex: int, usable: int, acceptable: int) -> list[tuple[int, bytes]]:
+        """(terminal, shortest bytes that end the current lexeme as it) for each terminal the
+        lexeme can end as and the stack takes (or ``%ignore``), breadth-first over lexer states."""
+        lexer, ignore = self.a.lexer, self.a._ignore
+        wanted = {t for t in range(len(ignore)) if lexer.completable[lex] >> t & 1 and (acceptable >> t & 1 or ignore[t])}
+        usable_bytes = [b for b in range(256) if usable >> b & 1]
+        parent: dict[int, tuple[int, int] | None] = {lex: None}
+        frontier, found = [lex], {}
+        while frontier and wanted - found.keys() and len(parent) <= self.a.limits.max_completion_states:
+            nxt = []
+            for x in frontier:
+                for t in lexer.accepts[x]:
+                    if t in wanted and t not in found:
+                        path, y = bytearray(), x
+                        while parent[y] is not None:
+                            y, b = parent[y]  # type: ignore[misc]
+                            path.append(b)
+                        found[t] = bytes(reversed(path))
+                if lexer.eager[x]:
+                    continue
+                if not lexer.built[x]:
+                    lexer.build(x)
+                row = lexer.trans_list[x]
+                for b in usable_bytes:
+                    y = row[b]
+                    if y >= 0 and y not in parent:
+                        parent[y] = (x, b)
+                        nxt.append(y)
+            frontier = nxt
+        return list(found.items())
+
+    def _replay(self, source: tuple[int, int], text: bytes, pieces: list[int] | None = None) -> int | None:
+        """Run ``text`` from ``source``; if it completes the output, cache the distances along
+        it (``_settle_path``; ``pieces``: the byte lengths of a tokenization of ``text``, whose
+        tokens may count less than their bytes) and return the source's."""
+        layers: list[dict[tuple[int, int], tuple[int, int] | None]] = [{source: None}]
+        for b in text:
+            layer: dict[tuple[int, int], tuple[int, int] | None] = {}
+            for c in layers[-1]:
+                for r in self.step_all((c,), (b,)):
+                    if r not in layer and self.viable(*r):
+                        layer[r] = c
+            if not layer:
+                return None
+            layers.append(layer)
+        end = next((c for c in layers[-1] if self.is_accepting(*c)), None)
+        if end is None:
+            return None
+        path = [end]
+        for j in range(len(text), 0, -1):
+            path.append(layers[j][path[-1]])  # type: ignore[arg-type]
+        jumps: dict[int, int] = {}
+        offset = 0
+        for n in pieces or ():
+            jumps[offset] = offset + n
+            offset += n
+        return self._settle_path(path[::-1], jumps)
+
+    def _search(self, source: tuple[int, int], usable: int) -> int:
+        """Breadth-first over bytes from ``source``, stopping at a configuration whose distance is
+        cached; caches the distance of every configuration on the shortest path found."""
+        known, n_lex = self.distances, self.n_lex
+        limit = self.a.limits.max_completion_states
+        parent: dict[tuple[int, int], tuple[int, int] | None] = {source: None}
+        frontier, depth = [source], 0
+        best, end = UNBOUNDED, None  # the best total so far, and where its path leaves the search
+        while frontier and depth < best and len(parent) <= limit:
+            nxt = []
+            for c in frontier:
+                if self.is_accepting(*c):
+                    best, end = depth, c
+                    break
+                cached = known.get(c[0] * n_lex + c[1]) if depth else None
+                if cached is not None:
+                    if depth + cached < best:
+                        best, end = depth + cached, c
+                    continue
+                bits = self.next_bytes(*c) & usable
+                while bits:
+                    b = (bits & -bits).bit_length() - 1
+                    bits &= bits - 1
+                    for r in self.step_all((c,), (b,)):
+                        if r not in parent and self.viable(*r):
+                            parent[r] = c
+                            nxt.append(r)
+            frontier, depth = nxt, depth + 1
+        if end is None:
+            known[source[0] * n_lex + source[1]] = UNBOUNDED
+            return UNBOUNDED
+        path = [end]
+        while parent[path[-1]] is not None:
+            path.append(parent[path[-1]])  # type: ignore[arg-type]
+        return self._settle_path(path[::-1], {})
+
+    def _settle_path(self, path: list[tuple[int, int]], jumps: dict[int, int]) -> int:
+        """Cache the distances along ``path`` (configurations a byte apart, ending where the
+        output may end or at one whose distance is cached) and return the first one's.
+
+        Backwards: a configuration already cached keeps its distance (they never change, so the
+        budget tables built from them stay true); another gets one more than the next, or than
+        the one ``jumps[j]`` (one token ahead) where that is less. So each has a one-byte token
+        or the next token of ``jumps`` after which the distance is at least one less."""
+        known, n_lex = self.distances, self.n_lex
+        values = [0] * len(path)
+        for j in range(len(path) - 1, -1, -1):
+            key = path[j][0] * n_lex + path[j][1]
+            value = known.get(key)
+            if value is None:
+                value = 0 if j == len(path) - 1 else 1 + values[j + 1]
+                if j in jumps:
+                    value = min(value, 1 + values[jumps[j]])
+                known[key] = value
+            values[j] = value
+        return values[0]
+
     def mask(self, node: int, lex: int) -> np.ndarray:
         key = node * self.n_lex + lex
         mask = self.masks.get(key)
@@ -315,7 +499,20 @@ class ByteAutomaton:
         self.parse = tables.parse
         self.lexer = tables.lexer
         self._ignore = [t.ignore for t in self.lexer.terminals]
+        self._completions: dict[int, Completions | None] = {}
         self._run = _Run(self)
+
+    def completions(self, usable: int) -> Completions | None:
+        """The grammar's shortest-completion tables for completions made of the bytes in
+        ``usable`` (built once; None where the parse tables have no kernel items)."""
+        found = self._completions.get(usable, False)
+        if found is False:
+            with self.lock:
+                found = self._completions.get(usable, False)
+                if found is False:
+                    found = Completions.for_tables(self.parse, self.lexer.terminals, usable, self.limits.max_completion_states)
+                    self._completions[usable] = found
+        return found  # type: ignore[return-value]
 
     def _start(self) -> tuple[_Run, int, int]:
         if len(self._run.stacks) > self.limits.max_stack_nodes:
@@ -380,6 +577,8 @@ class CompiledGrammar(ByteAutomaton):
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
+        # bytes that are a token on their own: what a completion bound may count one token each
+        self._single_bytes = sum(1 << b for b in set(self._tok_bytes[self._tok_len == 1, 0].tolist()))
         # tokens made only of JSON-string-safe characters, and the other tokens with bytes
         unsafe_tail, ids = info.unsafe_tail(), np.arange(self.vocab_size, dtype=np.int64)
         self._safe_ids = ids[(self._tok_len > 0) & (unsafe_tail < 0)]
@@ -473,8 +672,15 @@ class CompiledGrammar(ByteAutomaton):
             else:
                 for g in np.flatnonzero(np.bincount(gid - low)).tolist():
                     group.stays.append((lexer.completable_values[g + low], self._pack(s_idx[gid == g + low])))
+        for t, idx, pos in self._by_terminal(e_lex, e_idx, e_pos):
+            group.emits.append((t, read_only(idx), read_only(pos)))
+
+    def _by_terminal(self, e_lex, e_idx, e_pos) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Tokens whose lexeme ended (in lexer state ``e_lex``), grouped by the terminal it ends as:
+        (terminal, tokens, offset where the next lexeme starts), by terminal."""
         if not len(e_lex):
-            return
+            return []
+        lexer = self.lexer
         by_t: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         first = lexer.accept_np[e_lex]
         for t in np.flatnonzero(np.bincount(first)).tolist():
@@ -485,9 +691,11 @@ class CompiledGrammar(ByteAutomaton):
             for lex, rows in _groups(e_lex[multi], np.flatnonzero(multi)):
                 for t in lexer.accepts[lex][1:]:
                     by_t.setdefault(t, []).append((e_idx[rows], e_pos[rows]))
+        out = []
         for t, parts in sorted(by_t.items()):
             idx, pos = parts[0] if len(parts) == 1 else (np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts]))
-            group.emits.append((t, read_only(idx), read_only(pos)))
+            out.append((t, idx, pos))
+        return out
 
     def _classify_root(self, start: int) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
@@ -624,6 +832,76 @@ class CompiledGrammar(ByteAutomaton):
                 self._pool.clear()
             mask = self._pool[key] = read_only(out)
         return mask
+
+    def _token_lengths(self, text: bytes) -> list[int] | None:
+        """The byte lengths of the tokens of a tokenization of ``text`` (None where the tokenizer
+        does not give back exactly these bytes)."""
+        try:
+            ids = self.info.encode(text.decode("utf-8"))
+        except (UnicodeDecodeError, TokenizerError):
+            return None
+        pieces = [self.info.token_bytes[i] if 0 <= i < self.vocab_size else b"" for i in ids]
+        if not all(pieces) or b"".join(pieces) != text:
+            return None
+        return [len(p) for p in pieces]
+
+    def _budget_table(self, run: _Run, configs: tuple[tuple[int, int], ...]) -> _BudgetTable:
+        """The allowed tokens of ``configs`` grouped by the completion bound after them (cached
+        for a single configuration)."""
+        key = configs[0][0] * run.n_lex + configs[0][1] if len(configs) == 1 else None
+        table = run.budget_tables.get(key) if key is not None else None
+        if table is None:
+            with run.lock:
+                bounds = self._successor_bounds(run, configs)
+                allowed = np.flatnonzero(bounds >= 0)
+                finite = allowed[bounds[allowed] < UNBOUNDED]
+                flags = np.zeros(self.words * 32, dtype=bool)
+                values, masks = [], []
+                for value, ids in _groups(bounds[finite], finite):
+                    flags[ids] = True
+                    values.append(value)
+                    masks.append(read_only(np.packbits(flags, bitorder="little").view(np.uint32)))
+                table = _BudgetTable(values, masks, len(finite) == len(allowed))
+                if key is not None:
+                    if len(run.budget_tables) >= _BUDGET_TABLES:
+                        run.budget_tables = {}
+                    run.budget_tables[key] = table
+        return table
+
+    def _successor_bounds(self, run: _Run, configs: tuple[tuple[int, int], ...]) -> np.ndarray:
+        """Per token id: the completion bound (``_Run.distance``) after it, ``UNBOUNDED`` where
+        none is known, -1 where the token is not allowed (EOS included: it needs no bound).
+
+        The allowed tokens are walked through the lexer together (``_walk``), lexeme by lexeme
+        along the real stack, so each distinct configuration after a token is looked up once.
+        """
+        out = np.full(self.vocab_size, -1, dtype=np.int64)
+        lexer, usable, state = self.lexer, self._single_bytes, run.stacks.state
+
+        def settle(node: int, lex: int, ids: np.ndarray) -> None:
+            if len(ids) and run.viable(node, lex):
+                bound = run.distance(node, lex, usable)
+                seen = out[ids]
+                out[ids] = np.where(seen < 0, bound, np.minimum(seen, bound))
+
+        for node, lex in configs:
+            ids = np.flatnonzero(unpack(run.mask(node, lex), self.vocab_size))
+            ids = ids[self._tok_len[ids] > 0]
+            work = [(node, lex, ids, np.zeros(len(ids), dtype=np.int64))]
+            while work:
+                n, x, idx, pos = work.pop()
+                s_idx, s_lex, e_lex, e_idx, e_pos = self._walk(idx, pos, np.full(len(idx), x, dtype=np.int32))
+                lexer.sync()
+                for stay, toks in _groups(s_lex, s_idx):
+                    settle(n, stay, toks)
+                for t, t_idx, t_pos in self._by_terminal(e_lex, e_idx, e_pos):
+                    for after in run.after(n, t):
+                        start = lexer.start[state[after]]
+                        done = t_pos >= self._tok_len[t_idx]
+                        settle(after, start, t_idx[done])
+                        if not done.all():
+                            work.append((after, start, t_idx[~done], t_pos[~done]))
+        return out
 
     def _extendable(self, tail: bytes) -> bool:
         """Does some token start with ``tail`` and go on? (Then a token could cross the boundary.)"""
@@ -831,13 +1109,7 @@ class GrammarMatcher:
         Words past the tokenizer's vocabulary (a model whose logits are wider) are zeroed; a
         shorter ``out`` is trimmed. Returns False when no token at all is allowed (a dead end).
         """
-        mask = self.mask()
-        target = out.numpy() if hasattr(out, "numpy") else out
-        target = target.view(np.uint32)
-        n = min(len(target), len(mask))
-        target[:n] = mask[:n]
-        target[n:] = 0
-        return bool(mask.any())
+        return write_words(self.mask(), out)
 
     def allowed_token_ids(self) -> np.ndarray:
         """The allowed token ids, ascending."""
@@ -899,6 +1171,51 @@ class GrammarMatcher:
         last = g.info.token_bytes[ids[-1]]
         start = len(body) - len(last)
         return any(g._extendable(body[j:]) for j in range(max(0, start), len(body)))
+
+    def completion_bound(self) -> int:
+        """An upper bound on the tokens a completion needs, EOS not counted (``_Run.distance``: a
+        shortest completion's bytes, each a token of its own, or its tokenization where that is
+        shorter); 0 when the output may end, ``UNBOUNDED`` when no completion is known. From any
+        state with a finite bound some token lowers it by at least one."""
+        if self._ended:
+            return 0
+        usable = self.grammar._single_bytes
+        return min(self._run.distance(n, x, usable) for n, x in self._configs)
+
+    def shortest_completion(self) -> bytes | None:
+        """A completion of ``completion_bound()`` bytes where one was built from the grammar
+        (None otherwise). No state change."""
+        usable = self.grammar._single_bytes
+        for c in self._configs:
+            text = self._run.witness(c, usable)
+            if text is not None and self._run._replay(c, text) is not None:
+                return text
+        return None
+
+    def completion_bound_after(self, token_id: int) -> int:
+        """``completion_bound`` after ``token_id`` (``UNBOUNDED`` if it is not allowed). No state change."""
+        g = self.grammar
+        if self._ended or not 0 <= token_id < g.vocab_size:
+            return UNBOUNDED
+        if token_id in g.info.eos_token_ids:
+            return 0 if self.is_accepting() else UNBOUNDED
+        usable = g._single_bytes
+        return min((self._run.distance(n, x, usable) for n, x in self._after(self._configs, token_id)), default=UNBOUNDED)
+
+    def budget_mask(self, limit: int) -> np.ndarray:
+        """The allowed tokens after which a completion of at most ``limit`` tokens is known
+        (``completion_bound_after(t) <= limit``), and EOS where the output may end. Read-only."""
+        g = self.grammar
+        if self._ended:
+            return np.zeros(g.words, dtype=np.uint32)
+        table = g._budget_table(self._run, self._configs)
+        if table.complete and table.bounds and limit >= table.bounds[-1]:
+            return self.mask()
+        i = bisect.bisect_right(table.bounds, limit)
+        out = table.masks[i - 1].copy() if i else np.zeros(g.words, dtype=np.uint32)
+        if self.is_accepting():
+            np.bitwise_or(out, g._eos_words, out=out)
+        return read_only(out)
 
     def _describe(self) -> str:
         g = self.grammar

@@ -22,7 +22,7 @@ from lark.parsers.lalr_analysis import LALR_Analyzer, Shift
 from ..errors import GrammarError
 from ..limits import DEFAULT_LIMITS, Limits
 from .bytedfa import ByteDFA, RegexCompileError, check_budget, compile_regex
-from .lalr import ParseTables
+from .lalr import ROOT, ParseTables
 from .lexer import LexerAutomaton, Terminal
 from .slr import slr_tables
 
@@ -54,6 +54,7 @@ class GrammarTables:
     def __post_init__(self) -> None:
         dfas = sum(t.dfa.trans.nbytes + t.dfa.accepting.nbytes for t in self.terminals if isinstance(t.dfa, ByteDFA))
         entries = sum(len(row) for row in self.parse.actions) + sum(len(row) for row in self.parse.goto)
+        entries += sum(1 + len(rhs) for _, rhs in self.parse.rules or ()) + sum(len(k) for k in self.parse.kernels or ())
         self._fixed_bytes = dfas + entries * ENTRY_BYTES
 
     @property
@@ -259,8 +260,9 @@ def compile_rules(
     return build_tables("", plain, terms, start, ambiguous=ambiguous)
 
 
-def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[dict, int, int]:
-    """Lark's LALR(1) table as ``{state: {symbol: [(action, arg)]}}``, with the start and end states."""
+def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[dict, int, int, list]:
+    """Lark's LALR(1) table as ``{state: {symbol: [(action, arg)]}}``, with the start and end
+    states and each state's kernel items as (rule index, dot) (``slr_tables``' form)."""
     from lark.grammar import NonTerminal, Rule
     from lark.grammar import Terminal as LarkTerminal
 
@@ -278,7 +280,12 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
     table = analyzer.parse_table
     rows = {state: {sym: [(act, (arg.origin.name, [x.name for x in arg.expansion]) if act is not Shift else arg)]
                     for sym, (act, arg) in row.items()} for state, row in table.states.items()}
-    return rows, table.start_states[start], table.end_states[start]
+    # Lark numbers the states in the order of its LR(0) item sets (distinct closures)
+    kernels: dict[Any, list[tuple[int, int]]] = {}
+    for itemset in analyzer.lr0_itemsets:
+        kernels.setdefault(itemset.closure, sorted(
+            (len(rules) if p.rule.origin.name.startswith("$root") else p.rule.order, p.index) for p in itemset.kernel))
+    return rows, table.start_states[start], table.end_states[start], list(kernels.values())
 
 
 def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
@@ -292,11 +299,13 @@ def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: lis
     terminals = [t for t in terminals if t.name in used or t.ignore]
     names = [t.name for t in terminals]
     if ambiguous:
-        slr_rows, start_state, end_state, _ = slr_tables(rules, set(names) | {"$END"}, start)
+        slr_rows, start_state, end_state, kernels = slr_tables(rules, set(names) | {"$END"}, start)
         rows = {i: {sym: [(Shift if kind == "shift" else None, arg if kind == "shift" else rules[arg]) for kind, arg in acts]  # type: ignore[index]
                     for sym, acts in row.items()} for i, row in enumerate(slr_rows)}
     else:
-        rows, start_state, end_state = _lalr_rows(rules, term_names, start)
+        rows, start_state, end_state, kernels = _lalr_rows(rules, term_names, start)
+        if len(kernels) != len(rows):
+            kernels = None  # not the numbering assumed: no shortest completions from the grammar
     term_id = {n: i for i, n in enumerate(names)}
     end = len(names)
     term_id["$END"] = end
@@ -327,6 +336,14 @@ def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: lis
                         rule_len.append(len(rhs))
                     codes.append(-1 - r)
             actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
+    def symbol(x: str) -> int:
+        return term_id[x] if x in term_id else -1 - nonterms.setdefault(x, len(nonterms))
+
+    coded = [(-1 - symbol(lhs), tuple(symbol(x) for x in rhs)) for lhs, rhs in rules]
+    kernel_items = None
+    if kernels is not None:
+        with_root = [*coded, (ROOT, (symbol(start),))]
+        kernel_items = [tuple((dot, with_root[r][0], with_root[r][1][dot:]) for r, dot in items) for items in kernels]
     parse = ParseTables(
         terminal_names=names,
         end=end,
@@ -337,6 +354,8 @@ def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: lis
         start_state=start_state,
         end_state=end_state,
         ambiguous=ambiguous,
+        rules=coded,
+        kernels=kernel_items,
     )
     contexts = [[t for t in row if t != end] for row in actions]
     return GrammarTables(source, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))

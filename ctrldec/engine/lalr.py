@@ -20,10 +20,11 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ParseTables", "Stacks", "REJECT", "ACCEPT"]
+__all__ = ["ParseTables", "Stacks", "REJECT", "ACCEPT", "ROOT"]
 
 REJECT = -1  # feeding the terminal is a syntax error
 ACCEPT = -2  # feeding $END completes a sentence
+ROOT = -1  # the lhs of the added start rule in ``ParseTables.kernels``
 
 
 @dataclass
@@ -44,6 +45,12 @@ class ParseTables:
     start_state: int
     end_state: int
     ambiguous: bool = False
+    # For shortest completions (``engine/completion.py``), where the builder knows them (SLR):
+    # every rule as (lhs, rhs symbols) and each state's kernel items as (dot, lhs, symbols after
+    # the dot); a symbol is a terminal id, or ``-1 - nonterminal`` id; lhs ``ROOT`` is the
+    # added start rule.
+    rules: list[tuple[int, tuple[int, ...]]] | None = None
+    kernels: list[tuple[tuple[int, int, tuple[int, ...]], ...]] | None = None
 
 
 class Stacks:

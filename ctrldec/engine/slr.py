@@ -19,9 +19,11 @@ def slr_tables(
 ) -> tuple[list[dict[str, list[tuple[str, object]]]], int, int, list[tuple[str, list[str]]]]:
     """Build the action/goto rows of an SLR(1) automaton with every conflict kept.
 
-    Returns ``(rows, start_state, end_state, rules)`` where ``rows[state][symbol]`` is a list of
-    ``("shift", state)`` / ``("reduce", rule index)`` and ``end_state`` is the state after
-    ``start`` (where ``$END`` accepts). ``$END`` is the end-of-input terminal.
+    Returns ``(rows, start_state, end_state, kernels)`` where ``rows[state][symbol]`` is a list of
+    ``("shift", state)`` / ``("reduce", rule index)``, ``end_state`` is the state after
+    ``start`` (where ``$END`` accepts) and ``kernels[state]`` lists the state's kernel items as
+    (rule index, dot), rule ``len(rules)`` being the added ``$root -> start``. ``$END`` is the
+    end-of-input terminal.
     """
     nts = sorted({lhs for lhs, _ in rules})
     by_lhs: dict[str, list[int]] = {}
@@ -150,4 +152,5 @@ def slr_tables(
         rows.append(row)
         i += 1
     end_state = next(a for kind, a in rows[0][start] if kind == "shift")
-    return rows, 0, end_state, rules  # type: ignore[return-value]
+    items = [sorted((item_rule[i], item_dot[i]) for i in kernel) for kernel in kernels]
+    return rows, 0, end_state, items  # type: ignore[return-value]

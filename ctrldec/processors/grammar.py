@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from ..engine.bitmask import allocate, to_bool_tensor
+from ..engine.budget import budgeted
 from ..engine.matcher import Matcher
-from ..errors import DeadEndError
+from ..errors import BudgetError, DeadEndError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import tokenizer_info
 
@@ -44,6 +45,11 @@ class GrammarLogitsProcessor:
         eos_token_id: id(s) that end the output (default: the tokenizer's EOS); allowed exactly
             when the output may end, and the only choice once it must end.
         limits: ``max_catch_up`` and ``processor_cache_entries`` (see ``ctrldec.limits``).
+        max_new_tokens: budget-aware completion (``ctrldec.engine.budget``): give the same
+            ``max_new_tokens`` as ``generate`` and only tokens after which a complete output still
+            fits are allowed, so every row is complete and valid when the budget runs out;
+            ``BudgetError`` at the first call if the shortest output cannot fit. Off by default
+            (it costs a table per new parser state: see the README).
 
     Rows whose output has ended (EOS, then padding) are left untouched. If scores arrive as
     log-probabilities (beam search), allowed rows are renormalized so beam scores stay comparable.
@@ -62,7 +68,11 @@ class GrammarLogitsProcessor:
         vocab_size: int | None = None,
         eos_token_id: int | list[int] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        max_new_tokens: int | None = None,
     ) -> None:
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise BudgetError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.max_new_tokens = max_new_tokens
         self.constraint = constraint
         self.tokenizer = tokenizer
         self.limits = limits
@@ -125,7 +135,8 @@ class GrammarLogitsProcessor:
                     break  # a finished row of a batch is padded after its EOS: nothing to check
                 m.advance(t)
             return m
-        return self._compiled.matcher()  # type: ignore[union-attr]
+        fresh = self._compiled.matcher()  # type: ignore[union-attr]
+        return fresh if self.max_new_tokens is None else budgeted(fresh, self.max_new_tokens)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
