@@ -215,3 +215,54 @@ def test_docstring_examples_hold():
         warnings.simplefilter("ignore")
         result = doctest.testmod(jsonschema_module)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# The spec's language is one option away: with extra_properties="allow" every mask along these
+# texts is what the compiler before the policies (commit cdffaf2) gave, digest for digest, so
+# generation under "allow" (same masks at every step) is unchanged.
+_PINNED_SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 5}}, "required": ["a"]},
+    {"type": "object", "properties": {"x": {"type": "object", "properties": {"y": {"type": "boolean"}}}}},
+    {"type": "object", "patternProperties": {"^n_": {"type": "number"}}, "minProperties": 1},
+    {"type": "array", "items": {"type": "object", "properties": {"k": {"enum": ["a", "b"]}}, "required": ["k"]}, "minItems": 1},
+    {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "next": {"$ref": "#/$defs/node"}}}},
+     "$ref": "#/$defs/node"},
+    {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id", "extra"]},
+    {"type": "object"},
+    {"type": "object", "properties": {"a": {}}, "additionalProperties": {"type": "string"}},
+]
+_PINNED_TEXTS = ['{"a":1,"b":"xy","zz":[1,{"q":null}],"type":"object"}', '{"x":{"y":true,"extra":"v"},"n_1":2}',
+                 '[{"k":"a","description":"The k"},{"k":"b"}]', '{"v":3,"next":{"v":4,"next":{},"w":"x"}}',
+                 '{"id":7,"extra":{"properties":{}},"more":1}', '{"n_x":1.5e3,"other":[]}']
+_PINNED_DIGESTS = ["ac7536da28f7", "19f30b277a72", "1a715211e2ec", "70e2f7776fcb", "17521e35cc2d", "6f093ef2423b",
+                   "486b1430b956", "43005d894ad3"]
+
+
+def _mask_digest(constraint, info) -> str:
+    import hashlib
+
+    g = constraint.compile(info)
+    h = hashlib.sha256()
+    for text in _PINNED_TEXTS:
+        m = g.matcher()
+        for t in info.encode(text):
+            h.update(m.mask().tobytes())
+            if not m.accepts(t):
+                break
+            m.advance(t)
+        h.update(b"|")
+    return h.hexdigest()[:12]
+
+
+@pytest.mark.parametrize("i", range(len(_PINNED_SCHEMAS)))
+def test_allow_keeps_every_mask_of_the_spec_language_as_before_the_policies(i):
+    from helpers import byte_level_tokenizer
+
+    from ctrldec.vocab import tokenizer_info
+
+    info = tokenizer_info(byte_level_tokenizer())
+    for order in ("schema", "any"):
+        allow = ctrldec.JSONSchema(_PINNED_SCHEMAS[i], property_order=order, extra_properties="allow")
+        assert _mask_digest(allow, info) == _PINNED_DIGESTS[i]
+    if i != 7:  # every schema but the last leaves extra keys open: forbid narrows it
+        assert _mask_digest(ctrldec.JSONSchema(_PINNED_SCHEMAS[i]), info) != _PINNED_DIGESTS[i]
