@@ -329,7 +329,8 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 
     return _model_bench(args, lambda model, tokenizer: generation.run(
         model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, progress=args.progress), generation.format_report)
+        max_new_tokens=args.max_new_tokens, configs=args.configs.split(",") if args.configs else None,
+        progress=args.progress), generation.format_report)
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
@@ -502,6 +503,8 @@ def _model_bench_parsers(bsub: Any) -> None:
     """Benchmarks that run a model."""
     gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
     _schema_generation_args(gen, limit=30, max_new_tokens=512)
+    gen.add_argument("--configs", help="comma-separated subset of ctrldec,ctrldec-allow,ctrldec-budget,ctrldec-allow-budget,"
+                                       "xgrammar,llguidance (default: all but ctrldec-allow-budget)")
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
     _schema_generation_args(e, limit=20, max_new_tokens=128)
