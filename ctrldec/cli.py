@@ -2,7 +2,7 @@
 
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]
                             [--extra-properties forbid|allow] [--max-string-length N] [--max-items N]]
-                            [--model PATH] [--max-new-tokens N [--budget-aware]] [--temperature T] [--seed S]
+                            [--model PATH] [--max-new-tokens N [--no-budget-aware]] [--temperature T] [--seed S]
                             [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
                             [--sampler asap --samples K [--batch B] [--oracle FILE]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
@@ -441,8 +441,9 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
                         "allow: any extra key, as the spec says")
     g.add_argument("--max-string-length", type=int, metavar="N", help="with --schema: at most N characters in a string with no maxLength")
     g.add_argument("--max-items", type=int, metavar="N", help="with --schema: at most N items in an array with no maxItems")
-    g.add_argument("--budget-aware", action="store_true",
-                   help="with a constraint: allow only tokens after which a complete output still fits in --max-new-tokens")
+    g.add_argument("--no-budget-aware", dest="budget_aware", action="store_const", const=False, default=None,
+                   help="with a constraint: do not keep the output completable within --max-new-tokens (the default "
+                        "allows only tokens after which a complete output still fits; this cuts it off as a prefix instead)")
     g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
     g.add_argument("--stream", action="store_true", help="print the output as it is produced")
     g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")
@@ -503,12 +504,12 @@ def _model_bench_parsers(bsub: Any) -> None:
     """Benchmarks that run a model."""
     gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
     _schema_generation_args(gen, limit=30, max_new_tokens=512)
-    gen.add_argument("--configs", help="comma-separated subset of ctrldec,ctrldec-allow,ctrldec-budget,ctrldec-allow-budget,"
-                                       "xgrammar,llguidance (default: all but ctrldec-allow-budget)")
+    gen.add_argument("--configs", help="comma-separated subset of ctrldec,ctrldec-nobudget,ctrldec-allow,ctrldec-allow-nobudget,"
+                                       "xgrammar,llguidance (default: all)")
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
     _schema_generation_args(e, limit=20, max_new_tokens=128)
-    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8")
+    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8, or cb,dn (budget-aware processor, loop without it; only when named)")
     e.set_defaults(func=cmd_bench_e2e)
     mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
     mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")

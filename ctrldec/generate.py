@@ -72,7 +72,7 @@ class _Options:
     diagnostics: bool = False
     sampler: TokenSampler | StrategyFactory | None = None  # replaces greedy/temperature/top_k/top_p/min_p/max_checks
     drafters: Seq[Drafter] | None = None  # replaces fast_forward/lookahead
-    budget_aware: bool = False
+    budget_aware: bool | None = None  # None: on wherever there is a constraint, except under ASAp
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> _Options:
@@ -94,12 +94,20 @@ class _Options:
             raise CtrldecError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.lookahead < 0:
             raise CtrldecError(f"lookahead must be >= 0, got {self.lookahead}")
-        if self.budget_aware and type(self.sampler).__name__ == "ASAp":
+        if self.budget_aware and self._asap():
             raise CtrldecError("budget_aware=True with sampler=ASAp(...): ASAp's oracle learns the constraint's "
                                "language, and the budget narrows it per call; drop one of the two")
         if self.sampler is not None and (self.controllers or self.diagnostics):
             raise CtrldecError(f"controllers= and diagnostics= cannot be combined with sampler={self.sampler!r}: give "
                                "the controllers to the sampler (AWRS(controllers=[...]), FullMask(params, Controls([...])))")
+
+    def _asap(self) -> bool:
+        return type(self.sampler).__name__ == "ASAp"
+
+    def budget(self, constraint: Constraint | None) -> int | None:
+        """The token budget a sequence under ``constraint`` completes within (None: no budget)."""
+        on = self.budget_aware if self.budget_aware is not None else constraint is not None and not self._asap()
+        return self.max_new_tokens if on else None
 
     def controls(self) -> Controls:
         """The controllers every sequence keeps states for."""
@@ -184,7 +192,7 @@ class Decoder:
             raise CtrldecError(f"{len(constraints)} constraints for {len(prompts)} prompts: give one, or one per prompt")
         sequences = [
             Sequence(self.encode_prompt(p, chat=options.chat, system=options.system),
-                     self.matcher(c, budget=options.max_new_tokens if options.budget_aware else None),
+                     self.matcher(c, budget=options.budget(c)),
                      self.info, self.eos, max_new_tokens=options.max_new_tokens,
                      rng=None if options.seed is None else torch.Generator().manual_seed(options.seed + i),
                      controls=controls, record=options.diagnostics or bool(controls), stop=options.stop, constraint=c)
@@ -202,10 +210,12 @@ class Decoder:
         this many tokens drafted by prompt lookup and checked in the same pass by
         sample-and-compare, so the output distribution is exactly that of one-token-at-a-time
         decoding (8; 0 turns it off); ``max_checks`` (64) before a full mask; ``chat`` and
-        ``system`` (the chat template); ``budget_aware`` (False): only tokens after which a
-        complete output still fits in ``max_new_tokens`` (``engine.budget``: the output is
-        complete and valid when the budget runs out; ``BudgetError`` before generating if the
-        shortest output cannot fit); ``controllers``: ``Mirostat`` and/or
+        ``system`` (the chat template); ``budget_aware``: only tokens after which a complete
+        output still fits in ``max_new_tokens`` (``engine.budget``: the output is complete and
+        valid when the budget runs out; ``BudgetError`` before generating if the shortest output
+        cannot fit). The default (None) is on wherever there is a constraint, except with
+        ``sampler=ASAp(...)`` (its oracle learns the constraint's own language); False gives
+        the constraint's language cut at ``max_new_tokens`` (``truncated`` outputs); ``controllers``: ``Mirostat`` and/or
         ``EntropyTemperature``, applied in order to the constrained distribution before
         temperature, top-k, top-p, min-p (the order ``model.generate`` applies
         ``logits_processor=[grammar, *controllers]`` in; with the same seed the draws are the

@@ -136,7 +136,8 @@ def test_generate_with_regex_prints_only_the_output():
 
 @pytest.mark.model
 def test_generate_with_grammar_and_truncation_status(tmp_path):
-    result = ctrldec("generate", "Write a JSON list of three numbers.", "--grammar", "grammars/json_compact.lark", "--max-new-tokens", "2")
+    result = ctrldec("generate", "Write a JSON list of three numbers.", "--grammar", "grammars/json_compact.lark", "--max-new-tokens", "2",
+                     "--no-budget-aware")
     assert result.returncode == 3 and "truncated" in result.stderr
     assert result.stdout.strip()  # the output so far is still printed
 
@@ -146,10 +147,10 @@ def test_generate_budget_aware_finishes_or_refuses_in_one_line(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"type": "object", "properties": {"colors": {"type": "array", "items": {"type": "string"}}},
                                 "required": ["colors"]}))
-    result = ctrldec("generate", "List ten colors as JSON.", "--schema", str(path), "--max-new-tokens", "12", "--budget-aware")
+    result = ctrldec("generate", "List ten colors as JSON.", "--schema", str(path), "--max-new-tokens", "12")  # the default
     assert result.returncode == 0, result.stderr
     assert isinstance(json.loads(result.stdout)["colors"], list)
-    assert_one_line_error(ctrldec("generate", "hi", "--regex", "[0-9]{12}", "--max-new-tokens", "4", "--budget-aware"),
+    assert_one_line_error(ctrldec("generate", "hi", "--regex", "[0-9]{12}", "--max-new-tokens", "4"),
                           "needs max_new_tokens >= 13")
 
 

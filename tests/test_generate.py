@@ -20,9 +20,12 @@ def test_greedy_equals_hf_generate_with_the_processor(tok, model):
     prompt = tok("compute: ", add_special_tokens=False)["input_ids"]
     ours = ctrldec.generate(model, tok, prompt, constraint=grammar, greedy=True, fast_forward=False, max_new_tokens=20)
     ids = torch.tensor([prompt])
-    hf = model.generate(ids, logits_processor=[grammar.logits_processor(tok)], max_new_tokens=20, do_sample=False, pad_token_id=0)
+    hf = model.generate(ids, logits_processor=[grammar.logits_processor(tok, max_new_tokens=20)], max_new_tokens=20, do_sample=False, pad_token_id=0)
     hf_new = [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]
-    assert ours.token_ids == hf_new
+    assert ours.token_ids == hf_new  # both budget-aware (the loop's default; the processor given the budget)
+    ours = ctrldec.generate(model, tok, prompt, constraint=grammar, greedy=True, fast_forward=False, max_new_tokens=20, budget_aware=False)
+    hf = model.generate(ids, logits_processor=[grammar.logits_processor(tok)], max_new_tokens=20, do_sample=False, pad_token_id=0)
+    assert ours.token_ids == [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]  # and both not
 
 
 def test_fast_forward_feeds_forced_text_in_one_pass(tok, model):
@@ -44,8 +47,10 @@ def test_sampling_under_a_constraint_is_always_valid(tok, model):
 
 def test_truncated_output_is_a_valid_prefix(tok, model):
     regex = ctrldec.Regex("[a-z]{30}")
-    out = ctrldec.generate(model, tok, [7], constraint=regex, greedy=True, max_new_tokens=3)
+    out = ctrldec.generate(model, tok, [7], constraint=regex, greedy=True, max_new_tokens=3, budget_aware=False)
     assert out.truncated and out.finish_reason == "length" and regex.is_prefix(out.text)
+    with pytest.raises(ctrldec.BudgetError, match="needs max_new_tokens >= 31"):  # the default: complete, or refused up front
+        ctrldec.generate(model, tok, [7], constraint=regex, greedy=True, max_new_tokens=3)
 
 
 def test_streaming_yields_the_text(tok, model):
@@ -87,7 +92,8 @@ def test_default_model_greedy_loop_equals_hf_processor(default_model):
     decoder = ctrldec.Decoder(model, tok)
     prompt = decoder.encode_prompt("Describe a person as JSON.")
     ours = decoder.generate(prompt, constraint=schema, greedy=True, fast_forward=False, max_new_tokens=40)
-    hf = model.generate(torch.tensor([prompt]), logits_processor=[schema.logits_processor(tok)], max_new_tokens=40, do_sample=False, pad_token_id=tok.eos_token_id)
+    hf = model.generate(torch.tensor([prompt]), logits_processor=[schema.logits_processor(tok, max_new_tokens=40)], max_new_tokens=40,
+                        do_sample=False, pad_token_id=tok.eos_token_id)
     assert ours.token_ids == [t for t in hf[0, len(prompt):].tolist() if t != tok.eos_token_id]
 
 

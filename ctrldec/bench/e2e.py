@@ -5,8 +5,11 @@ message), greedy, the same ``max_new_tokens``:
 
 (a) ``model.generate`` unconstrained,
 (b) ``model.generate`` with xgrammar's logits processor (when installed),
-(c) ``model.generate`` with ctrldec's logits processor,
-(d) ctrldec's loop (fast-forward and prompt lookup on), and (d0) the plain loop (both off),
+(c) ``model.generate`` with ctrldec's logits processor, and (cb) the same budget-aware
+(``max_new_tokens=`` given to the processor; only with ``--configs``),
+(d) ctrldec's loop with its defaults (fast-forward, prompt lookup and budget-aware completion
+on), (dn) the same not budget-aware (only with ``--configs``), and (d0) the plain loop (all
+three off: its outputs are (c)'s),
 (s) ctrldec's loop sampling at temperature 1, for the number of ``accepts`` checks per token,
 (d4) ctrldec's loop as (d), four pairs at a time through ``generate_batch`` (one forward pass
 per step for the four rows),
@@ -54,7 +57,7 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
 
     decoder = Decoder(model, tokenizer)
     xgr_compiler = _xgrammar(tokenizer, decoder.width)
-    names = [n for n in (configs or list(LABELS)) if n != "b" or xgr_compiler is not None]
+    names = [n for n in (configs or [n for n in LABELS if n not in OPT_IN]) if n != "b" or xgr_compiler is not None]
     stats: dict[str, dict[str, float]] = {n: dict.fromkeys(("tokens", "seconds", "passes", "forced", "finished", "valid", "checks", "sampled", "outputs"), 0) for n in names}
     pairs = pick_schemas(folder, splits, limit, seed)
     skipped: list[dict] = []
@@ -70,8 +73,8 @@ def run(model: Any, tokenizer: Any, folder: str, *, splits: list[str], limit: in
         for name in names:
             if name == "d4":
                 continue
-            if name in ("a", "b", "c"):
-                processors = _processors(name, schema, constraint, tokenizer, decoder.width, xgr_compiler)
+            if name in ("a", "b", "c", "cb"):
+                processors = _processors(name, schema, constraint, tokenizer, decoder.width, xgr_compiler, max_new_tokens)
                 outcome = _hf(model, tokenizer, prompt, processors, max_new_tokens)
             else:
                 outcome = _loop(decoder, name, prompt, constraint, max_new_tokens, seed + i)
@@ -113,14 +116,15 @@ def _constraint(schema: Any, decoder: Any, name: str, skipped: list[dict]) -> An
         return None
 
 
-def _processors(name: str, schema: Any, constraint: Any, tokenizer: Any, width: int, xgr_compiler: Any) -> list[Any]:
+def _processors(name: str, schema: Any, constraint: Any, tokenizer: Any, width: int, xgr_compiler: Any, max_new_tokens: int) -> list[Any]:
     if name == "b":
         import xgrammar.contrib.hf
 
         compiled = xgr_compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"), strict_mode=False)
         return [xgrammar.contrib.hf.LogitsProcessor(compiled)]
-    if name == "c":
-        return [constraint.logits_processor(tokenizer, vocab_size=width)]
+    if name in ("c", "cb"):
+        budget = max_new_tokens if name == "cb" else None
+        return [constraint.logits_processor(tokenizer, vocab_size=width, max_new_tokens=budget)]
     return []
 
 
@@ -146,7 +150,8 @@ def _loop_options(name: str) -> dict[str, Any]:
         return {"sampler": AWRS()}
     if name == "m8":
         return {"sampler": SMC(particles=8)}
-    return {"greedy": name != "s", "temperature": 1.0, "fast_forward": name != "d0", "lookahead": 0 if name == "d0" else 8}
+    return {"greedy": name != "s", "temperature": 1.0, "fast_forward": name != "d0", "lookahead": 0 if name == "d0" else 8,
+            "budget_aware": None if name not in ("dn", "d0") else False}
 
 
 def _loop(decoder: Any, name: str, prompt: list[int], constraint: Any, max_new_tokens: int, seed: int) -> _Outcome:
@@ -170,6 +175,7 @@ def _add(s: dict[str, float], o: _Outcome, schema: Any) -> None:
 
 
 BATCH = 4
+OPT_IN = {"cb", "dn"}  # run only when asked for (--configs): what budget-aware completion costs
 
 
 def _run_batches(decoder: Any, jobs: list[tuple], s: dict[str, float], max_new_tokens: int, progress: bool) -> None:
@@ -194,7 +200,9 @@ LABELS = {
     "a": "(a) HF generate, unconstrained",
     "b": "(b) HF generate + xgrammar processor",
     "c": "(c) HF generate + ctrldec processor",
+    "cb": "(cb) as (c), budget-aware",
     "d": "(d) ctrldec loop (fast-fwd, lookup)",
+    "dn": "(dn) as (d), not budget-aware",
     "d0": "(d0) ctrldec loop, plain",
     "s": "(s) ctrldec loop, sampling T=1",
     "d4": f"(d4) as (d), generate_batch of {BATCH}",

@@ -202,7 +202,8 @@ class _Prepared:
         return max(len(s) for s in self.sequences)
 
     def generate_options(self) -> dict[str, Any]:
-        return {"constraint": self.constraint, "max_new_tokens": self.max_new_tokens, "fast_forward": False}
+        # the constraint's own language: no budget narrowing (max_new_tokens holds every sequence anyway)
+        return {"constraint": self.constraint, "max_new_tokens": self.max_new_tokens, "fast_forward": False, "budget_aware": False}
 
 
 def prepare(model: Any, tokenizer: Any, case: Case, *, top: int = 256, progress: bool = False) -> _Prepared:

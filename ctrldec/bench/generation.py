@@ -5,11 +5,12 @@ JSONSchemaBench's protocol: system message "You need to generate a JSON object t
 schema below.", the schema as the user message, greedy decoding, the same ``max_new_tokens`` for
 every configuration:
 
-* ``ctrldec``: ctrldec's loop (fast-forward and prompt lookup on), ``JSONSchema(schema,
-  lenient=True)`` with the default policy (``extra_properties="forbid"``);
-* ``ctrldec-allow``: the same with ``extra_properties="allow"`` (the spec's language: what
-  ctrldec generated before the policies);
-* ``ctrldec-budget`` / ``ctrldec-allow-budget``: those two with ``budget_aware=True``;
+* ``ctrldec``: ctrldec's loop with its defaults (fast-forward, prompt lookup, budget-aware
+  completion), ``JSONSchema(schema, lenient=True)`` with the default policy
+  (``extra_properties="forbid"``);
+* ``ctrldec-nobudget``: the same with ``budget_aware=False``;
+* ``ctrldec-allow`` / ``ctrldec-allow-nobudget``: those two with ``extra_properties="allow"``
+  (the spec's language; the last is what ctrldec generated before the policies);
 * ``xgrammar``: ``model.generate`` with ``xgrammar.contrib.hf.LogitsProcessor`` over
   ``compile_json_schema(schema)`` with xgrammar's defaults;
 * ``llguidance``: ``model.generate`` with a processor over ``llguidance.LLMatcher`` and
@@ -39,14 +40,14 @@ PROMPT = "You need to generate a JSON object that matches the schema below."
 
 # name -> (extra_properties, budget_aware) for ctrldec's loop; None for a peer's processor
 CONFIGS: dict[str, tuple[str, bool] | None] = {
-    "ctrldec": ("forbid", False),
-    "ctrldec-allow": ("allow", False),
-    "ctrldec-budget": ("forbid", True),
-    "ctrldec-allow-budget": ("allow", True),
+    "ctrldec": ("forbid", True),  # the defaults
+    "ctrldec-nobudget": ("forbid", False),
+    "ctrldec-allow": ("allow", True),
+    "ctrldec-allow-nobudget": ("allow", False),  # what ctrldec generated before the policies
     "xgrammar": None,
     "llguidance": None,
 }
-DEFAULT_CONFIGS = ["ctrldec", "ctrldec-allow", "ctrldec-budget", "xgrammar", "llguidance"]
+DEFAULT_CONFIGS = list(CONFIGS)
 
 
 def pick_schemas(folder: str, splits: list[str], limit: int, seed: int) -> list[dict]:

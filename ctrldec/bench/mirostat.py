@@ -51,7 +51,7 @@ def run(model: Any, tokenizer: Any, *, taus: list[float], version: int = 2, eta:
             prompt = text + (" Answer with a JSON object." if constraint is not None else "")
             controllers = [Mirostat(tau, eta, version=version, surprise=surprise)] if tau is not None else []
             out = decoder.generate(prompt, constraint=constraint, max_new_tokens=max_new_tokens, seed=seed + i,
-                                   controllers=controllers, diagnostics=True)
+                                   controllers=controllers, diagnostics=True, budget_aware=False)  # continuations cut as before
             sampled += [s.surprise for s in out.steps if not s.forced]
             every += [s.surprise for s in out.steps]
             forced += sum(s.forced for s in out.steps)

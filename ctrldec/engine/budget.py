@@ -85,10 +85,9 @@ class BudgetMatcher:
 
     def accepts(self, token_id: int) -> bool:
         left = self.remaining
-        if left < 1 or not self.inner.accepts(token_id):
-            return False
         if self._eos(token_id):
-            return True
+            return left >= 1 and self.inner.accepts(token_id)
+        # the bound after a token the constraint refuses is UNBOUNDED: one walk answers both
         return left >= 2 and self.inner.completion_bound_after(token_id) <= left - 2
 
     def advance(self, token_id: int) -> None:

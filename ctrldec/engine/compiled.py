@@ -126,7 +126,8 @@ class _Run:
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
         self.next_bytes_bits: dict[int, int] = {}
-        self.distances: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
+        self.distances: dict[int, int] = {}  # node * n_lex + lex -> completion bound (``distance``)
+        self.exact: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
         self.budget_tables: dict[int, _BudgetTable] = {}
 
     def memory_size_bytes(self) -> int:
@@ -134,7 +135,7 @@ class _Run:
         s = self.stacks
         entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(s._feeds) + len(s._feeds_all)
         tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
-        return (len(s) + entries + len(self.distances)) * ENTRY_BYTES + tables
+        return (len(s) + entries + len(self.distances) + len(self.exact)) * ENTRY_BYTES + tables
 
     def after(self, node: int, t: int) -> tuple[int, ...]:
         """The stacks after the lexeme ``t`` (an ``%ignore`` lexeme leaves the stack as it is)."""
@@ -293,33 +294,58 @@ class _Run:
         return None
 
     def distance(self, node: int, lex: int, usable: int) -> int:
-        """An upper bound on the tokens that complete the output from (stack, lexer state): the
-        bytes of a shortest completion made of bytes in the bitset ``usable`` (each a token of
-        its own), or the tokens of its tokenization where fewer; ``UNBOUNDED`` when none is
-        found (within ``limits.max_completion_states`` states). Cached. Along the completion it
-        falls by at least one per token (what keeps budget-aware decoding out of dead ends)."""
+        """An upper bound on the tokens that complete the output from (stack, lexer state), EOS
+        not counted; ``UNBOUNDED`` when no completion is known. Only bytes in the bitset
+        ``usable`` (those that are tokens on their own) are used.
+
+        With ``L(c)`` the bytes of a shortest completion of ``c`` (``_shortest``: exact), and
+        ``c1`` the configuration after the first token of the tokenizer's own tokenization of
+        that completion: ``d(c) = min(L(c), 1 + d(c1))``. Both terms are real completions (a
+        token per byte; the first token, then ``c1``'s), and from any ``c`` some token lowers
+        ``d`` by at least one: the first byte of the shortest completion (``L`` falls by one
+        along it) or that first token. That keeps budget-aware decoding out of dead ends. ``d``
+        depends on ``c`` alone, not on what was cached before (outputs do not depend on which
+        sequence or thread asked first); cached."""
         key = node * self.n_lex + lex
         d = self.distances.get(key)
         if d is None:
             with self.lock:
                 d = self.distances.get(key)
                 if d is None:
-                    d = self._distance((node, lex), usable)
+                    d = self._bound((node, lex), usable)
         return d
 
-    def _distance(self, source: tuple[int, int], usable: int) -> int:
-        found = self._by_witness(source, usable)
-        return self._search(source, usable) if found is None else found
-
-    def _by_witness(self, source: tuple[int, int], usable: int) -> int | None:
-        """The length of a shortest completion built from the grammar (``witness``) and replayed
-        from ``source``; None where there is none or the replay fails (a lexeme the greedy lexer
-        reads otherwise)."""
-        text = self.witness(source, usable)
-        if text is None:
-            return None
+    def _bound(self, source: tuple[int, int], usable: int) -> int:
+        """``distance``'s recursion, unrolled along the chain of first tokens."""
+        known, n_lex = self.distances, self.n_lex
         tokenize = getattr(self.a, "_token_lengths", None)
-        return self._replay(source, text, tokenize(text) if tokenize is not None else None)
+        waiting: list[tuple[int, int]] = []  # (key, L) of configurations whose d waits on the next one's
+        c = source
+        while True:
+            key = c[0] * n_lex + c[1]
+            value = known.get(key)
+            if value is not None:
+                break
+            length, text, path = self._shortest(c, usable)
+            pieces = tokenize(text) if tokenize is not None and text else None
+            if not pieces or path is None:
+                value = known[key] = length
+                break
+            waiting.append((key, length))
+            c = path[pieces[0]]
+        for key, length in reversed(waiting):
+            value = known[key] = min(length, 1 + value)
+        return known[source[0] * n_lex + source[1]]
+
+    def _shortest(self, source: tuple[int, int], usable: int) -> tuple[int, bytes | None, list[tuple[int, int]] | None]:
+        """(bytes, text, configurations a byte apart along it) of a shortest completion: built
+        from the grammar (``witness``) and replayed from ``source``; where that fails, the length
+        from a byte search, without the text. ``UNBOUNDED`` when none is found."""
+        text = self.witness(source, usable)
+        path = self._replay(source, text) if text is not None else None
+        if path is not None:
+            return len(text), text, path  # type: ignore[arg-type]
+        return self._search(source, usable), None, None
 
     def witness(self, source: tuple[int, int], usable: int) -> bytes | None:
         """A shortest completion of ``source`` in the grammar (``engine/completion.py``), made of
@@ -372,10 +398,9 @@ class _Run:
             frontier = nxt
         return list(found.items())
 
-    def _replay(self, source: tuple[int, int], text: bytes, pieces: list[int] | None = None) -> int | None:
-        """Run ``text`` from ``source``; if it completes the output, cache the distances along
-        it (``_settle_path``; ``pieces``: the byte lengths of a tokenization of ``text``, whose
-        tokens may count less than their bytes) and return the source's."""
+    def _replay(self, source: tuple[int, int], text: bytes) -> list[tuple[int, int]] | None:
+        """The configurations after each byte of ``text`` from ``source`` if it completes the
+        output (their exact shortest lengths are cached for ``_search``), else None."""
         layers: list[dict[tuple[int, int], tuple[int, int] | None]] = [{source: None}]
         for b in text:
             layer: dict[tuple[int, int], tuple[int, int] | None] = {}
@@ -392,17 +417,20 @@ class _Run:
         path = [end]
         for j in range(len(text), 0, -1):
             path.append(layers[j][path[-1]])  # type: ignore[arg-type]
-        jumps: dict[int, int] = {}
-        offset = 0
-        for n in pieces or ():
-            jumps[offset] = offset + n
-            offset += n
-        return self._settle_path(path[::-1], jumps)
+        path.reverse()
+        self._note_exact(path)
+        return path
+
+    def _note_exact(self, path: list[tuple[int, int]]) -> None:
+        """Cache the shortest lengths along a shortest completion (bytes left)."""
+        for j, c in enumerate(path):
+            self.exact.setdefault(c[0] * self.n_lex + c[1], len(path) - 1 - j)
 
     def _search(self, source: tuple[int, int], usable: int) -> int:
-        """Breadth-first over bytes from ``source``, stopping at a configuration whose distance is
-        cached; caches the distance of every configuration on the shortest path found."""
-        known, n_lex = self.distances, self.n_lex
+        """The exact length of a shortest completion by breadth-first search over bytes, stopping
+        at a configuration whose exact length is known; ``UNBOUNDED`` past
+        ``limits.max_completion_states`` states."""
+        known, n_lex = self.exact, self.n_lex
         limit = self.a.limits.max_completion_states
         parent: dict[tuple[int, int], tuple[int, int] | None] = {source: None}
         frontier, depth = [source], 0
@@ -428,33 +456,15 @@ class _Run:
                             nxt.append(r)
             frontier, depth = nxt, depth + 1
         if end is None:
-            known[source[0] * n_lex + source[1]] = UNBOUNDED
             return UNBOUNDED
         path = [end]
         while parent[path[-1]] is not None:
             path.append(parent[path[-1]])  # type: ignore[arg-type]
-        return self._settle_path(path[::-1], {})
-
-    def _settle_path(self, path: list[tuple[int, int]], jumps: dict[int, int]) -> int:
-        """Cache the distances along ``path`` (configurations a byte apart, ending where the
-        output may end or at one whose distance is cached) and return the first one's.
-
-        Backwards: a configuration already cached keeps its distance (they never change, so the
-        budget tables built from them stay true); another gets one more than the next, or than
-        the one ``jumps[j]`` (one token ahead) where that is less. So each has a one-byte token
-        or the next token of ``jumps`` after which the distance is at least one less."""
-        known, n_lex = self.distances, self.n_lex
-        values = [0] * len(path)
-        for j in range(len(path) - 1, -1, -1):
-            key = path[j][0] * n_lex + path[j][1]
-            value = known.get(key)
-            if value is None:
-                value = 0 if j == len(path) - 1 else 1 + values[j + 1]
-                if j in jumps:
-                    value = min(value, 1 + values[jumps[j]])
-                known[key] = value
-            values[j] = value
-        return values[0]
+        path.reverse()
+        tail = best - (len(path) - 1)  # the known length past the path's end (0 if it ends the output)
+        for j, c in enumerate(path):
+            known.setdefault(c[0] * n_lex + c[1], best - j if j < len(path) - 1 else tail)
+        return best
 
     def mask(self, node: int, lex: int) -> np.ndarray:
         key = node * self.n_lex + lex

@@ -170,3 +170,30 @@ def test_budget_aware_needs_a_constraint_and_refuses_asap(tiny):
                          sampler=ctrldec.ASAp(), chat=False)
     with pytest.raises(ctrldec.BudgetError, match="needs max_new_tokens >= 7"):
         ctrldec.generate(model, tok, "x", constraint=ctrldec.Regex("a{6}"), max_new_tokens=4, budget_aware=True, chat=False)
+
+
+@pytest.mark.parametrize("name", ["person", "open", "lark"])
+def test_the_bound_does_not_depend_on_what_was_asked_before(info, name):
+    """Budget masks are cached per state and shared by sequences and threads: a state's bound must
+    be the same whichever states were bounded before it."""
+    from ctrldec.constraints.grammar import clear_caches
+
+    rng = random.Random(5)
+    walks = []
+    for _ in range(8):
+        m = CONSTRAINTS[name]().compile(info).matcher()
+        _random_walk(m, rng, rng.randrange(0, 30))
+        walks.append(m.tokens())
+
+    def bounds(order):
+        clear_caches()
+        g = CONSTRAINTS[name]().compile(info)
+        out = {}
+        for i in order:
+            m = g.matcher()
+            for t in walks[i]:
+                m.advance(t)
+            out[i] = (m.completion_bound(), [m.completion_bound_after(t) for t in range(0, g.vocab_size, 7)])
+        return out
+
+    assert bounds(range(8)) == bounds(reversed(range(8)))

@@ -116,7 +116,7 @@ def test_one_batched_forward_per_step_for_all_particles(tok, model):
     model.forward = counting
     try:
         out = ctrldec.generate(model, tok, PROMPT, constraint=ctrldec.Regex("[a-z]{6}"), sampler=ctrldec.SMC(particles=8),
-                               seed=0, max_new_tokens=6)
+                               seed=0, max_new_tokens=6, budget_aware=False)
     finally:
         model.forward = original
     assert rows[0] == 1  # the prompt is fed once, then shared by the particles
@@ -141,7 +141,7 @@ def test_generate_batch_runs_one_smc_per_prompt(tok, model):
 
 def test_no_particle_can_finish_in_time(tok, model):
     out = ctrldec.generate(model, tok, PROMPT, constraint=ctrldec.Regex("[a-z]{30}"), sampler=ctrldec.SMC(particles=4),
-                           seed=0, max_new_tokens=3)
+                           seed=0, max_new_tokens=3, budget_aware=False)  # the constraint's language, cut off
     assert out.truncated and out.smc.complete == 0 and out.smc.log_marginal_likelihood == -math.inf
     assert ctrldec.Regex("[a-z]{30}").is_prefix(out.text)
 
