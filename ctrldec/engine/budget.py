@@ -1,16 +1,16 @@
 """Budget-aware completion: a matcher whose outputs are complete within ``max_tokens`` tokens.
 
 ALGORITHMS.md, "Budget-aware completion". ``BudgetMatcher`` wraps a grammar's matcher and allows
-a token only if a complete output still fits in the tokens left after it, counting a completion's
-tokens by the bound ``GrammarMatcher.completion_bound_after`` (the bytes of a shortest completion,
-each byte a token of its own) and one token for EOS. The language is the constraint's, narrowed
-to outputs that end in time; it is never empty once generation starts, because along a shortest
-completion the bound falls by one per byte:
+a token only if a complete output still fits in the tokens left after it: the bound
+``GrammarMatcher.completion_bound_after`` (a shortest completion's tokens, counted one per byte or
+by its own tokenization where fewer; ``compiled._Run.distance``) plus one token for EOS. The
+language is the constraint's, narrowed to outputs that end in time; it is never empty once
+generation starts, because from every state some token lowers the bound by at least one:
 
 * at the start, ``budgeted`` checks that the shortest output fits (else ``BudgetError``);
-* if the output fits before a step (bound + EOS <= tokens left), the first byte of its shortest
-  completion is an allowed token after which it still fits; so every step has a choice and the
-  output is complete (EOS, or a state the constraint ends by itself) when the budget runs out.
+* if the output fits before a step (bound + EOS <= tokens left), some allowed token keeps it
+  fitting; so every step has a choice and the output is complete (EOS, or a state the
+  constraint ends by itself) when the budget runs out.
 
 >>> import ctrldec                                                                 # doctest: +SKIP
 >>> m = budgeted(ctrldec.JSONSchema(schema).compile(info).matcher(), 128)         # doctest: +SKIP
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BudgetError, InvalidTokenError
+from ..errors import BudgetError, DeadEndError, InvalidTokenError
 from .bitmask import write_words
 from .compiled import UNBOUNDED, GrammarMatcher
 
@@ -55,7 +55,7 @@ def budgeted(matcher: Any, max_tokens: int) -> BudgetMatcher:
 class BudgetMatcher:
     """A ``Matcher`` (``engine/matcher.py``) that allows only tokens after which a complete output
     still fits in the budget (see the module docstring). ``remaining`` is the budget less the
-    tokens advanced; forks share the budget."""
+    tokens advanced since it began; a fork has the same budget and counts on from where it was."""
 
     __slots__ = ("inner", "max_tokens", "_offset")
 
@@ -143,8 +143,6 @@ class BudgetMatcher:
 
     def check_not_dead(self) -> None:
         if not self.inner.ended and not self.mask().any():
-            from ..errors import DeadEndError
-
             raise DeadEndError(f"no token fits the {self.remaining} tokens left of max_new_tokens={self.max_tokens} "
                                "(a budget-aware matcher should never get here: please report it)")
 

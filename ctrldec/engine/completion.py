@@ -126,16 +126,26 @@ class Completions:
         return sum(self.term_cost(x) if x >= 0 else self.best[-1 - x] for x in symbols)
 
     def witness(self, symbols: tuple[int, ...]) -> list[int]:
-        """The terminals of a shortest yield of ``symbols``."""
+        """The terminals of a shortest yield of ``symbols`` (iterative: the chosen rules of a large
+        schema nest deeper than Python's recursion limit)."""
         out: list[int] = []
-        for x in symbols:
-            if x >= 0:
-                out.append(x)
+        for top in symbols:
+            if top >= 0:
+                out.append(top)
                 continue
-            nt = -1 - x
-            w = self._witness.get(nt)
+            w = self._witness.get(-1 - top)
             if w is None:
-                w = self._witness[nt] = tuple(self.witness(self.rules[self.rule_of[nt]][1]))
+                expanded: list[int] = []
+                todo = [top]
+                while todo:
+                    x = todo.pop()
+                    if x >= 0:
+                        expanded.append(x)
+                    elif -1 - x in self._witness:
+                        expanded += self._witness[-1 - x]
+                    else:
+                        todo += reversed(self.rules[self.rule_of[-1 - x]][1])
+                w = self._witness[-1 - top] = tuple(expanded)
             out += w
         return out
 
