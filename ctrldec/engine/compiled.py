@@ -1195,11 +1195,12 @@ class GrammarMatcher:
     def shortest_completion(self) -> bytes | None:
         """A completion of ``completion_bound()`` bytes where one was built from the grammar
         (None otherwise). No state change."""
-        usable = self.grammar._single_bytes
-        for c in self._configs:
-            text = self._run.witness(c, usable)
-            if text is not None and self._run._replay(c, text) is not None:
-                return text
+        usable, run = self.grammar._single_bytes, self._run
+        with run.lock:  # builds lexer states and caches lengths, as ``distance`` does
+            for c in self._configs:
+                text = run.witness(c, usable)
+                if text is not None and run._replay(c, text) is not None:
+                    return text
         return None
 
     def completion_bound_after(self, token_id: int) -> int:
