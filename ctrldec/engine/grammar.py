@@ -288,6 +288,22 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
     return rows, table.start_states[start], table.end_states[start], list(kernels.values())
 
 
+def _coded_items(rules: list[tuple[str, list[str]]], kernels: list | None, term_id: dict[str, int], nonterms: dict[str, int],
+                 start: str) -> tuple[list[tuple[int, tuple[int, ...]]], list | None]:
+    """The rules and kernel items in ``ParseTables``' integer form (a terminal id, or ``-1 -``
+    a nonterminal id; kernel items as (dot, lhs, symbols after the dot), ``ROOT`` for the added
+    start rule). ``nonterms`` gains the nonterminals no goto names."""
+
+    def symbol(x: str) -> int:
+        return term_id[x] if x in term_id else -1 - nonterms.setdefault(x, len(nonterms))
+
+    coded = [(-1 - symbol(lhs), tuple(symbol(x) for x in rhs)) for lhs, rhs in rules]
+    if kernels is None:
+        return coded, None
+    with_root = [*coded, (ROOT, (symbol(start),))]
+    return coded, [tuple((dot, with_root[r][0], with_root[r][1][dot:]) for r, dot in items) for items in kernels]
+
+
 def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
     """Parse tables (Lark's LALR(1), or for an ambiguous grammar SLR(1) with every conflict kept)
     and the lexer automaton."""
@@ -336,14 +352,7 @@ def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: lis
                         rule_len.append(len(rhs))
                     codes.append(-1 - r)
             actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
-    def symbol(x: str) -> int:
-        return term_id[x] if x in term_id else -1 - nonterms.setdefault(x, len(nonterms))
-
-    coded = [(-1 - symbol(lhs), tuple(symbol(x) for x in rhs)) for lhs, rhs in rules]
-    kernel_items = None
-    if kernels is not None:
-        with_root = [*coded, (ROOT, (symbol(start),))]
-        kernel_items = [tuple((dot, with_root[r][0], with_root[r][1][dot:]) for r, dot in items) for items in kernels]
+    coded, kernel_items = _coded_items(rules, kernels, term_id, nonterms, start)
     parse = ParseTables(
         terminal_names=names,
         end=end,

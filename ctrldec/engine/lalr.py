@@ -45,7 +45,8 @@ class ParseTables:
     start_state: int
     end_state: int
     ambiguous: bool = False
-    # For shortest completions (``engine/completion.py``), where the builder knows them (SLR):
+    # For shortest completions (``engine/completion.py``), where the builder knows them (both do;
+    # None if Lark's state numbering is not the one assumed):
     # every rule as (lhs, rhs symbols) and each state's kernel items as (dot, lhs, symbols after
     # the dot); a symbol is a terminal id, or ``-1 - nonterminal`` id; lhs ``ROOT`` is the
     # added start rule.
