@@ -14,7 +14,7 @@ from .errors import BudgetError, CtrldecError, DeadEndError, GrammarError, Inval
 from .processors import ASApLogitsProcessor, GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
 from .samplers import ASApOracle, AWRS, FullMask, Greedy, Multinomial, TokenSampler
-from .search import ASAp, SMC, SMCReport
+from .search import ASAp, BeamSearch, ContrastiveSearch, DiverseBeamSearch, SearchReport, SMC, SMCReport
 from .speculative import Draft, Drafter, ForcedText, PromptLookup
 from .limits import Limits
 from .vocab import TokenizerInfo
@@ -50,6 +50,10 @@ __all__ = [
     "ASApOracle",
     "SMC",
     "SMCReport",
+    "ContrastiveSearch",
+    "BeamSearch",
+    "DiverseBeamSearch",
+    "SearchReport",
     "Drafter",
     "Draft",
     "ForcedText",

@@ -7,6 +7,8 @@
                             [--sampler asap --samples K [--batch B] [--oracle FILE]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
                             [--entropy-temperature T_MIN:T_MAX[:EXP]]
+                            [--search contrastive [--alpha A] [--top-k K]]
+                            [--search beam|diverse-beam [--beams B] [--groups G] [--diversity D] [--length-penalty LP]]
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
@@ -75,10 +77,42 @@ def _controllers(args: argparse.Namespace) -> list[Any]:
     return out
 
 
+def _search(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any]:
+    """``search=`` for --search and its flags (they are refused without it)."""
+    from .search import BeamSearch, ContrastiveSearch, DiverseBeamSearch
+
+    flags = {"--alpha": args.alpha, "--top-k": args.top_k, "--beams": args.beams, "--groups": args.groups,
+             "--diversity": args.diversity, "--length-penalty": args.length_penalty}
+    if args.search is None:
+        given = [k for k, v in flags.items() if v is not None]
+        if given:
+            raise CtrldecError(f"{', '.join(given)} need --search (contrastive, beam or diverse-beam)")
+        return {}
+    allowed = {"contrastive": ("--alpha", "--top-k"), "beam": ("--beams", "--length-penalty"),
+               "diverse-beam": ("--beams", "--groups", "--diversity", "--length-penalty")}[args.search]
+    stray = [k for k, v in flags.items() if v is not None and k not in allowed]
+    clash = stray + [f for f, on in (("--sampler " + args.sampler, args.sampler != "mask"), ("--temperature", args.temperature is not None),
+                                     ("--mirostat / --entropy-temperature", bool(controllers))) if on]
+    if clash:
+        raise CtrldecError(f"--search {args.search} cannot be combined with {', '.join(clash)}: "
+                           f"it takes {', '.join(allowed)}")
+    if args.search == "contrastive":
+        return {"search": ContrastiveSearch(0.6 if args.alpha is None else args.alpha, 4 if args.top_k is None else args.top_k)}
+    lp = 1.0 if args.length_penalty is None else args.length_penalty
+    if args.search == "beam":
+        return {"search": BeamSearch(4 if args.beams is None else args.beams, lp)}
+    return {"search": DiverseBeamSearch(6 if args.beams is None else args.beams, 3 if args.groups is None else args.groups,
+                                        0.5 if args.diversity is None else args.diversity, lp)}
+
+
 def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any]:
-    """The loop's sampling options for --sampler, --temperature and the controllers."""
+    """The loop's sampling options for --sampler, --temperature and the controllers (or --search)."""
     from .samplers import AWRS
     from .search import SMC
+
+    search = _search(args, controllers)
+    if search:
+        return search
 
     if args.temperature is not None and args.temperature < 0:
         raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
@@ -184,9 +218,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
             sys.stdout.write(delta)
             sys.stdout.flush()
     result = decoder.last_result
-    if not args.stream:
-        sys.stdout.write(result.text)
-    sys.stdout.write("\n")
+    if result.search is not None:  # every hypothesis, best first, one per line
+        for text in result.search.texts[1:] if args.stream else result.search.texts:
+            sys.stdout.write(("\n" if args.stream else "") + text + ("" if args.stream else "\n"))
+        sys.stdout.write("\n" if args.stream else "")
+        print(f"ctrldec: {len(result.search.hypotheses)} hypotheses, scores "
+              + " ".join(f"{x:.3f}" for x in result.search.scores), file=sys.stderr)
+    elif not args.stream:
+        sys.stdout.write(result.text + "\n")
+    else:
+        sys.stdout.write("\n")
     sys.stdout.flush()
     if result.smc is not None:
         report = result.smc
@@ -468,6 +509,15 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("--mirostat-version", type=int, choices=[1, 2], default=2)
     g.add_argument("--entropy-temperature", metavar="T_MIN:T_MAX[:EXP]",
                    help="temperature from the normalized entropy of each step's distribution (implies sampling)")
+    g.add_argument("--search", choices=["contrastive", "beam", "diverse-beam"],
+                   help="decide tokens by a search instead of sampling: contrastive search, beam search, or diverse "
+                        "beam search (beam searches print every hypothesis, best first, one per line)")
+    g.add_argument("--alpha", type=float, help="with --search contrastive: degeneration penalty weight in [0, 1] (0.6)")
+    g.add_argument("--top-k", type=int, help="with --search contrastive: candidates per step (4)")
+    g.add_argument("--beams", type=int, help="with --search beam (4) or diverse-beam (6): beams, and hypotheses printed")
+    g.add_argument("--groups", type=int, help="with --search diverse-beam: groups (3); must divide --beams")
+    g.add_argument("--diversity", type=float, help="with --search diverse-beam: Hamming diversity penalty > 0 (0.5)")
+    g.add_argument("--length-penalty", type=float, help="with a beam search: rank by score / length ** LP (1.0)")
     g.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     g.set_defaults(func=cmd_generate)
 

@@ -73,6 +73,7 @@ class _Options:
     sampler: TokenSampler | StrategyFactory | None = None  # replaces greedy/temperature/top_k/top_p/min_p/max_checks
     drafters: Seq[Drafter] | None = None  # replaces fast_forward/lookahead
     budget_aware: bool | None = None  # None: on wherever there is a constraint, except under ASAp
+    search: StrategyFactory | None = None  # ContrastiveSearch, BeamSearch, DiverseBeamSearch: decides every token
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> _Options:
@@ -87,6 +88,8 @@ class _Options:
                                    "drop greedy=True, or drop sampler= for greedy decoding")
             if options.get(part) is not None and clash:
                 raise CtrldecError(f"{part}= replaces {', '.join(clash)}: give those to the {part}, not both")
+        if options.get("search") is not None:
+            _check_search(options)
         return cls(**options)
 
     def __post_init__(self) -> None:
@@ -111,9 +114,13 @@ class _Options:
 
     def controls(self) -> Controls:
         """The controllers every sequence keeps states for."""
+        if self.search is not None:
+            return self.search.controls
         return self.sampler.controls if self.sampler is not None else Controls(self.controllers)
 
     def make_strategy(self, controls: Controls) -> Strategy:
+        if self.search is not None:
+            return self.search.strategy(self.make_drafters())
         if isinstance(self.sampler, StrategyFactory):
             return self.sampler.strategy(self.make_drafters())
         return Sampling(self.make_sampler(controls), self.make_drafters())
@@ -131,6 +138,24 @@ class _Options:
         if self.drafters is not None:
             return list(self.drafters)
         return ([ForcedText()] if self.fast_forward else []) + ([PromptLookup(self.lookahead)] if self.lookahead else [])
+
+
+def _check_search(options: dict[str, Any]) -> None:
+    """``search=`` decides every token itself: refuse what it cannot honour, naming both."""
+    search = options["search"]
+    if not isinstance(search, StrategyFactory):
+        raise CtrldecError(f"search= takes ctrldec.ContrastiveSearch(...), BeamSearch(...) or DiverseBeamSearch(...), "
+                           f"got {search!r}")
+    defaults = {k: f.default for k, f in _Options.__dataclass_fields__.items()}
+    clash = [f"{k}={options[k]!r}" for k in (*_SAMPLING, "sampler", "controllers", "diagnostics")
+             if k in options and options[k] != defaults[k] and options[k] is not None]
+    if options.get("lookahead"):
+        clash.append(f"lookahead={options['lookahead']!r} (prompt lookup drafts are checked against a sampler)")
+    if any(not isinstance(d, ForcedText) for d in options.get("drafters") or ()):
+        clash.append("drafters= with a speculative drafter")
+    if clash:
+        raise CtrldecError(f"search={search!r} cannot be combined with {', '.join(clash)}: a search decides every "
+                           "token itself; drop one of the two")
 
 
 class Decoder:
@@ -224,12 +249,16 @@ class Decoder:
         ``diagnostics=True`` (implied by controllers) fills ``GenerationResult.steps``.
         ``sampler=``: any ``TokenSampler`` instead of the one the sampling options describe
         (``AWRS()``), or ``SMC(particles=N)`` (sequential Monte Carlo: ``result.smc``);
-        ``drafters=``: a list of ``Drafter`` instead of ``[ForcedText(), PromptLookup(lookahead)]``.
+        ``drafters=``: a list of ``Drafter`` instead of ``[ForcedText(), PromptLookup(lookahead)]``;
+        ``search=``: ``ContrastiveSearch(alpha, k)``, ``BeamSearch(beams)`` or
+        ``DiverseBeamSearch(beams, groups, diversity)`` decide every token instead of a sampler
+        (fast-forward still applies; beam searches put every hypothesis in ``result.search``).
         """
         batch, strategy = self._batch([prompt], _Options.from_kwargs(options))
-        seq = batch.sequences[0]
+        streamed = getattr(strategy, "streamed", None)  # a strategy whose sequence is replaced as it goes
         sent = ""
         for _ in run(strategy, batch):
+            seq = streamed(batch) if streamed is not None else batch.sequences[0]
             delta = seq.take_delta()
             sent += delta
             if delta:
@@ -273,31 +302,69 @@ def custom_generate(constraint: Constraint | None = None, *, tokenizer: Any, **o
 
     >>> run = ctrldec.custom_generate(ctrldec.Regex("yes|no"), tokenizer=tok)          # doctest: +SKIP
     >>> out = model.generate(ids, custom_generate=run, max_new_tokens=5, do_sample=False)  # doctest: +SKIP
+    >>> out = model.generate(ids, custom_generate=run, num_beams=6, num_beam_groups=3,
+    ...                      diversity_penalty=0.5, num_return_sequences=6)              # doctest: +SKIP
 
     ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p`` and ``min_p`` come
-    from the generation config; other logits processors passed to ``model.generate`` are not
-    applied (the loop samples under the constraint itself). The rows are decoded as one batch.
-    Returns the sequences, padded.
+    from the generation config, and so do transformers' search arguments, with their 4.x meaning
+    (the strategies transformers 4.56/4.57 moved to remote code): ``penalty_alpha`` with
+    ``top_k`` > 1 is ``ContrastiveSearch``; ``num_beams`` > 1 is ``BeamSearch`` (with
+    ``length_penalty``, ``early_stopping``), or ``DiverseBeamSearch`` with ``num_beam_groups`` and
+    ``diversity_penalty``; ``num_return_sequences`` rows per prompt come back (the best
+    hypotheses first). Other logits processors passed to ``model.generate`` are not applied (the
+    loop decides under the constraint itself). The rows are decoded as one batch. Returns the
+    sequences, padded.
     """
 
     def run_rows(model: Any, input_ids: torch.LongTensor, logits_processor: Any = None, stopping_criteria: Any = None,
                  generation_config: Any = None, **model_kwargs: Any) -> torch.LongTensor:
         cfg = generation_config
         decoder = Decoder(model, tokenizer)
-        sampling = {
-            "greedy": not cfg.do_sample,
-            "temperature": cfg.temperature or 1.0,
-            "top_k": cfg.top_k or 0,
-            "top_p": cfg.top_p if cfg.top_p is not None else 1.0,
-            "min_p": cfg.min_p or 0.0,
-        }
+        returned = cfg.num_return_sequences or 1
+        expand = max(cfg.num_beams or 1, returned)  # transformers repeats each prompt this many times
+        search = _hf_search(cfg)
         mask = model_kwargs.get("attention_mask")
         rows = input_ids.tolist()
         prompts = [row if mask is None else [t for t, keep in zip(row, mask[i].tolist()) if keep] for i, row in enumerate(rows)]
-        results = decoder.generate_batch(prompts, constraint=constraint, max_new_tokens=cfg.max_new_tokens, **sampling, **options)
-        out = [row + r.token_ids for row, r in zip(rows, results)]
+        if search is not None:
+            rows, prompts = rows[::expand], prompts[::expand]
+            results = decoder.generate_batch(prompts, constraint=constraint, max_new_tokens=cfg.max_new_tokens,
+                                             search=search, **options)
+            hypotheses = [r.search.hypotheses if r.search is not None else [r] for r in results]
+            out = [row + hyp[min(j, len(hyp) - 1)].token_ids for row, hyp in zip(rows, hypotheses) for j in range(returned)]
+        else:
+            sampling = {
+                "greedy": not cfg.do_sample,
+                "temperature": cfg.temperature or 1.0,
+                "top_k": cfg.top_k or 0,
+                "top_p": cfg.top_p if cfg.top_p is not None else 1.0,
+                "min_p": cfg.min_p or 0.0,
+            }
+            results = decoder.generate_batch(prompts, constraint=constraint, max_new_tokens=cfg.max_new_tokens,
+                                             **sampling, **options)
+            out = [row + r.token_ids for row, r in zip(rows, results)]
         pad = cfg.pad_token_id if cfg.pad_token_id is not None else min(decoder.eos)
         width = max(len(r) for r in out)
         return torch.tensor([r + [pad] * (width - len(r)) for r in out])
 
     return run_rows
+
+
+def _hf_search(cfg: Any) -> StrategyFactory | None:
+    """The search a transformers generation config asks for with its 4.x argument names (None: sampling)."""
+    from .search import BeamSearch, ContrastiveSearch, DiverseBeamSearch
+
+    beams, groups = cfg.num_beams or 1, getattr(cfg, "num_beam_groups", None) or 1
+    alpha = getattr(cfg, "penalty_alpha", None)
+    if beams > 1 and cfg.do_sample:
+        raise CtrldecError(f"num_beams={beams} with do_sample=True (beam sampling) is not supported: "
+                           "use do_sample=False for beam search, or num_beams=1 to sample")
+    if beams > 1:
+        lp = cfg.length_penalty if cfg.length_penalty is not None else 1.0
+        stop = cfg.early_stopping if cfg.early_stopping is not None else False
+        if groups > 1:
+            return DiverseBeamSearch(beams, groups, cfg.diversity_penalty or 0.0, lp, stop)
+        return BeamSearch(beams, lp, stop)
+    if alpha and not cfg.do_sample and (cfg.top_k or 0) > 1:
+        return ContrastiveSearch(alpha, cfg.top_k)
+    return None

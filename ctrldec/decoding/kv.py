@@ -61,16 +61,49 @@ class KVCache:
     def length(self, row: int) -> int:
         return int(self.lengths[row])
 
-    def step_layout(self, counts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    def step_layout(self, counts: Sequence[int], parents: Sequence[Sequence[int] | None] | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """For a forward that appends ``counts[r]`` tokens to row ``r``, left-padded to the longest:
-        the attention mask over every column after it, the new tokens' position ids, and the new
-        columns' positions (for ``appended``)."""
+        the attention mask, the new tokens' position ids, and the new columns' positions (for
+        ``appended``).
+
+        Without ``parents`` each row's tokens form a chain and the mask is 2-D (``[rows,
+        columns]``, the model makes it causal). With ``parents`` (a *tree*: ``parents[r][j]`` is
+        the index in row ``r``'s feed of token ``j``'s parent, -1 for the row's last stored
+        token; None for a chain), token ``j`` sits at position ``length + depth(j)`` and sees the
+        stored columns, its ancestors and itself only: a 4-D additive mask ``[rows, 1, width,
+        columns + width]``. Sibling branches (contrastive search's candidates, a draft tree) are
+        scored in one row without seeing each other."""
         width = max(counts)
         new = np.full((self.rows, width), -1, dtype=np.int64)
+        trees = parents is not None and any(p is not None for p in parents)
+        sees = np.zeros((self.rows, width, width), dtype=bool) if trees else None
         for r, n in enumerate(counts):
-            new[r, width - n:] = self.lengths[r] + np.arange(n)
-        mask = np.concatenate([self.positions, new], axis=1) >= 0
-        return torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(np.maximum(new, 0)), new
+            tree = parents[r] if trees else None  # type: ignore[index]
+            if tree is None:
+                new[r, width - n:] = self.lengths[r] + np.arange(n)
+                if sees is not None:
+                    sees[r, width - n:, width - n:] = np.tril(np.ones((n, n), dtype=bool))
+                continue
+            depth = np.zeros(n, dtype=np.int64)
+            for j, parent in enumerate(tree):
+                if not -1 <= parent < j:
+                    raise ValueError(f"token {j} of row {r} has parent {parent}: parents come before their children")
+                at = width - n + j
+                depth[j] = 0 if parent < 0 else depth[parent] + 1
+                sees[r, at, at] = True  # type: ignore[index]
+                if parent >= 0:
+                    sees[r, at] |= sees[r, width - n + parent]  # type: ignore[index]
+            new[r, width - n:] = self.lengths[r] + depth
+        stored = self.positions >= 0
+        if sees is None:
+            mask = np.concatenate([stored, new >= 0], axis=1)
+            return torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(np.maximum(new, 0)), new
+        diagonal = np.eye(width, dtype=bool)[None] & (new < 0)[:, :, None]  # padding sees itself (no empty rows)
+        full = np.concatenate([np.broadcast_to(stored[:, None, :], (self.rows, width, self.columns)), sees | diagonal], axis=2)
+        mask = torch.zeros(full.shape, dtype=torch.float32)
+        mask.masked_fill_(torch.from_numpy(~full), torch.finfo(torch.float32).min)
+        return mask[:, None], torch.from_numpy(np.maximum(new, 0)), new
 
     def appended(self, new: np.ndarray, cache: Any) -> None:
         """Record a forward pass that stored the columns ``new`` (from ``step_layout``)."""

@@ -51,9 +51,11 @@ class Batch:
         self.prefill_s = 0.0
         self._ended: dict[int, float] = {}  # id(sequence) -> seconds since start when it finished
 
-    def forward(self, feeds: Seq[Seq[int]], keep: Seq[int], *, hidden: bool = False) -> Forward:
-        """One pass: ``feeds[i]`` for ``self.live[i]``; their ``fed`` counts advance."""
-        out = self.runner.forward(self.kv, feeds, keep, hidden=hidden)
+    def forward(self, feeds: Seq[Seq[int]], keep: Seq[int], *, hidden: bool | Seq[int] = False,
+                parents: Seq[Seq[int] | None] | None = None) -> Forward:
+        """One pass: ``feeds[i]`` for ``self.live[i]``; their ``fed`` counts advance (for a tree
+        feed, ``parents``, the caller sets ``fed`` and crops the branches it does not keep)."""
+        out = self.runner.forward(self.kv, feeds, keep, hidden=hidden, parents=parents)
         for seq, feed in zip(self.live, feeds):
             if feed:
                 seq.fed += len(feed)

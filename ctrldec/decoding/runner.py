@@ -46,23 +46,27 @@ class Runner:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, kv: KVCache, feeds: Sequence[Sequence[int]], keep: Sequence[int], *,
-                hidden: bool = False) -> Forward:
-        """Append ``feeds[r]`` to row ``r`` of ``kv`` in one pass; logits for the last ``keep[r]``."""
+                hidden: bool | Sequence[int] = False, parents: Sequence[Sequence[int] | None] | None = None) -> Forward:
+        """Append ``feeds[r]`` to row ``r`` of ``kv`` in one pass; logits for the last ``keep[r]``
+        positions; with ``hidden``, the last hidden states of the same positions (True) or of the
+        last ``hidden[r]`` (a prompt's every position, for contrastive search's context); with
+        ``parents``, a row's feed is a tree of branches (``KVCache.step_layout``)."""
         if len(feeds) != kv.rows or len(keep) != kv.rows:
             raise ValueError(f"{len(feeds)} feeds and {len(keep)} keeps for a cache of {kv.rows} rows")
         counts = [len(f) for f in feeds]
         width = max(counts)
-        plain = kv.plain and kv.rows == 1
-        mask, positions, new = kv.step_layout(counts)
+        mask, positions, new = kv.step_layout(counts, parents)
+        plain = kv.plain and kv.rows == 1 and mask.dim() == 2
         ids = [[self.pad_token_id] * (width - len(f)) + list(f) for f in feeds]
         extra: dict[str, Any] = {} if plain else {"attention_mask": mask, "position_ids": positions}
         with torch.no_grad():
             out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: kv.cache}, use_cache=True,
-                             logits_to_keep=max(max(keep), 1), output_hidden_states=hidden, **extra)
+                             logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
         kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
         logits = out.logits.float()
-        states = out.hidden_states[-1] if hidden else None
+        states = out.hidden_states[-1] if hidden is not False else None
+        held = keep if hidden is True else hidden
         return Forward(
             logits=[logits[r, logits.shape[1] - k:] for r, k in enumerate(keep)],
-            hidden=None if states is None else [states[r, states.shape[1] - k:] for r, k in enumerate(keep)],
+            hidden=None if states is None else [states[r, states.shape[1] - k:] for r, k in enumerate(held)],  # type: ignore[arg-type]
         )

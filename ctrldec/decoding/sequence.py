@@ -27,6 +27,7 @@ from ..samplers.base import Choice
 from ..vocab import TokenizerInfo
 
 if TYPE_CHECKING:
+    from ..search.beam import SearchReport
     from ..search.smc import SMCReport
 
 __all__ = ["Sequence", "GenerationResult"]
@@ -55,6 +56,7 @@ class GenerationResult:
     steps: list[StepStats] = field(default_factory=list)  # per token, with controllers or diagnostics=True
     log_weight: float = 0.0
     smc: SMCReport | None = None  # the particles, with sampler=SMC(...)
+    search: SearchReport | None = None  # every hypothesis, with search=BeamSearch(...) / DiverseBeamSearch(...)
 
     @property
     def forced_share(self) -> float:

@@ -1,0 +1,283 @@
+"""``BeamSearch`` and ``DiverseBeamSearch``: the B most likely outputs under a constraint, or B
+different ones.
+
+Beam search keeps the ``beams`` best partial outputs by their summed log-probability; each step
+every live beam is extended by one token in **one batched forward pass** (the KV cache rows of the
+survivors are reordered, duplicated or dropped with ``KVCache.select_rows``). Under a constraint
+every beam carries its own forked ``Matcher`` and the scores are ``log p~``, the model's
+distribution restricted to what the constraint allows and **renormalized** (so a token the
+constraint forces costs nothing, and an EOS is a candidate only where the constraint may end).
+
+A step, per prompt (transformers' beam search, 4.x and 5.x, step for step):
+
+1. the candidates are every (beam, token) pair scored ``score(beam) + log p~(token)``; the best
+   ``(1 + #EOS) * beams`` are ranked;
+2. an EOS candidate, or one that reaches ``max_new_tokens``, *finishes* a hypothesis if it ranks
+   among the first ``beams``; the finished hypotheses keep the ``beams`` best by
+   ``score / length ** length_penalty`` (length in generated tokens, the EOS counted);
+3. the first ``beams`` candidates that do not finish are the next beams;
+4. the search stops when no live beam can beat the worst kept hypothesis (``early_stopping``:
+   False is transformers' heuristic, the best live score divided by its current length; True
+   stops as soon as ``beams`` hypotheses are kept; ``"never"`` with a positive length penalty
+   divides by the longest length instead), or when no beam is left.
+
+With ``fast_forward`` (the default of ``ctrldec.generate``), the tokens the constraint fixes are
+appended to a beam right after the token that led to them, canonically tokenized and at no cost
+to its score, and fed in the same forward pass as its next step: schema keys and punctuation cost
+no step at all. ``fast_forward=False`` makes every token a step, which is exactly transformers'
+``generate(num_beams=B, logits_processor=[GrammarLogitsProcessor(...)])`` (the tests compare the
+two token for token).
+
+**Diverse beam search** (Vijayakumar et al., AAAI 2018; ALGORITHMS.md) splits the beams into
+``groups`` of ``beams / groups``; each step the groups are extended in order, and a candidate of
+group g is ranked by its score minus ``diversity`` times the number of beams of groups ``0..g-1``
+that chose the same token at this step (Hamming diversity). The penalty steers the choice at that
+step only: the scores the beams carry, and the hypotheses' scores, stay the model's
+log-probabilities (transformers' old ``group_beam_search`` added the penalty to the running score;
+the paper's objective does not). Each group keeps its own hypotheses and stops on its own; with
+one group it is beam search, step for step.
+
+The result is the best hypothesis; ``result.search`` (a ``SearchReport``) holds all of them.
+
+>>> import ctrldec                                                                       # doctest: +SKIP
+>>> out = ctrldec.generate(model, tok, "A cat as JSON:", constraint=ctrldec.JSONSchema(schema),
+...                        search=ctrldec.DiverseBeamSearch(beams=6, groups=3, diversity=0.5))  # doctest: +SKIP
+>>> [h.text for h in out.search.hypotheses]                                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+
+import torch
+
+from ..controllers.base import Controls
+from ..decoding.loop import Batch
+from ..decoding.sequence import GenerationResult, Sequence
+from ..errors import CtrldecError
+from ..samplers.base import Choice
+from ..speculative.drafters import Drafter
+from .common import certain_drafters, constrained_logp, fast_forward
+
+__all__ = ["BeamSearch", "DiverseBeamSearch", "SearchReport"]
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    """Every hypothesis a search returned, best first: ``scores[i]`` is hypothesis ``i``'s ranking
+    score (its summed ``log p~`` divided by its length to the ``length_penalty``), ``groups[i]``
+    the group that found it (diverse beam search; 0 otherwise)."""
+
+    hypotheses: list[GenerationResult]
+    scores: list[float]
+    groups: list[int]
+
+    @property
+    def texts(self) -> list[str]:
+        return [h.text for h in self.hypotheses]
+
+
+class BeamSearch:
+    """Beam search under any constraint: ``ctrldec.generate(..., search=BeamSearch(beams=4))``.
+
+    Args:
+        beams: live beams per prompt, and hypotheses returned (>= 1).
+        length_penalty: hypotheses are ranked by ``score / length ** length_penalty`` (1.0 as in
+            transformers; 0: raw log-probability; > 1 favours longer outputs).
+        early_stopping: False (transformers' default heuristic), True or ``"never"`` (see the
+            module docstring).
+    """
+
+    groups = 1
+    diversity = 0.0
+
+    def __init__(self, beams: int = 4, length_penalty: float = 1.0, early_stopping: bool | str = False) -> None:
+        if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
+            raise CtrldecError(f"beams must be an integer >= 1, got {beams!r}")
+        if not isinstance(length_penalty, (int, float)) or not math.isfinite(length_penalty):
+            raise CtrldecError(f"length_penalty must be a finite number, got {length_penalty!r}")
+        if early_stopping not in (True, False, "never"):
+            raise CtrldecError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+        self.beams = beams
+        self.length_penalty = float(length_penalty)
+        self.early_stopping = early_stopping
+        self.controls = Controls()
+
+    def __repr__(self) -> str:
+        return f"BeamSearch(beams={self.beams}, length_penalty={self.length_penalty})"
+
+    def strategy(self, drafters: Seq[Drafter] = ()) -> _Run:
+        """The strategy for one generate call (it holds that call's beams)."""
+        return _Run(self, certain_drafters(drafters))
+
+
+class DiverseBeamSearch(BeamSearch):
+    """Diverse (group) beam search: ``beams`` split into ``groups``, Hamming diversity ``diversity``
+    (> 0 when there is more than one group). See the module docstring."""
+
+    def __init__(self, beams: int = 6, groups: int = 3, diversity: float = 0.5, length_penalty: float = 1.0,
+                 early_stopping: bool | str = False) -> None:
+        super().__init__(beams, length_penalty, early_stopping)
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise CtrldecError(f"groups must be an integer >= 1, got {groups!r}")
+        if beams % groups:
+            raise CtrldecError(f"beams={beams} is not divisible by groups={groups}: every group needs the same "
+                               "number of beams")
+        if not isinstance(diversity, (int, float)) or not math.isfinite(diversity) or (groups > 1 and diversity <= 0):
+            raise CtrldecError(f"diversity must be > 0 with groups={groups} (0 would make every group the same beam "
+                               f"search), got {diversity!r}")
+        self.groups = groups
+        self.diversity = float(diversity)
+
+    def __repr__(self) -> str:
+        return f"DiverseBeamSearch(beams={self.beams}, groups={self.groups}, diversity={self.diversity})"
+
+
+@dataclass
+class _Beam:
+    seq: Sequence
+    score: float  # summed log p~ of the chosen tokens (forced tokens add 0)
+    token: int = -1  # the token chosen at the last step
+
+
+@dataclass
+class _Group:
+    """One group's live beams and kept hypotheses (``(ranking score, sequence)``, best first)."""
+
+    beams: list[_Beam]
+    kept: list[tuple[float, Sequence]] = field(default_factory=list)
+    done: bool = False
+
+
+@dataclass
+class _Prompt:
+    root: Sequence
+    groups: list[_Group]
+
+
+class _Run:
+    """One beam search call: every live beam of every group of every prompt in one forward pass."""
+
+    def __init__(self, config: BeamSearch, drafters: list[Drafter]) -> None:
+        self.config = config
+        self.drafters = drafters
+        self.size = config.beams // config.groups  # beams per group
+        self.prompts: list[_Prompt] = []
+
+    def step(self, batch: Batch) -> None:
+        if not self.prompts:
+            self._start(batch)
+        live = batch.live
+        feeds = [[] if s.finished else s.unfed for s in live]
+        out = batch.forward(feeds, [0 if s.finished else s.unscored + 1 for s in live])
+        logp = {}
+        for seq, rows in zip(live, out.logits):
+            if seq.finished:
+                continue
+            n = seq.unscored
+            if n:
+                seq.score(rows[:n])
+            logp[id(seq)] = (rows[n], constrained_logp(rows[n], seq))
+        survivors: list[Sequence] = []
+        for prompt in self.prompts:
+            chosen: list[int] = []  # the tokens earlier groups' beams chose at this step
+            for group in prompt.groups:
+                if not group.done:
+                    self._extend(group, logp, chosen)
+                    survivors.extend(b.seq for b in group.beams)
+        batch.reassign(survivors, [s.row for s in survivors])
+
+    def _start(self, batch: Batch) -> None:
+        for root in batch.live:
+            root.end_when_done = False  # an EOS is a candidate like any token (it is ranked)
+            fast_forward(root, self.drafters)
+            groups = [_Group([_Beam(root, 0.0)]) for _ in range(self.config.groups)]
+            if root.finished:  # a stop string in the forced text, or nothing to generate
+                groups = [_Group([], [(0.0, root)], done=True)]
+            self.prompts.append(_Prompt(root, groups))
+
+    def _extend(self, group: _Group, logp: dict, chosen: list[int]) -> None:
+        """One step of one group: rank its candidates, keep finished hypotheses, pick the next beams."""
+        beams: list[_Beam] = []
+        for rank, (_, beam, token, score) in enumerate(self._candidates(group, logp, chosen)):
+            seq = beam.seq
+            if token is None:  # out of room after forced text: the beam ends as it is
+                self._keep(group, seq, score, len(seq.ids))
+                continue
+            if token in seq.eos or len(seq.ids) + 1 >= seq.max_new_tokens:
+                if rank < self.size:
+                    child = seq.fork()
+                    child.commit(Choice(token), logp[id(seq)][0])
+                    child.finish("eos" if token in seq.eos else "length")
+                    self._keep(group, child, score, len(seq.ids) + 1)
+                continue
+            if len(beams) == self.size:
+                continue
+            child = seq.fork()  # keeps the parent's KV row until the batch is reassigned
+            child.commit(Choice(token), logp[id(seq)][0])
+            fast_forward(child, self.drafters)
+            if child.finished:  # a stop string
+                self._keep(group, child, score, len(child.ids))
+            else:
+                beams.append(_Beam(child, score, token))
+        group.beams = beams
+        chosen.extend(b.token for b in beams)
+        group.done = not beams or self._cannot_improve(group)
+
+    def _candidates(self, group: _Group, logp: dict, chosen: list[int]) -> list[tuple[float, _Beam, int | None, float]]:
+        """The group's best ``(1 + #EOS) * size`` candidates, as ``(rank key, beam, token, score)``."""
+        top = max(2, 1 + len(group.beams[0].seq.eos)) * self.size
+        penalty = torch.zeros(0)
+        if chosen and self.config.diversity:
+            width = next(iter(logp.values()))[1].numel()
+            penalty = torch.bincount(torch.tensor(chosen), minlength=width)[:width].float() * self.config.diversity
+        out = []
+        for beam in group.beams:
+            if beam.seq.room <= 0:
+                out.append((beam.score, beam, None, beam.score))
+                continue
+            lp = logp[id(beam.seq)][1]
+            key = lp - penalty if len(penalty) else lp
+            k = min(top, int(torch.isfinite(key).sum()))
+            values, tokens = torch.topk(key, k)
+            for v, t in zip(values.tolist(), tokens.tolist()):
+                out.append((beam.score + v, beam, t, beam.score + float(lp[t])))
+        out.sort(key=lambda c: -c[0])
+        return out[:top]
+
+    def _keep(self, group: _Group, seq: Sequence, score: float, length: int) -> None:
+        """Add a finished hypothesis if it is among the group's ``size`` best."""
+        ranking = score / (max(length, 1) ** self.config.length_penalty)
+        group.kept.append((ranking, seq))
+        group.kept.sort(key=lambda h: -h[0])
+        del group.kept[self.size:]
+
+    def _cannot_improve(self, group: _Group) -> bool:
+        cfg = self.config
+        if len(group.kept) < self.size:
+            return False
+        if cfg.early_stopping is True:
+            return True
+        worst = group.kept[-1][0]
+        lp = cfg.length_penalty
+
+        def best(b: _Beam) -> float:
+            n = b.seq.max_new_tokens if cfg.early_stopping == "never" and lp > 0 else len(b.seq.ids)
+            return b.score / (max(n, 1) ** lp)
+
+        return max(best(b) for b in group.beams) <= worst
+
+    def results(self, batch: Batch) -> list[GenerationResult]:
+        out = []
+        for prompt in self.prompts or [_Prompt(s, []) for s in batch.sequences]:
+            kept = sorted(((r, g, s) for g, group in enumerate(prompt.groups) for r, s in group.kept), key=lambda h: -h[0])
+            if not kept:  # nothing finished (no prompt step ran): the root as it is
+                out.append(prompt.root.result(batch.timing(prompt.root)))
+                continue
+            hypotheses = [s.result(batch.timing(s)) for _, _, s in kept]
+            best = hypotheses[0]
+            best.search = SearchReport(hypotheses, [r for r, _, _ in kept], [g for _, g, _ in kept])
+            out.append(best)
+        return out
