@@ -432,6 +432,16 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
     return _model_bench(args, go, fidelity.format_report)
 
 
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from .bench import search
+
+    strategies = args.strategies.split(",") if args.strategies else search.STRATEGIES
+    return _model_bench(args, lambda model, tokenizer: search.run(
+        model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, prompts=args.prompts,
+        seed=args.seed, max_new_tokens=args.max_new_tokens, strategies=strategies, progress=args.progress,
+    ), search.format_report)
+
+
 def cmd_bench_asap(args: argparse.Namespace) -> int:
     from .bench import asap
 
@@ -561,6 +571,19 @@ def _model_bench_parsers(bsub: Any) -> None:
     _schema_generation_args(e, limit=20, max_new_tokens=128)
     e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8, or cb,dn (budget-aware processor, loop without it; only when named)")
     e.set_defaults(func=cmd_bench_e2e)
+    se = bsub.add_parser("search", help="greedy, contrastive, beam, diverse beam and sampling: distinct outputs, "
+                                        "self-BLEU, validity, likelihood, speed")
+    se.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (without it: free text only)")
+    se.add_argument("--splits", default="Glaiveai2K,Github_easy")
+    se.add_argument("--limit", type=int, default=20, help="schemas")
+    se.add_argument("--prompts", type=int, default=20, help="free-text prompts (at most 20)")
+    se.add_argument("--strategies", help="comma-separated subset of greedy,greedy-plain,contrastive,beam,beam-tf,diverse-beam,sample")
+    se.add_argument("--max-new-tokens", type=int, default=128)
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--model", metavar="PATH")
+    se.add_argument("--out", metavar="results.json")
+    se.add_argument("--progress", action="store_true")
+    se.set_defaults(func=cmd_bench_search)
     mi = bsub.add_parser("mirostat", help="Mirostat's observed surprise against tau on a model")
     mi.add_argument("--taus", default="2,3,4", help="comma-separated targets in bits")
     mi.add_argument("--version", type=int, choices=[1, 2], default=2)

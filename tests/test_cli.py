@@ -158,3 +158,15 @@ def test_generate_budget_aware_finishes_or_refuses_in_one_line(tmp_path):
 def test_info_names_the_default_model():
     result = ctrldec("info")
     assert result.returncode == 0 and "SmolLM2-135M-Instruct" in result.stdout
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--alpha", "0.6"], ["--alpha need --search"]),
+    (["--search", "beam", "--groups", "2"], ["--search beam cannot be combined with --groups", "--beams"]),
+    (["--search", "beam", "--sampler", "smc"], ["cannot be combined with --sampler smc"]),
+    (["--search", "contrastive", "--alpha", "1.5"], ["alpha must be in [0, 1]"]),
+    (["--search", "diverse-beam", "--beams", "6", "--groups", "4"], ["beams=6 is not divisible by groups=4"]),
+    (["--search", "diverse-beam", "--diversity", "0"], ["diversity must be > 0"]),
+])
+def test_search_flags_are_checked_before_the_model_loads(flags, needles):
+    assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
