@@ -36,8 +36,13 @@ SCHEMAS = [
 
 
 @pytest.fixture(scope="module")
-def decoder(default_model, default_tokenizer):
-    return ctrldec.Decoder(default_model, default_tokenizer)
+def model(default_model):
+    return default_model[0]
+
+
+@pytest.fixture(scope="module")
+def decoder(default_model):
+    return ctrldec.Decoder(*default_model)
 
 
 def _hf_best(model, decoder, ids, beams, n, processors=()):
@@ -48,21 +53,21 @@ def _hf_best(model, decoder, ids, beams, n, processors=()):
     return [t for t in out[0, len(ids):].tolist() if t not in eos]
 
 
-def test_beam_search_is_transformers_on_ten_prompts(default_model, decoder):
+def test_beam_search_is_transformers_on_ten_prompts(model, decoder):
     for prompt in PROMPTS:
         ids = decoder.encode_prompt(prompt)
         ours = decoder.generate(ids, search=ctrldec.BeamSearch(4, recombine=False), max_new_tokens=16)
-        assert ours.token_ids == _hf_best(default_model, decoder, ids, 4, 16), prompt
+        assert ours.token_ids == _hf_best(model, decoder, ids, 4, 16), prompt
 
 
-def test_beam_search_under_a_schema_is_transformers_with_the_processor(default_model, default_tokenizer, decoder):
+def test_beam_search_under_a_schema_is_transformers_with_the_processor(model, decoder):
     for schema in SCHEMAS:
         constraint = ctrldec.JSONSchema(schema)
         ids = decoder.encode_prompt(f"Answer with JSON for this schema: {json.dumps(schema)}")
         ours = decoder.generate(ids, constraint=constraint, search=ctrldec.BeamSearch(3, recombine=False), max_new_tokens=40,
                                 fast_forward=False)
-        processor = ctrldec.GrammarLogitsProcessor(constraint, default_tokenizer, max_new_tokens=40)
-        assert ours.token_ids == _hf_best(default_model, decoder, ids, 3, 40, [processor])
+        processor = ctrldec.GrammarLogitsProcessor(constraint, decoder.tokenizer, max_new_tokens=40)
+        assert ours.token_ids == _hf_best(model, decoder, ids, 3, 40, [processor])
         for h in ours.search.hypotheses:
             jsonschema.validate(json.loads(h.text), schema)
 
@@ -86,7 +91,7 @@ def test_contrastive_search_with_alpha_zero_is_greedy(decoder):
 
 
 @pytest.mark.parametrize("flags", [["--search", "contrastive", "--alpha", "0.6", "--top-k", "4"],
-                                   ["--search", "diverse-beam", "--beams", "4", "--groups", "2", "--diversity", "0.5"]])
+                                   ["--search", "diverse-beam", "--beams", "4", "--groups", "2", "--diversity", "1.0"]])
 def test_cli_search(tmp_path, capsys, flags):
     from ctrldec.cli import main
 
@@ -95,5 +100,6 @@ def test_cli_search(tmp_path, capsys, flags):
     assert main(["generate", "A person as JSON.", "--schema", str(schema), "--max-new-tokens", "40", *flags]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line]
     assert len(lines) == (4 if "diverse-beam" in flags else 1)
+    assert len(set(lines)) == len(lines)
     for line in lines:
         jsonschema.validate(json.loads(line), SCHEMAS[1])
