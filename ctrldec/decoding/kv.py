@@ -8,8 +8,9 @@ into the attention mask and position ids of the next forward pass. With one row 
 passes neither, which is exactly a plain ``model(input_ids, past_key_values=...)`` call.
 
 Operations: ``length(row)``, ``crop(row, n)`` (forget positions ``>= n``), ``select_rows(indices)``
-(keep, reorder or duplicate rows: finished sequences leave, SMC resamples, beams fork), ``fork()``
-(an independent copy).
+(keep, reorder or duplicate rows: finished sequences leave, SMC resamples, beams fork),
+``place_rows(indices)`` (the same where the order does not matter: kept rows stay put and only
+duplicates are copied, in place), ``fork()`` (an independent copy).
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ def crop_cache(cache: Any, length: int) -> Any:
     if extra > 0:
         cache.crop(-extra)  # transformers 5 counts from the end
     return cache
+
+
+def _copy_rows(cache: Any, dst: torch.Tensor, src: torch.Tensor) -> bool:
+    """Overwrite rows ``dst`` of every layer of a Hugging Face cache with rows ``src``, in place;
+    False (nothing done) for a cache whose layers are not plain ``keys``/``values`` tensors."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(getattr(layer, name, None), torch.Tensor) and getattr(layer, name).dim() == 4
+                             for layer in layers for name in ("keys", "values")):
+        return False
+    for layer in layers:
+        layer.keys[dst] = layer.keys[src]
+        layer.values[dst] = layer.values[src]
+    return True
 
 
 class KVCache:
@@ -132,6 +146,37 @@ class KVCache:
             else:
                 self.cache = None
         self._trim()
+
+    def place_rows(self, indices: Sequence[int]) -> np.ndarray:
+        """``select_rows(indices)`` for a caller that does not mind the order: returns ``slots``,
+        where ``slots[i]`` is the row that now holds what row ``indices[i]`` held.
+
+        When as many rows come out as went in (a beam search step: each beam's children replace
+        the beams that had none), the first use of a row leaves it where it is and each further
+        use is copied, in place, into a row nobody kept: a step copies the rows of its forks,
+        not the whole cache. Otherwise (rows leave) this is ``select_rows`` in the given order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) != self.rows or self.cache is None:
+            self.select_rows(idx)
+            return np.arange(len(idx))
+        slots = np.full(len(idx), -1, dtype=np.int64)
+        taken = np.zeros(self.rows, dtype=bool)
+        for i, row in enumerate(idx):
+            if not taken[row]:
+                slots[i], taken[row] = row, True
+        free = np.flatnonzero(~taken)
+        copies = np.flatnonzero(slots < 0)
+        slots[copies] = free[: len(copies)]
+        if len(copies):
+            dst, src = slots[copies], idx[copies]
+            if not _copy_rows(self.cache, torch.from_numpy(dst), torch.from_numpy(src)):
+                order = np.arange(self.rows)
+                order[dst] = src
+                self.cache.batch_select_indices(torch.from_numpy(order))
+            self.positions[dst] = self.positions[src]
+            self.lengths[dst] = self.lengths[src]
+            self._trim()
+        return slots
 
     def fork(self) -> KVCache:
         other = KVCache.__new__(KVCache)

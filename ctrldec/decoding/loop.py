@@ -76,11 +76,17 @@ class Batch:
         keep = [s for s in self.live if not s.finished]
         self.reassign(keep, [s.row for s in keep])
 
-    def reassign(self, sequences: Seq[Sequence], rows: Seq[int]) -> None:
+    def reassign(self, sequences: Seq[Sequence], rows: Seq[int], *, any_order: bool = False) -> None:
         """The live sequences become ``sequences``, sequence ``i`` on the cache row that was
-        ``rows[i]`` (rows may repeat: forked or resampled sequences share a prefix)."""
-        self.kv.select_rows(rows)
-        self.live = list(sequences)
+        ``rows[i]`` (rows may repeat: forked or resampled sequences share a prefix). With
+        ``any_order`` the live sequences may come out in another order (``KVCache.place_rows``:
+        fewer rows copied); strategies that use it find their sequences by ``seq.row``."""
+        if not any_order:
+            self.kv.select_rows(rows)
+            self.live = list(sequences)
+        else:
+            slots = self.kv.place_rows(rows)
+            self.live = [seq for _, seq in sorted(zip(slots.tolist(), sequences), key=lambda p: p[0])]
         for row, seq in enumerate(self.live):
             seq.row = row
 

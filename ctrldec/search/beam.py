@@ -2,11 +2,12 @@
 different ones.
 
 Beam search keeps the ``beams`` best partial outputs by their summed log-probability; each step
-every live beam is extended by one token in **one batched forward pass** (the KV cache rows of the
-survivors are reordered, duplicated or dropped with ``KVCache.select_rows``). Under a constraint
-every beam carries its own forked ``Matcher`` and the scores are ``log p~``, the model's
-distribution restricted to what the constraint allows and **renormalized** (so a token the
-constraint forces costs nothing, and an EOS is a candidate only where the constraint may end).
+every live beam is extended by one token in **one batched forward pass** (the survivors' KV cache
+rows are placed with ``KVCache.place_rows``: a beam's first child keeps its row, a further child is
+copied into the row of a beam that has none). Under a constraint every beam carries its own
+forked ``Matcher`` and the scores are ``log p~``, the model's distribution restricted to what the
+constraint allows and **renormalized** (so a token the constraint forces costs nothing, and an EOS
+is a candidate only where the constraint may end).
 
 A step, per prompt (transformers' beam search, 4.x and 5.x, step for step):
 
@@ -202,7 +203,7 @@ class _Run:
                 if not group.done:
                     self._extend(prompt, group, logp, chosen)
                     survivors.extend(b.seq for b in group.beams)
-        batch.reassign(survivors, [s.row for s in survivors])
+        batch.reassign(survivors, [s.row for s in survivors], any_order=True)
 
     def _start(self, batch: Batch) -> None:
         for root in batch.live:

@@ -219,6 +219,26 @@ def test_kv_select_rows_keeps_reorders_and_duplicates(model):
     assert other.rows == 2 and kv.rows == 3
 
 
+@pytest.mark.parametrize("indices", [[2, 2, 0, 0], [3, 1, 1, 1], [0, 1, 2, 3], [3, 2, 1, 0], [1, 1], [2]])
+def test_kv_place_rows_is_select_rows_in_another_order(model, indices):
+    """Rows of different lengths (one with a hole): after ``place_rows`` the row ``slots[i]`` gives
+    the logits of row ``indices[i]`` before; kept rows do not move when the count is unchanged."""
+    runner = Runner(model)
+    kv = KVCache(4)
+    runner.forward(kv, [[1, 2], [3, 4, 5], [6], [7, 8, 9, 10]], [1] * 4)
+    runner.forward(kv, [[11, 12], [13], [14], [15]], [1] * 4)
+    kv.crop(0, 3)  # row 0: 1, 2, 11 (12 was a rejected draft)
+    before = kv.fork()
+    slots = kv.place_rows(indices)
+    assert sorted(slots.tolist()) == list(range(len(indices)))
+    if len(indices) == 4:
+        assert all(slots[indices.index(r)] == r for r in set(indices))
+    out = runner.forward(kv, [[16]] * len(indices), [1] * len(indices))
+    expected = runner.forward(before, [[16]] * 4, [1] * 4).logits
+    for i, row in enumerate(indices):
+        torch.testing.assert_close(out.logits[slots[i]], expected[row], atol=1e-4, rtol=1e-4)
+
+
 def test_cache_fork_and_crop(tok, model):
     with torch.no_grad():
         out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), use_cache=True)
