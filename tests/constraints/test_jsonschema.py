@@ -222,6 +222,23 @@ def test_draft07_ref_ignores_its_siblings():
     _agrees(nested, [([{"p": True}], True), ([{"p": 1}], False)], jsonschema.Draft7Validator)
 
 
+def test_draft04_integers_have_no_fraction():
+    """Held-out data: under draft-04 (and 3) an integer is written without a fraction, so
+    ``"type": "integer"`` rejects 12345.0; from draft 6 on it is accepted."""
+    d4 = {"$schema": "http://json-schema.org/draft-04/schema#"}
+    v4 = jsonschema.Draft4Validator
+    _agrees({**d4, "type": "integer"}, [(12345, True), (12345.0, False), (-7, True), (1.5, False)], v4)
+    _agrees({**d4, "type": "integer", "minimum": 1, "maximum": 9}, [(3, True), (3.0, False), (10, False)], v4)
+    _agrees({**d4, "type": "integer", "multipleOf": 2}, [(4, True), (4.0, False), (3, False)], v4)
+    _agrees({**d4, "type": "integer", "enum": [2, 3.0]}, [(2, True), (2.0, False), (3, True), (3.0, False)], v4)
+    _agrees({**d4, "enum": [2]}, [(2, True), (2.0, True)], v4)
+    _agrees({**d4, "type": ["integer", "string"]}, [(5, True), (5.0, False), ("x", True)], v4)
+    _agrees({**d4, "type": "object", "properties": {"n": {"type": "integer"}}}, [({"n": 1}, True), ({"n": 1.0}, False)], v4)
+    d7 = {"$schema": "http://json-schema.org/draft-07/schema#"}
+    _agrees({**d7, "type": "integer"}, [(12345, True), (12345.0, True)], jsonschema.Draft7Validator)
+    _agrees({"type": "integer", "enum": [2]}, [(2, True), (2.0, True)])
+
+
 def test_numbers_with_an_exponent_under_sign_bounds():
     """JSONSchemaBench o57716: `minimum: 0` rejected 1e-06 (Python's float repr)."""
     _agrees({"type": "number", "minimum": 0}, [(1e-06, True), (2.5e20, True), (0.0, True), (-1e-06, False), (-2.5e20, False)])

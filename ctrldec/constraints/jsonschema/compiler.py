@@ -24,7 +24,7 @@ from urllib.parse import unquote, urljoin
 from ...engine.bytedfa import ByteDFA, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
-from .numbers import ANY_INTEGER, ANY_NUMBER, integer_dfa, number_dfa
+from .numbers import ANY_INTEGER, ANY_INTEGER_DRAFT4, ANY_NUMBER, integer_dfa, number_dfa
 from .strings import FORMATS, LAZY_LENGTH_FROM, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
 
 __all__ = ["compile_schema", "CompiledSchema", "Policy"]
@@ -49,6 +49,7 @@ _HANDLED = _OBJECT_KW | _ARRAY_KW | _STRING_KW | _NUMBER_KW | {
 }  # fmt: skip
 
 _REF_ALONE_DRAFTS = ("draft-03/", "draft-04/", "draft-06/", "draft-07/")  # $ref siblings are ignored there
+_WHOLE_INTEGER_DRAFTS = ("draft-03/", "draft-04/")  # an integer has no fraction there: 1.0 is not one
 NEVER = None  # a rule for an unsatisfiable schema
 ALL = "<all>"  # the object (or array) part of a schema that puts no constraint on them
 ABSENT = "$ctrldec:absent"  # internal keyword: these object keys must not appear
@@ -135,6 +136,7 @@ class _Compiler:
         declared = root.get("$schema") if isinstance(root, dict) else None
         # draft-07 and earlier: "all other properties in a $ref object MUST be ignored"
         self._ref_alone = isinstance(declared, str) and any(d in declared for d in _REF_ALONE_DRAFTS)
+        self._whole_integers = isinstance(declared, str) and any(d in declared for d in _WHOLE_INTEGER_DRAFTS)
         self._ws = whitespace
         self._any: str | None = None
         self._names = 0
@@ -552,9 +554,13 @@ class _Compiler:
         rest = {k: v for k, v in s.items() if k not in ("enum", "const")}
         literals = []
         for v in values:
-            if _json_type(v, types) is None or not self._value_ok(v, rest):
+            kind = _json_type(v, types)
+            if kind is None or not self._value_ok(v, rest):
                 continue
-            literals += _spellings(v, self.limits.max_enum_spellings)
+            forms = _spellings(v, self.limits.max_enum_spellings)
+            if kind == "integer" and "number" not in types and self._whole_integers:
+                forms = [f for f in forms if b"." not in f]  # drafts 3 and 4: 2.0 is not an integer
+            literals += forms
         return _Values(scalar=strings(literals) if literals else None)
 
     def _value_ok(self, v: Any, s: dict) -> bool:
@@ -614,8 +620,8 @@ class _Compiler:
                 ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
                 ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
                 if lo is None and hi is None and mult is None:
-                    return compile_regex(ANY_INTEGER)
-                return integer_dfa(ilo, ihi, mult, max_modulus=self.limits.max_modulus)
+                    return compile_regex(ANY_INTEGER_DRAFT4 if self._whole_integers else ANY_INTEGER)
+                return integer_dfa(ilo, ihi, mult, max_modulus=self.limits.max_modulus, zero_fraction=not self._whole_integers)
             return number_dfa(lo, hi, lo_exclusive=lo_x, hi_exclusive=hi_x, multiple_of=mult, max_modulus=self.limits.max_modulus)
         except OverflowError as e:
             self.relax(f"{pointer}/multipleOf", f"multipleOf too fine to enforce exactly ({e})")

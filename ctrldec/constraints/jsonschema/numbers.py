@@ -23,10 +23,11 @@ import numpy as np
 from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, literal, product, union_all
 from ...limits import DEFAULT_LIMITS
 
-__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER"]
+__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "ANY_INTEGER_DRAFT4"]
 
 ANY_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 ANY_INTEGER = r"-?(0|[1-9][0-9]*)(\.0+)?"
+ANY_INTEGER_DRAFT4 = r"-?(0|[1-9][0-9]*)"  # drafts 3 and 4: 1.0 is not an integer
 _EMPTY = ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
 _DIGITS = [ord(str(d)) for d in range(10)]
 
@@ -228,12 +229,14 @@ def _multiple_of(m: Decimal, max_modulus: int) -> ByteDFA:
 
 
 def integer_dfa(
-    lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None, *, max_modulus: int = DEFAULT_LIMITS.max_modulus
+    lo: int | None = None, hi: int | None = None, multiple_of: Decimal | None = None, *, max_modulus: int = DEFAULT_LIMITS.max_modulus,
+    zero_fraction: bool = True,
 ) -> ByteDFA:
     """Integers in [lo, hi] (inclusive; None: unbounded), multiples of ``multiple_of``.
 
-    ``1.0`` is an integer in JSON Schema (a number with no fractional part): a fraction of zeros
-    is accepted too.
+    ``1.0`` is an integer in JSON Schema from draft 6 on (a number with no fractional part): a
+    fraction of zeros is accepted too, unless ``zero_fraction`` is False (drafts 3 and 4, where
+    an integer is written without one).
     """
     parts = []
     if hi is None or hi >= 0:
@@ -243,7 +246,7 @@ def integer_dfa(
         if not neg.empty:
             parts.append(concat_bytes(b"-", neg, b""))
     dfa = union_all([p for p in parts if not p.empty])
-    if not dfa.empty:
+    if not dfa.empty and zero_fraction:
         dfa = _then(dfa, compile_regex(r"(\.0+)?"))
     if multiple_of is not None and not dfa.empty:
         dfa = product(dfa, _multiple_of(multiple_of, max_modulus), "and")
