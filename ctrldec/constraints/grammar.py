@@ -13,13 +13,15 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..engine.bytedfa import RegexCompileError, compile_regex, without_empty
+from ..engine.bytedfa import BudgetExceeded, RegexCompileError, compile_budget, compile_regex, without_empty
 from ..engine.cache import DEFAULT_CACHE
 from ..engine.compiled import ByteAutomaton, CompiledGrammar, GrammarMatcher
 from ..engine.grammar import GrammarTables, compile_lark
@@ -145,11 +147,24 @@ class Grammar(Constraint):
 
     def _build(self) -> GrammarTables:
         try:
-            return compile_lark(self.text, self.start, ambiguous=self.ambiguous, limits=self.limits)
+            with _budget(self.limits, f"grammar {self.name}"):
+                return compile_lark(self.text, self.start, ambiguous=self.ambiguous, limits=self.limits)
         except GrammarError as e:
-            if self.name != "<grammar>":
+            if self.name != "<grammar>" and not e.args[0].startswith(f"grammar {self.name}"):
                 raise GrammarError(f"{self.name}: {e.args[0]}") from None
             raise
+
+
+@contextlib.contextmanager
+def _budget(limits: Limits, what: str) -> Iterator[None]:
+    """``limits``' compile budget around a compile: past it, a ``GrammarError`` naming ``what``
+    (nested repetitions such as ``((a{1,50}){1,50}){1,50}`` would otherwise run for minutes)."""
+    try:
+        with compile_budget(limits.max_seconds, limits.max_states):
+            yield
+    except BudgetExceeded as e:
+        raise GrammarError(f"{what} exceeds the compile budget ({e}); raise Limits.max_seconds / max_states "
+                           "to allow it") from None
 
 
 def _strip_anchors(pattern: str) -> str:
@@ -181,6 +196,10 @@ class Regex(Constraint):
         return ("regex", self.pattern, self.limits)
 
     def _build(self) -> GrammarTables:
+        with _budget(self.limits, f"regex /{self.pattern}/"):
+            return self._tables()
+
+    def _tables(self) -> GrammarTables:
         body = _strip_anchors(self.pattern)
         try:
             re.compile(body)

@@ -56,6 +56,21 @@ def test_regex_errors():
         ctrldec.Regex(r"[a").tables()
 
 
+def test_nested_repetition_hits_the_compile_budget():
+    """A regex whose automaton takes minutes to build fails within the budget, naming it."""
+    from ctrldec.limits import Limits
+
+    with pytest.raises(GrammarError, match=r"regex /\(\(a\{1,50\}.* exceeds the compile budget"):
+        ctrldec.Regex("((a{1,50}){1,50}){1,50}b", limits=Limits(max_seconds=1.0)).tables()
+    text = 'start: A "b"\nA: /((a{1,50}){1,50}){1,50}/\n'
+    with pytest.raises(GrammarError, match="exceeds the compile budget"):
+        ctrldec.Grammar(text, limits=Limits(max_seconds=1.0)).tables()
+
+
+def test_empty_grammar_is_refused():
+    assert "no rule 'start'" in str(error(""))
+
+
 def test_missing_grammar_file():
     with pytest.raises(GrammarError, match="cannot read"):
         ctrldec.Grammar.from_file("/no/such/file.lark")
