@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
+from ..errors import ModelError
 from .kv import KVCache
 
 __all__ = ["Runner", "Forward"]
@@ -44,6 +46,9 @@ class Runner:
         self.pad_token_id = pad_token_id
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        config = getattr(model, "config", None)
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self.context: int | None = int(context) if isinstance(context, int) and context > 0 else None
 
     def forward(self, kv: KVCache, feeds: Sequence[Sequence[int]], keep: Sequence[int], *,
                 hidden: bool | Sequence[int] = False, parents: Sequence[Sequence[int] | None] | None = None) -> Forward:
@@ -56,6 +61,10 @@ class Runner:
         counts = [len(f) for f in feeds]
         width = max(counts)
         mask, positions, new = kv.step_layout(counts, parents)
+        if self.context is not None and new.size and int(new.max()) >= self.context:
+            row = int(np.argmax(new.max(axis=1)))
+            raise ModelError(f"row {row} needs position {int(new.max())}, past the model's context of {self.context} "
+                             "positions (config.max_position_embeddings): shorten the prompt or max_new_tokens")
         plain = kv.plain and kv.rows == 1 and mask.dim() == 2
         ids = [[self.pad_token_id] * (width - len(f)) + list(f) for f in feeds]
         extra: dict[str, Any] = {} if plain else {"attention_mask": mask, "position_ids": positions}
@@ -64,6 +73,11 @@ class Runner:
                              logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
         kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
         logits = out.logits.float()
+        broken = torch.isnan(logits) | torch.isposinf(logits)
+        if bool(broken.any()):
+            row, at, token = (int(i) for i in broken.nonzero()[0])
+            raise ModelError(f"the model returned a {'NaN' if torch.isnan(logits[row, at, token]) else 'inf'} logit "
+                             f"(row {row}, token {token}): no distribution to decode from (check the weights and dtype)")
         states = out.hidden_states[-1] if hidden is not False else None
         held = keep if hidden is True else hidden
         return Forward(

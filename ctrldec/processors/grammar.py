@@ -23,7 +23,7 @@ import torch
 from ..engine.bitmask import allocate, to_bool_tensor
 from ..engine.budget import budgeted
 from ..engine.matcher import Matcher
-from ..errors import BudgetError, DeadEndError
+from ..errors import BudgetError, DeadEndError, ModelError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import tokenizer_info
 
@@ -140,6 +140,11 @@ class GrammarLogitsProcessor:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows, width = scores.shape
+        broken = torch.isnan(scores) | torch.isposinf(scores)
+        if bool(broken.any()):
+            row, token = (int(i) for i in broken.nonzero()[0])
+            raise ModelError(f"the scores passed to the processor hold a NaN or inf (row {row}, token {token}): "
+                             "no distribution to constrain (check the model's weights and dtype)")
         self.compiled(width)
         words = allocate(rows, width)
         untouched = np.zeros(rows, dtype=bool)

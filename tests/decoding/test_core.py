@@ -129,6 +129,36 @@ def test_clashing_options_are_named(tok, model):
         ctrldec.generate(model, tok, [1], beams=4)
 
 
+def test_a_prompt_past_the_context_is_refused_before_the_forward(tok, model):
+    with _CountingForward(model) as calls, pytest.raises(ctrldec.ModelError, match="context of 512 positions"):
+        ctrldec.generate(model, tok, [5] * 600, max_new_tokens=4)
+    assert calls.rows == []
+    with pytest.raises(ctrldec.ModelError, match="past the model's context of 512"):  # forced text runs past it
+        ctrldec.generate(model, tok, [5] * 500, constraint=ctrldec.Regex("a{40}"), max_new_tokens=60)
+
+
+def test_nan_logits_are_an_error_not_a_sample(tok, model):
+    original = model.forward
+
+    @functools.wraps(original)  # keeps the signature the runner reads
+    def broken(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out.logits[..., 7] = float("nan")
+        return out
+
+    model.forward = broken
+    try:
+        with pytest.raises(ctrldec.ModelError, match="NaN logit .*token 7"):
+            ctrldec.generate(model, tok, [5, 6], max_new_tokens=4)
+    finally:
+        model.forward = original
+    processor = ctrldec.Regex("[ab]+").logits_processor(tok)
+    scores = torch.zeros(1, len(tok))
+    scores[0, 3] = float("inf")
+    with pytest.raises(ctrldec.ModelError, match="NaN or inf.*token 3"):
+        processor(torch.tensor([[1]]), scores)
+
+
 def _decode(model, tok, sequences, sampler, drafters=()):
     batch = Batch(Runner(model), sequences)
     for _ in run(Sampling(sampler, drafters), batch):
