@@ -50,6 +50,7 @@ class GrammarTables:
     lexer: LexerAutomaton
     relaxations: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    annotations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         dfas = sum(t.dfa.trans.nbytes + t.dfa.accepting.nbytes for t in self.terminals if isinstance(t.dfa, ByteDFA))

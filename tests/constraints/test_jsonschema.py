@@ -115,7 +115,7 @@ def test_whitespace_modes():
 def test_strict_errors_name_the_keyword():
     cases = {
         "/properties/tags/uniqueItems": {"properties": {"tags": {"type": "array", "uniqueItems": True}}},
-        "/properties/pw/format": {"properties": {"pw": {"type": "string", "format": "password"}}},
+        "/properties/pw/format": {"properties": {"pw": {"type": "string", "format": "regex"}}},
         "/type": {"type": "strung"},
     }
     for pointer, schema in cases.items():
@@ -125,11 +125,23 @@ def test_strict_errors_name_the_keyword():
 
 
 def test_lenient_warns_and_names_each_relaxation():
-    schema = {"type": "array", "items": {"type": "string", "format": "password"}, "uniqueItems": True}
+    schema = {"type": "array", "items": {"type": "string", "format": "regex"}, "uniqueItems": True}
     c = ctrldec.JSONSchema(schema, lenient=True)
     with pytest.warns(UserWarning, match="uniqueItems"):
         c.tables()
-    assert any("password" in r for r in c.relaxations) and any("uniqueItems" in r for r in c.relaxations)
+    assert any("regex" in r for r in c.relaxations) and any("uniqueItems" in r for r in c.relaxations)
+
+
+def test_formats_no_draft_defines_are_annotations():
+    """``password`` or ``int64`` assert nothing (validators ignore them): strict mode compiles
+    them, accepts any string there, and lists them in ``annotations``; nothing is relaxed."""
+    schema = {"type": "object", "properties": {"pw": {"type": "string", "format": "password"},
+                                               "n": {"type": "string", "format": "int64"}}, "required": ["pw"]}
+    _agrees(schema, [({"pw": "x y"}, True), ({"pw": "", "n": "not a number"}, True), ({"pw": 1}, False), ({}, False)])
+    c = ctrldec.JSONSchema(schema)
+    c.tables()
+    assert [a.split(" at ")[0] for a in c.annotations] == ["format 'password'", "format 'int64'"]
+    assert "/properties/pw/format" in c.annotations[0]
 
 
 def test_unsatisfiable_schema():

@@ -50,6 +50,11 @@ class JSONSchema(Constraint):
         max_seconds, max_states: shorthands for ``limits``' compile budget (they override it).
         extra_properties, max_string_length, max_items: generation policies, below.
 
+    A ``format`` no JSON Schema draft defines (``password``, ``int64``, ``path``, ...) is an
+    annotation, as the spec says: validators ignore it, so strict mode accepts any string there
+    and lists it in ``annotations``. A format a draft defines that ctrldec cannot enforce (such
+    as ``regex``) is still an error in strict mode: a validator may check it.
+
     Objects are written with the schema's property order; strings with pattern or format
     constraints use raw characters (``\\uXXXX`` only for control characters).
 
@@ -137,6 +142,7 @@ class JSONSchema(Constraint):
         self.policy = Policy(extra_properties, max_string_length, max_items)
         self.policy.check(self.limits)
         self.relaxations: list[str] = []  # filled at the first compile (from the cached tables)
+        self.annotations: list[str] = []  # keywords that assert nothing (formats no draft defines), not enforced
         self._reported = False
         self._text = json.dumps(schema, sort_keys=True)
 
@@ -153,6 +159,7 @@ class JSONSchema(Constraint):
         if not self._reported:
             self._reported = True
             self.relaxations = list(tables.relaxations)
+            self.annotations = list(tables.annotations)
             for message in tables.relaxations:
                 warnings.warn(f"JSONSchema relaxed {message}", stacklevel=3)
             for message in tables.notes:
@@ -182,4 +189,5 @@ class JSONSchema(Constraint):
         tables = compile_rules(compiled.rules, compiled.terminals, compiled.start, ambiguous=True)
         # kept with the cached tables: every JSONSchema of this schema reports them
         tables.relaxations, tables.notes = tuple(compiled.warnings), tuple(compiled.notes)
+        tables.annotations = tuple(compiled.annotations)
         return tables

@@ -100,6 +100,14 @@ class Policy:
 
 SPEC = Policy()
 
+# Every format a JSON Schema draft (3 to 2020-12) defines. Validators may check these (jsonschema's
+# FormatChecker does, given its optional packages); any other format is an annotation they ignore.
+SPEC_FORMATS = frozenset({
+    "date-time", "date", "time", "duration", "utc-millisec", "email", "idn-email", "hostname", "host-name",
+    "idn-hostname", "ipv4", "ip-address", "ipv6", "uri", "uri-reference", "iri", "iri-reference", "uri-template",
+    "json-pointer", "relative-json-pointer", "uuid", "regex", "color", "style", "phone",
+})
+
 
 @dataclass
 class CompiledSchema:
@@ -110,6 +118,7 @@ class CompiledSchema:
     terminals: dict[str, ByteDFA]
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # restrictions (nothing invalid admitted), warned
+    annotations: list[str] = field(default_factory=list)  # keywords that assert nothing (unknown formats)
 
 
 class _Compiler:
@@ -124,6 +133,7 @@ class _Compiler:
         self.emptied: list[tuple[str, str]] = []  # (pointer, why): objects extra_properties="forbid" left empty
         self.warnings: list[str] = []
         self.notes: list[str] = []
+        self.annotations: list[str] = []
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, ByteDFA] = {}
         self._literal_names: dict[bytes, str] = {}
@@ -665,8 +675,11 @@ class _Compiler:
         for f in formats:
             if f in FORMATS:
                 known.append(f)
-            else:
+            elif f in SPEC_FORMATS:  # a validator may check it: not enforcing it would admit what it rejects
                 self.relax(f"{pointer}/format", f"unknown format {f!r} (not enforced)")
+            else:
+                self.annotations.append(f"format {f!r} at {pointer}/format: no JSON Schema draft defines it, so it "
+                                        "is an annotation (validators ignore it)")
         lo = max(0, int(s.get("minLength", 0) or 0))
         hi = s.get("maxLength")
         hi = None if hi is None else int(hi)
@@ -1373,4 +1386,4 @@ def compile_schema(
         if ws is not None and not c.terminals[ws].accepting[0]:
             start_alts += [[ws, top], [top, ws], [ws, top, ws]]
     c.rules["start"] = start_alts
-    return CompiledSchema("start", c.rules, c.terminals, c.warnings, c.notes)
+    return CompiledSchema("start", c.rules, c.terminals, c.warnings, c.notes, c.annotations)
