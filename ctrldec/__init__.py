@@ -15,7 +15,7 @@ from .processors import ASApLogitsProcessor, GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
 from .samplers import ASApOracle, AWRS, FullMask, Greedy, Multinomial, TokenSampler
 from .search import ASAp, BeamSearch, ContrastiveSearch, DiverseBeamSearch, SearchReport, SMC, SMCReport
-from .speculative import Draft, Drafter, ForcedText, PromptLookup
+from .speculative import Draft, Drafter, ForcedText, ModelDrafter, PromptLookup, Speculative, TokenRecycling
 from .limits import Limits
 from .vocab import TokenizerInfo
 
@@ -58,6 +58,9 @@ __all__ = [
     "Draft",
     "ForcedText",
     "PromptLookup",
+    "TokenRecycling",
+    "ModelDrafter",
+    "Speculative",
     "TokenizerInfo",
     "models",
     "CtrldecError",

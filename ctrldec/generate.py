@@ -41,6 +41,7 @@ from .samplers.base import SamplingParams, TokenSampler
 from .samplers.full_mask import FullMask
 from .samplers.sampling import MAX_CHECKS, Greedy, Multinomial
 from .search.sampling import Sampling
+from .speculative.config import Speculative
 from .speculative.drafters import Drafter, ForcedText, PromptLookup
 from .vocab import tokenizer_info
 
@@ -74,13 +75,17 @@ class _Options:
     drafters: Seq[Drafter] | None = None  # replaces fast_forward/lookahead
     budget_aware: bool | None = None  # None: on wherever there is a constraint, except under ASAp
     search: StrategyFactory | None = None  # ContrastiveSearch, BeamSearch, DiverseBeamSearch: decides every token
+    speculative: Speculative | None = None  # replaces drafters/fast_forward/lookahead
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> _Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise CtrldecError(f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(cls.__dataclass_fields__)}")
-        for part, replaced in (("sampler", _SAMPLING), ("drafters", ("fast_forward", "lookahead"))):
+        if options.get("speculative") is not None and not isinstance(options["speculative"], Speculative):
+            raise CtrldecError(f"speculative= takes ctrldec.Speculative(...), got {options['speculative']!r}")
+        for part, replaced in (("sampler", _SAMPLING), ("drafters", ("fast_forward", "lookahead")),
+                               ("speculative", ("drafters", "fast_forward", "lookahead"))):
             clash = sorted(k for k in replaced if k in options)
             if part == "sampler" and isinstance(options.get(part), StrategyFactory) and options.get("greedy"):
                 raise CtrldecError(f"greedy=True with sampler={options['sampler']!r}: greedy decoding is meaningless for a "
@@ -118,12 +123,13 @@ class _Options:
             return self.search.controls
         return self.sampler.controls if self.sampler is not None else Controls(self.controllers)
 
-    def make_strategy(self, controls: Controls) -> Strategy:
+    def make_strategy(self, controls: Controls, decoder: Decoder) -> Strategy:
+        drafters = self.make_drafters(decoder)
         if self.search is not None:
-            return self.search.strategy(self.make_drafters())
+            return self.search.strategy(drafters)
         if isinstance(self.sampler, StrategyFactory):
-            return self.sampler.strategy(self.make_drafters())
-        return Sampling(self.make_sampler(controls), self.make_drafters())
+            return self.sampler.strategy(drafters)
+        return Sampling(self.make_sampler(controls), drafters)
 
     def make_sampler(self, controls: Controls) -> TokenSampler:
         if self.sampler is not None:
@@ -134,10 +140,21 @@ class _Options:
             return FullMask(params, controls)
         return Greedy(self.max_checks) if params.greedy else Multinomial(params, self.max_checks)
 
-    def make_drafters(self) -> list[Drafter]:
+    def make_drafters(self, decoder: Decoder) -> list[Drafter]:
+        if self.speculative is not None:
+            return self.speculative.build(decoder.model, decoder.tokenizer, decoder.width, self.temperature_of_drafts())
         if self.drafters is not None:
             return list(self.drafters)
         return ([ForcedText()] if self.fast_forward else []) + ([PromptLookup(self.lookahead)] if self.lookahead else [])
+
+
+    def temperature_of_drafts(self) -> float | None:
+        """The temperature model drafters sample at (None: the target is greedy, so they draft greedily)."""
+        params = getattr(self.sampler, "params", None) if self.sampler is not None else None
+        if self.sampler is not None and params is None:
+            return None if isinstance(self.sampler, Greedy) else 1.0
+        greedy, temperature = (params.greedy, params.temperature) if params is not None else (self.greedy, self.temperature)
+        return None if greedy else temperature
 
 
 def _check_search(options: dict[str, Any]) -> None:
@@ -153,6 +170,8 @@ def _check_search(options: dict[str, Any]) -> None:
         clash.append(f"lookahead={options['lookahead']!r} (prompt lookup drafts are checked against a sampler)")
     if any(not isinstance(d, ForcedText) for d in options.get("drafters") or ()):
         clash.append("drafters= with a speculative drafter")
+    if options.get("speculative") is not None:
+        clash.append(f"speculative={options['speculative']!r} (drafts are checked against a sampler's draws)")
     if clash:
         raise CtrldecError(f"search={search!r} cannot be combined with {', '.join(clash)}: a search decides every "
                            "token itself; drop one of the two")
@@ -211,7 +230,7 @@ class Decoder:
 
     def _batch(self, prompts: Seq[Prompt], options: _Options) -> tuple[Batch, Strategy]:
         controls = options.controls()
-        strategy = options.make_strategy(controls)
+        strategy = options.make_strategy(controls, self)
         constraints = options.constraint if isinstance(options.constraint, (list, tuple)) else [options.constraint] * len(prompts)
         if len(constraints) != len(prompts):
             raise CtrldecError(f"{len(constraints)} constraints for {len(prompts)} prompts: give one, or one per prompt")
@@ -250,6 +269,9 @@ class Decoder:
         ``sampler=``: any ``TokenSampler`` instead of the one the sampling options describe
         (``AWRS()``), or ``SMC(particles=N)`` (sequential Monte Carlo: ``result.smc``);
         ``drafters=``: a list of ``Drafter`` instead of ``[ForcedText(), PromptLookup(lookahead)]``;
+        ``speculative=``: ``Speculative(drafters, max_draft, adaptive, ...)``, drafters by name
+        (``forced``, ``prompt_lookup``, ``recycling``, ``early_exit``, ``model``), all verified
+        exactly (``timing["draft_accepted/<name>"]``, ``timing["verified/<name>"]``);
         ``search=``: ``ContrastiveSearch(alpha, k)``, ``BeamSearch(beams)`` or
         ``DiverseBeamSearch(beams, groups, diversity)`` decide every token instead of a sampler
         (fast-forward still applies; beam searches put every hypothesis in ``result.search``).

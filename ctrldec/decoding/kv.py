@@ -7,7 +7,8 @@ of the token stored there, or -1 for a *hole* (padding, a rejected draft). The r
 into the attention mask and position ids of the next forward pass. With one row and no holes it
 passes neither, which is exactly a plain ``model(input_ids, past_key_values=...)`` call.
 
-Operations: ``length(row)``, ``crop(row, n)`` (forget positions ``>= n``), ``select_rows(indices)``
+Operations: ``length(row)``, ``crop(row, n)`` (forget positions ``>= n``), ``forget(row, columns)``
+(holes where a draft tree's rejected branches were), ``compact()`` (drop the holes), ``select_rows(indices)``
 (keep, reorder or duplicate rows: finished sequences leave, SMC resamples, beams fork),
 ``place_rows(indices)`` (the same where the order does not matter: kept rows stay put and only
 duplicates are copied, in place), ``fork()`` (an independent copy).
@@ -132,6 +133,45 @@ class KVCache:
         self.positions[row][self.positions[row] >= length] = -1
         self.lengths[row] = length
         self._trim()
+
+    def forget(self, row: int, columns: Sequence[int]) -> None:
+        """Turn ``columns`` of row ``row`` into holes (the rejected branches of a draft tree). The
+        caller keeps the row's stored positions consecutive (a tree's kept path is)."""
+        cols = np.asarray(columns, dtype=np.int64)
+        if not len(cols):
+            return
+        self.lengths[row] -= int((self.positions[row, cols] >= 0).sum())
+        self.positions[row, cols] = -1
+        self._trim()
+
+    def compact_if_sparse(self) -> None:
+        """``compact()`` when holes are most of a long cache (at the end of a step: compacting
+        renumbers the columns)."""
+        if self.rows and self.columns > self._COMPACT_AFTER and 2 * int(self.lengths.max()) < self.columns:
+            self.compact()
+
+    _COMPACT_AFTER = 256  # columns: below this, holes cost less than moving the cache
+
+    def compact(self) -> None:
+        """Move every row's stored columns to the front, in order, and drop the columns no row
+        needs any more: attention no longer pays for the holes of rejected drafts."""
+        width = int(self.lengths.max()) if self.rows else 0
+        gather = np.zeros((self.rows, width), dtype=np.int64)
+        positions = np.full((self.rows, width), -1, dtype=np.int64)
+        for r in range(self.rows):
+            stored = np.flatnonzero(self.positions[r] >= 0)
+            gather[r, : len(stored)] = stored
+            positions[r, : len(stored)] = self.positions[r, stored]
+        layers = getattr(self.cache, "layers", None)
+        if self.cache is None or not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
+            return  # a cache whose storage is not plain tensors keeps its holes
+        index = torch.from_numpy(gather)
+        for layer in layers:
+            for name in ("keys", "values"):
+                t = getattr(layer, name)
+                idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
+                setattr(layer, name, t.gather(2, idx).contiguous())
+        self.positions = positions
 
     def select_rows(self, indices: Sequence[int]) -> None:
         """Keep rows ``indices``, in that order (an index may repeat: a row is duplicated)."""

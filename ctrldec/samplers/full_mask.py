@@ -17,7 +17,7 @@ from ..engine.matcher import Matcher
 from ..numeric import LN2, entropy_bits, log_softmax
 from .base import Choice, SamplingParams, masked
 
-__all__ = ["FullMask", "transformers_warpers"]
+__all__ = ["FullMask", "Target", "transformers_warpers"]
 
 
 def transformers_warpers(params: SamplingParams) -> list:
@@ -49,20 +49,36 @@ class FullMask:
         return f"FullMask({self.params}, {list(self.controls.controllers)})"
 
     def choose(self, logits: torch.Tensor, matcher: Matcher, rng: torch.Generator | None = None, state: tuple = ()) -> Choice:
+        target = self.target(logits, matcher, state)
+        if self.params.greedy:
+            token = int(target.scores.argmax())
+        else:
+            token = int(torch.multinomial(target.probs[None], 1, generator=rng)[0, 0])
+        return target.choice(token)
+
+    def target(self, logits: torch.Tensor, matcher: Matcher, state: tuple = ()) -> Target:
+        """The distribution ``choose`` draws from at this step (for the verifier's rejection rule)."""
         base = masked(logits.float(), matcher)
         scores, steps = self.controls.warp(base, state)
         scores = scores[None]
         for warper in self._warpers:
             scores = warper(None, scores)
-        probs = torch.softmax(scores, dim=-1)
-        if self.params.greedy:
-            token = int(scores[0].argmax())
-        else:
-            token = int(torch.multinomial(probs, 1, generator=rng)[0, 0])
-        new_state, controls = self.controls.update(state, steps, token)
-        logp = log_softmax(base)
+        return Target(self, base, scores[0], torch.softmax(scores[0], dim=-1), state, steps)
+
+
+class Target:
+    """One step's distribution under ``FullMask``: ``probs`` (after mask, controllers and warpers),
+    and ``choice(token)``, the ``Choice`` of committing ``token`` (statistics, controller states)."""
+
+    def __init__(self, sampler: FullMask, base: torch.Tensor, scores: torch.Tensor, probs: torch.Tensor, state: tuple,
+                 steps: list) -> None:
+        self.sampler, self.base, self.scores, self.probs, self.state, self.steps = sampler, base, scores, probs, state, steps
+
+    def choice(self, token: int) -> Choice:
+        new_state, controls = self.sampler.controls.update(self.state, self.steps, token)
+        logp = log_softmax(self.base)
         stats = StepStats(entropy=entropy_bits(logp), surprise=float(-logp[token]) / LN2, prob=float(np.exp(logp[token])),
-                          kept=int(torch.isfinite(scores).sum()), forced=int(np.isfinite(logp).sum()) <= 1,
+                          kept=int(torch.isfinite(self.scores).sum()), forced=int(np.isfinite(logp).sum()) <= 1,
                           controls=controls)
-        log_q = 0.0 if self.params.greedy else float(torch.log(probs[0, token]))
+        log_q = 0.0 if self.sampler.params.greedy else float(torch.log(self.probs[token]))
         return Choice(token, 0, True, log_q=log_q, stats=stats, controls=new_state)

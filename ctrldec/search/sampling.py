@@ -3,12 +3,15 @@
 The first strategy, and what ``ctrldec.generate`` runs by default. One step, per live sequence:
 
 1. certain drafts (the constraint's forced tokens) are committed at once (fast-forward);
-2. the first speculative drafter with something to say proposes a draft (prompt lookup);
-3. one forward pass for the whole batch feeds every sequence's unfed tokens and its draft;
-4. the rows of forced tokens give their log-probabilities; the verifier keeps the draft while the
-   sampler's draws agree with it and commits the first draw that differs (or the one after the
-   draft), so every step commits at least one sampled token;
-5. the KV row is cropped to what was kept.
+2. the first speculative drafter with something to say proposes a draft (a chain or a tree),
+   cut to what the constraint allows;
+3. one forward pass for the whole batch feeds every sequence's unfed tokens and its draft (a tree
+   under a tree attention mask);
+4. the rows of forced tokens give their log-probabilities; drafters that learn from the model's
+   outputs (Token Recycling) see every row; the verifier keeps the draft while the sampler's
+   draws agree with it and commits the first draw that differs (or the one after the draft), so
+   every step commits at least one sampled token;
+5. the KV row is cropped to what was kept (a tree's rejected branches become holes).
 
 A sequence that finishes on forced tokens gets one last pass only to score them.
 """
@@ -39,6 +42,13 @@ class _Plan:
     def keep(self) -> int:
         return self.scored + (len(self.draft.tokens) + 1 if self.draft is not None else 0) + self.ends
 
+    def parents(self) -> list[int] | None:
+        """The feed as a tree (``KVCache.step_layout``), for a tree draft; None for a chain."""
+        if self.draft is None or self.draft.parents is None:
+            return None
+        chain = len(self.feed) - len(self.draft.tokens)
+        return list(range(-1, chain - 1)) + [chain - 1 if p < 0 else chain + p for p in self.draft.parents]
+
 
 class Sampling:
     """Independent sequences drawn by ``sampler``, with ``drafters`` checked by ``verifier``."""
@@ -49,14 +59,21 @@ class Sampling:
         self.sampler = sampler
         self.drafters = list(drafters)
         self.verifier = verifier or Verifier()
+        self.learners = [d for d in self.drafters if callable(getattr(d, "learn", None))]
 
     def step(self, batch: Batch) -> None:
         plans = [self._plan(seq) for seq in batch.live]
         if not any(p.feed for p in plans):
             return  # every sequence finished with nothing left to score
-        out = batch.forward([p.feed for p in plans], [p.keep for p in plans])
+        trees = [p.parents() for p in plans]
+        out = batch.forward([p.feed for p in plans], [p.keep for p in plans],
+                            parents=trees if any(t is not None for t in trees) else None)
+        columns = batch.kv.columns  # a row's feed ends here (rows are cropped below, never extended)
         for seq, plan, rows in zip(batch.live, plans, out.logits):
-            self._settle(seq, plan, rows, batch)
+            for drafter in self.learners:
+                drafter.learn(seq, plan.feed[len(plan.feed) - plan.keep:], rows)
+            self._settle(seq, plan, rows, batch, columns)
+        batch.kv.compact_if_sparse()
 
     def results(self, batch: Batch) -> list[GenerationResult]:
         return batch.results()
@@ -77,22 +94,35 @@ class Sampling:
             draft = drafter.propose(seq, seq.room)
             if draft.certain:
                 seq.commit_forced(draft.tokens)
-            elif self.speculative:
-                n = seq.matcher.validate_tokens(draft.tokens[: seq.room - 1])  # cut at the first invalid token
-                if n:
-                    return Draft(draft.tokens[:n], draft.q and draft.q[:n]), drafter
+            elif self.speculative and draft.tokens:
+                draft = draft.valid(seq.matcher, seq.room - 1)  # cut at the first invalid token
+                if draft.tokens:
+                    return draft, drafter
         return NO_DRAFT, None
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch, columns: int) -> None:
         if plan.scored:
             seq.score(rows[: plan.scored])
         if plan.draft is None:
             return
         fed = seq.fed
-        kept = self.verifier.verify(seq, rows[plan.scored:], plan.draft, self.sampler)
-        if plan.draft.tokens:
-            seq.counters["drafted"] = seq.counters.get("drafted", 0) + len(plan.draft.tokens)
-            seq.counters["draft_accepted"] = seq.counters.get("draft_accepted", 0) + kept
-            plan.drafter.observe(seq, plan.draft, kept)  # type: ignore[union-attr]
-        seq.fed = fed - len(plan.draft.tokens) + kept
+        draft = plan.draft
+        path = self.verifier.verify(seq, rows[plan.scored:], draft, self.sampler)
+        kept = len(path)
+        if draft.tokens:
+            _count(seq, "drafted", len(draft.tokens), plan.drafter.name)  # type: ignore[union-attr]
+            _count(seq, "draft_accepted", kept, plan.drafter.name)  # type: ignore[union-attr]
+            _count(seq, "verified", 1, plan.drafter.name)  # type: ignore[union-attr]
+            plan.drafter.observe(seq, draft, kept)  # type: ignore[union-attr]
+        seq.fed = fed - len(draft.tokens) + kept
+        if draft.parents is not None:
+            on_path = set(path)
+            start = columns - len(draft.tokens)
+            batch.kv.forget(seq.row, [start + j for j in range(len(draft.tokens)) if j not in on_path])
         batch.kv.crop(seq.row, seq.fed)
+
+
+def _count(seq: Sequence, what: str, n: int, drafter: str) -> None:
+    """Add to a sequence's totals and to the drafter's own (``timing["drafted"]``, ``timing["drafted/prompt_lookup"]``)."""
+    for key in (what, f"{what}/{drafter}"):
+        seq.counters[key] = seq.counters.get(key, 0) + n

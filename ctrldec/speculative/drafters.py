@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-
 from ..decoding.sequence import Sequence
 
 __all__ = ["Draft", "Drafter", "ForcedText", "PromptLookup"]
@@ -29,11 +27,68 @@ __all__ = ["Draft", "Drafter", "ForcedText", "PromptLookup"]
 class Draft:
     """Proposed tokens. ``q[i]``: the distribution the drafter sampled token ``i`` from (None for a
     deterministic drafter, whose draft is checked by sample-and-compare); ``certain``: the
-    constraint allows nothing else, so the tokens are committed without a check."""
+    constraint allows nothing else, so the tokens are committed without a check; ``parents``: a
+    draft *tree* (``parents[j]`` is the index of token ``j``'s parent, -1 for the committed
+    tokens; parents come first), None for a chain."""
 
     tokens: list[int]
-    q: list[np.ndarray] | None = None
+    q: list[Any] | None = None
     certain: bool = False
+    parents: list[int] | None = None
+
+    def children(self) -> dict[int, dict[int, int]]:
+        """``children[node][token]``: the index of ``node``'s child that drafts ``token`` (-1: the root)."""
+        out: dict[int, dict[int, int]] = {}
+        for j, token in enumerate(self.tokens):
+            out.setdefault(self.parents[j] if self.parents is not None else j - 1, {}).setdefault(token, j)
+        return out
+
+    def depth(self) -> int:
+        """Tokens on the longest path."""
+        if self.parents is None:
+            return len(self.tokens)
+        depth: list[int] = []
+        for p in self.parents:
+            depth.append(1 if p < 0 else depth[p] + 1)
+        return max(depth, default=0)
+
+    def _ancestry(self, node: int) -> list[int]:
+        """The indices from the root's child down to ``node`` ([] for the root)."""
+        chain = []
+        while node >= 0:
+            chain.append(node)
+            node = self.parents[node]  # type: ignore[index]
+        return chain[::-1]
+
+    def valid(self, matcher: Any, room: int) -> Draft:
+        """The draft cut to what ``matcher`` allows and to paths of at most ``room`` tokens (a
+        chain: its valid prefix; a tree: every node whose path is valid). ``matcher`` is forked,
+        never changed."""
+        if self.parents is None:
+            n = matcher.validate_tokens(self.tokens[:room])
+            return self if n == len(self.tokens) else Draft(self.tokens[:n], self.q and self.q[:n], self.certain)
+        fork = matcher.fork()
+        kept: dict[int, int] = {-1: -1}  # old index -> new index
+        tokens: list[int] = []
+        parents: list[int] = []
+        path: list[int] = []  # old indices advanced in ``fork``, root first
+        for j, (token, parent) in enumerate(zip(self.tokens, self.parents)):
+            if parent not in kept:
+                continue  # under a rejected node
+            chain = self._ancestry(parent)
+            if len(chain) >= room:
+                continue
+            while path != chain[: len(path)]:
+                fork.rollback(1)
+                path.pop()
+            for node in chain[len(path):]:
+                fork.advance(self.tokens[node])
+                path.append(node)
+            if fork.accepts(token):
+                kept[j] = len(tokens)
+                tokens.append(token)
+                parents.append(kept[parent])
+        return Draft(tokens, None, self.certain, parents)
 
 
 NO_DRAFT = Draft([])
@@ -91,10 +146,11 @@ class PromptLookup:
     _MAX_BYTES = 64  # bytes copied per draft: more than 8 tokens of most text
     _NGRAMS = (24, 12, 6)  # non-whitespace bytes matched, longest first
 
-    def __init__(self, max_draft: int = 8) -> None:
+    def __init__(self, max_draft: int = 8, *, adaptive: bool = True) -> None:
         if max_draft < 1:
             raise ValueError(f"max_draft must be at least 1, got {max_draft}")
         self.max_draft = max_draft
+        self.adaptive = adaptive
 
     def __repr__(self) -> str:
         return f"PromptLookup(max_draft={self.max_draft})"
@@ -114,7 +170,8 @@ class PromptLookup:
     def observe(self, seq: Sequence, draft: Draft, accepted: int) -> None:
         state = self._state(seq)
         n = len(draft.tokens)
-        state.length = min(self.max_draft, state.length * 2) if accepted == n else max(2, accepted + 1)
+        if self.adaptive:
+            state.length = min(self.max_draft, state.length * 2) if accepted == n else max(2, accepted + 1)
 
     def _continuation(self, state: _LookupState) -> bytes:
         norm = state.norm
