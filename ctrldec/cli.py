@@ -9,6 +9,7 @@
                             [--entropy-temperature T_MIN:T_MAX[:EXP]]
                             [--search contrastive [--alpha A] [--top-k K]]
                             [--search beam|diverse-beam [--beams B] [--groups G] [--diversity D] [--length-penalty LP]]
+                            [--speculative forced,prompt_lookup,recycling,early_exit [--max-draft N] [--early-exit L]]
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
@@ -185,6 +186,23 @@ def _generate_asap(args: argparse.Namespace, decoder: Any, constraint: Any, asap
     return 0
 
 
+def _drafting(args: argparse.Namespace) -> dict[str, Any]:
+    """``speculative=`` for --speculative (with --max-draft, --early-exit), else ``fast_forward=``."""
+    from .speculative import Speculative
+
+    if args.speculative is None:
+        if args.early_exit is not None or args.max_draft is not None:
+            raise CtrldecError("--max-draft and --early-exit need --speculative")
+        return {"fast_forward": not args.no_fast_forward}
+    if args.no_fast_forward:
+        raise CtrldecError("--no-fast-forward with --speculative: leave 'forced' out of --speculative instead")
+    names = [n.strip() for n in args.speculative.split(",") if n.strip()]
+    if "model" in names:
+        raise CtrldecError("the 'model' drafter needs a draft model object: use it from Python (Speculative(draft_model=...))")
+    return {"speculative": Speculative(names, max_draft=8 if args.max_draft is None else args.max_draft,
+                                       early_exit_layers=args.early_exit)}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import Decoder
     from .models import load
@@ -192,6 +210,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise CtrldecError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     sampling = _sampling(args, _controllers(args))
+    drafting = _drafting(args)
+    if args.sampler == "asap" and "speculative" in drafting:
+        raise CtrldecError("--speculative with --sampler asap: ASAp samples every token itself (drafts are declined)")
     constraint = _constraint(args)
     if constraint is not None:
         constraint.tables()  # report grammar errors before the (slower) model load
@@ -207,8 +228,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         chat=not args.no_chat_template,
         system=args.system,
-        fast_forward=not args.no_fast_forward,
         budget_aware=args.budget_aware,
+        **drafting,
         **sampling,
     )
     text = ""
@@ -380,7 +401,25 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
     return _model_bench(args, lambda model, tokenizer: e2e.run(
         model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, seed=args.seed,
         max_new_tokens=args.max_new_tokens, configs=args.configs.split(",") if args.configs else None,
-        progress=args.progress), e2e.format_report)
+        progress=args.progress, free_text=args.free_text, early_exit=args.early_exit), e2e.format_report)
+
+
+def cmd_bench_early_exit(args: argparse.Namespace) -> int:
+    from .bench import e2e
+
+    layers = _int_list(args.layers, "--layers")
+    return _model_bench(args, lambda model, tokenizer: e2e.early_exit_sweep(
+        model, tokenizer, args.free_text, layers, prompts=args.prompts, max_new_tokens=args.max_new_tokens), e2e.format_sweep)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise CtrldecError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise CtrldecError(f"{flag} takes positive layer counts, got {text!r}")
+    return values
 
 
 def cmd_bench_mirostat(args: argparse.Namespace) -> int:
@@ -498,6 +537,10 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("--system", metavar="TEXT", help="a system message (chat models)")
     g.add_argument("--stream", action="store_true", help="print the output as it is produced")
     g.add_argument("--no-fast-forward", action="store_true", help="sample every token, even those the constraint fixes")
+    g.add_argument("--speculative", metavar="NAMES", help="drafters, in order, comma-separated: forced, prompt_lookup, "
+                                                           "recycling, early_exit (default: forced,prompt_lookup)")
+    g.add_argument("--max-draft", type=int, metavar="N", help="with --speculative: the longest draft (γ, default 8)")
+    g.add_argument("--early-exit", type=int, metavar="L", help="with --speculative early_exit: layers of the self-draft")
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, help="0 = greedy (the default with --sampler mask; 1 with awrs and smc)")
@@ -569,8 +612,21 @@ def _model_bench_parsers(bsub: Any) -> None:
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
     _schema_generation_args(e, limit=20, max_new_tokens=128)
-    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8, or cb,dn (budget-aware processor, loop without it; only when named)")
+    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8,ap,ae,cp,ce,x0,xl,xr,xe,xa, "
+                                     "or cb,dn (budget-aware processor, loop without it; only when named)")
+    e.add_argument("--free-text", metavar="DIR", help="quality-task folder (../shared/data/quality_tasks): also run the "
+                                                      "unconstrained rows on 20 free-text prompts")
+    e.add_argument("--early-exit", type=int, metavar="L", help="layers of the early-exit drafters, ours and transformers' "
+                                                                "(default: an eighth of the model's)")
     e.set_defaults(func=cmd_bench_e2e)
+    ee = bsub.add_parser("early-exit", help="calibrate the early-exit self-draft: tokens/s and drafts kept per depth L")
+    ee.add_argument("--free-text", metavar="DIR", required=True, help="quality-task folder (../shared/data/quality_tasks)")
+    ee.add_argument("--layers", default="4,8,12,16,20", help="depths to try (default 4,8,12,16,20)")
+    ee.add_argument("--prompts", type=int, default=6)
+    ee.add_argument("--max-new-tokens", type=int, default=64)
+    ee.add_argument("--model", metavar="PATH")
+    ee.add_argument("--out", metavar="FILE.json")
+    ee.set_defaults(func=cmd_bench_early_exit)
     se = bsub.add_parser("search", help="greedy, contrastive, beam, diverse beam and sampling: distinct outputs, "
                                         "self-BLEU, validity, likelihood, speed")
     se.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (without it: free text only)")

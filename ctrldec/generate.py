@@ -129,7 +129,7 @@ class _Options:
             return self.search.strategy(drafters)
         if isinstance(self.sampler, StrategyFactory):
             return self.sampler.strategy(drafters)
-        return Sampling(self.make_sampler(controls), drafters)
+        return Sampling(self.make_sampler(controls), drafters, sizer=self.speculative.sizer if self.speculative else None)
 
     def make_sampler(self, controls: Controls) -> TokenSampler:
         if self.sampler is not None:

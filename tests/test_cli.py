@@ -170,3 +170,23 @@ def test_info_names_the_default_model():
 ])
 def test_search_flags_are_checked_before_the_model_loads(flags, needles):
     assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--speculative", "lookup"], ["no drafter named 'lookup'", "forced, prompt_lookup, recycling, early_exit, model"]),
+    (["--speculative", "forced", "--max-draft", "0"], ["max_draft (γ) must be at least 1"]),
+    (["--max-draft", "4"], ["need --speculative"]),
+    (["--speculative", "model"], ["needs a draft model object"]),
+    (["--speculative", "forced", "--no-fast-forward"], ["leave 'forced' out"]),
+])
+def test_speculative_flags_are_checked_before_the_model_loads(flags, needles):
+    assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
+
+
+@pytest.mark.model
+def test_generate_with_speculative_drafters():
+    args = ("generate", "Count from 1 to 12, separated by commas.", "--max-new-tokens", "30")
+    plain = ctrldec(*args)
+    drafted = ctrldec(*args, "--speculative", "forced,prompt_lookup,recycling,early_exit", "--max-draft", "4", "--early-exit", "6")
+    assert plain.returncode == 0 and drafted.returncode == 0, drafted.stderr
+    assert drafted.stdout == plain.stdout

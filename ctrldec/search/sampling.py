@@ -18,12 +18,14 @@ A sequence that finishes on forced tokens gets one last pass only to score them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 
 from ..decoding.loop import Batch
 from ..decoding.sequence import GenerationResult, Sequence
 from ..samplers.base import TokenSampler
+from ..speculative.adaptive import DraftSizer
 from ..speculative.drafters import NO_DRAFT, Draft, Drafter
 from ..speculative.verifier import Verifier
 
@@ -55,19 +57,26 @@ class Sampling:
 
     speculative = True  # False: certain drafts (forced text) only; a subclass that must sample every step
 
-    def __init__(self, sampler: TokenSampler, drafters: Seq[Drafter] = (), verifier: Verifier | None = None) -> None:
+    def __init__(self, sampler: TokenSampler, drafters: Seq[Drafter] = (), verifier: Verifier | None = None,
+                 sizer: DraftSizer | None = None) -> None:
         self.sampler = sampler
         self.drafters = list(drafters)
         self.verifier = verifier or Verifier()
+        self.sizer = sizer  # cuts drafts to the size with the most expected tokens per second (None: whole drafts)
         self.learners = [d for d in self.drafters if callable(getattr(d, "learn", None))]
 
     def step(self, batch: Batch) -> None:
         plans = [self._plan(seq) for seq in batch.live]
         if not any(p.feed for p in plans):
             return  # every sequence finished with nothing left to score
+        if self.sizer is not None:
+            self._size(plans)
         trees = [p.parents() for p in plans]
+        started = time.perf_counter()
         out = batch.forward([p.feed for p in plans], [p.keep for p in plans],
                             parents=trees if any(t is not None for t in trees) else None)
+        if self.sizer is not None and batch.passes > 1:  # not the prefill
+            self.sizer.measured(len(plans), max(len(p.feed) for p in plans), time.perf_counter() - started)
         columns = batch.kv.columns  # a row's feed ends here (rows are cropped below, never extended)
         for seq, plan, rows in zip(batch.live, plans, out.logits):
             for drafter in self.learners:
@@ -96,9 +105,23 @@ class Sampling:
                 seq.commit_forced(draft.tokens)
             elif self.speculative and draft.tokens:
                 draft = draft.valid(seq.matcher, seq.room - 1)  # cut at the first invalid token
-                if draft.tokens:
-                    return draft, drafter
+                fed = len(seq.unfed)
+                if draft.tokens and (self.sizer is None or self.sizer.cut(draft, drafter.name, 1, fed, fed)):
+                    return draft, drafter  # else the next drafter may have a draft worth scoring
         return NO_DRAFT, None
+
+    def _size(self, plans: list[_Plan]) -> None:
+        """Cut each draft to the size ``self.sizer`` expects the most tokens per second from."""
+        base = max(len(p.feed) - (len(p.draft.tokens) if p.draft is not None else 0) for p in plans)
+        for plan in plans:
+            if plan.draft is None or not plan.draft.tokens:
+                continue
+            n = len(plan.draft.tokens)
+            fed = len(plan.feed) - n
+            m = self.sizer.cut(plan.draft, plan.drafter.name, len(plans), fed, base)  # type: ignore[union-attr]
+            if m < n:
+                plan.draft = plan.draft.prefix(m)
+                plan.feed = plan.feed[: fed + m]
 
     def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch, columns: int) -> None:
         if plan.scored:
@@ -114,6 +137,8 @@ class Sampling:
             _count(seq, "draft_accepted", kept, plan.drafter.name)  # type: ignore[union-attr]
             _count(seq, "verified", 1, plan.drafter.name)  # type: ignore[union-attr]
             plan.drafter.observe(seq, draft, kept)  # type: ignore[union-attr]
+            if self.sizer is not None:
+                self.sizer.observe(plan.drafter.name, len(draft.tokens), path)  # type: ignore[union-attr]
         seq.fed = fed - len(draft.tokens) + kept
         if draft.parents is not None:
             on_path = set(path)

@@ -43,6 +43,11 @@ class Draft:
             out.setdefault(self.parents[j] if self.parents is not None else j - 1, {}).setdefault(token, j)
         return out
 
+    def prefix(self, m: int) -> Draft:
+        """The first ``m`` tokens (a tree's parents come first, so this is a tree too)."""
+        return Draft(self.tokens[:m], self.q[:m] if self.q is not None else None, self.certain,
+                     self.parents[:m] if self.parents is not None else None)
+
     def depth(self) -> int:
         """Tokens on the longest path."""
         if self.parents is None:
@@ -130,8 +135,8 @@ class _LookupState:
 
 
 class PromptLookup:
-    """Prompt lookup decoding on text: find the longest recent stretch of the output (24, 12 or
-    6 bytes, whitespace ignored) earlier in the prompt or the output, and draft what followed it.
+    """Prompt lookup decoding on text: find the longest recent stretch of the output (24, 12, 6
+    or 3 bytes, whitespace ignored) earlier in the prompt or the output, and draft what followed it.
 
     Matching ignores whitespace, so a compact JSON output still finds the pretty-printed schema
     it copies from; under a constraint the drafted bytes are cut to the longest prefix the
@@ -144,7 +149,9 @@ class PromptLookup:
     name = "prompt_lookup"
     _WS = frozenset(b" \t\n\r")
     _MAX_BYTES = 64  # bytes copied per draft: more than 8 tokens of most text
-    _NGRAMS = (24, 12, 6)  # non-whitespace bytes matched, longest first
+    _NGRAMS = (24, 12, 6, 3)  # non-whitespace bytes matched, longest first
+    _ENOUGH = 24  # bytes of continuation that make an occurrence good enough (else an older one is tried)
+    _TRIES = 8  # occurrences of an n-gram looked at, newest first
 
     def __init__(self, max_draft: int = 8, *, adaptive: bool = True) -> None:
         if max_draft < 1:
@@ -174,14 +181,28 @@ class PromptLookup:
             state.length = min(self.max_draft, state.length * 2) if accepted == n else max(2, accepted + 1)
 
     def _continuation(self, state: _LookupState) -> bytes:
+        """What followed the newest earlier occurrence of the longest matching n-gram; an
+        occurrence close to the end (a short period of repeated text) has little after it, so
+        older ones are tried until one has ``_ENOUGH`` bytes after it (else the longest is kept)."""
         norm = state.norm
         for n in self._NGRAMS:
             if len(norm) <= n:
                 continue
-            pos = norm.rfind(norm[-n:], 0, len(norm) - 1)  # an earlier occurrence
-            if pos >= 0:
+            best = b""
+            end = len(norm) - 1
+            for _ in range(self._TRIES):
+                pos = norm.rfind(norm[-n:], 0, end)  # an earlier occurrence
+                if pos < 0:
+                    break
                 start = state.where[pos + n - 1] + 1
-                return bytes(state.text[start : start + self._MAX_BYTES])
+                found = bytes(state.text[start : start + self._MAX_BYTES])
+                if len(found) > len(best):
+                    best = found
+                if len(found) >= self._ENOUGH:
+                    break
+                end = pos + n - 1
+            if best:
+                return best
         return b""
 
     def _state(self, seq: Sequence) -> _LookupState:

@@ -10,8 +10,10 @@ sample-and-compare. The table lives as long as the drafter, so it keeps what it 
 generation to the next (the paper's "hot start").
 
 The shape is a list of paths of child ranks: ``(0, 1)`` is the second-best successor of the
-best successor of the root. The default is small (16 nodes, 5 deep) because on a CPU a pass costs
-in proportion to its width; on a GPU the paper's 80-node tree pays off.
+best successor of the root. The default is small (16 nodes, 5 deep) and listed in the order its
+nodes are most often kept, not breadth-first, so that each prefix of it is a good smaller tree:
+the adaptive sizer (``DraftSizer``) scores only a prefix where wide passes cost (a CPU); on a GPU
+the whole tree, or the paper's 80 nodes, pays off.
 """
 
 from __future__ import annotations
@@ -27,12 +29,9 @@ from .drafters import NO_DRAFT, Draft
 
 __all__ = ["TokenRecycling", "SMALL_TREE"]
 
-SMALL_TREE: tuple[tuple[int, ...], ...] = (
-    (0,), (1,), (2,), (3,),
-    (0, 0), (0, 1), (0, 2), (1, 0), (2, 0),
-    (0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 0),
-    (0, 0, 0, 0), (0, 0, 0, 1),
-    (0, 0, 0, 0, 0),
+SMALL_TREE: tuple[tuple[int, ...], ...] = (  # ordered by how often each node is kept, parents first
+    (0,), (0, 0), (1,), (0, 0, 0), (0, 1), (2,), (1, 0), (0, 0, 0, 0),
+    (0, 0, 1), (0, 2), (3,), (0, 1, 0), (1, 0, 0), (2, 0), (0, 0, 0, 0, 0), (0, 0, 0, 1),
 )
 
 
