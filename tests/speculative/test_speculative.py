@@ -246,3 +246,20 @@ def test_kv_forget_and_compact_keep_the_logits(tok, model):
     with torch.no_grad():
         want = model(torch.tensor([ids])).logits[0, -1].float()
     assert torch.allclose(got, want, atol=1e-5)
+
+
+
+def test_prompt_lookup_ignores_whitespace_and_tries_older_occurrences():
+    from ctrldec.speculative.drafters import PromptLookup, _LookupState
+
+    lookup = PromptLookup()
+
+    def continuation(text: bytes) -> bytes:
+        state = _LookupState(None, 0, bytearray(), bytearray(), [], 8)
+        lookup._extend(state, text)
+        return lookup._continuation(state)
+
+    # the schema in the prompt, then a compact output: whitespace is ignored, what followed is drafted
+    assert continuation(b'{"type": "object", "properties": {"name": x} {"type":"object","pro').startswith(b'perties": {"name"')
+    # the newest occurrence has one byte after it; an older one has more
+    assert continuation(b'a.json b.json and then more text after it c.json d.json').startswith(b" and then more")
