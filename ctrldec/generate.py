@@ -6,7 +6,9 @@ What it does that a logits processor cannot:
   tokenized) are fed to the model together with the rest of a step, not one pass each.
 * **Mask-free constrained sampling**: candidates are tested with ``Matcher.accepts`` in Gumbel
   (or probability) order; a full mask only past ``max_checks`` tests (``samplers``).
-* **Prompt lookup**: drafts copied from the prompt, kept while the model's own draws agree.
+* **Prompt lookup**: drafts copied from the prompt, kept while the model's own draws agree;
+  ``speculative=Speculative([...])`` adds Token Recycling trees, early-exit self-drafts and any
+  same-tokenizer draft model, verified exactly (``speculative``).
 * **Batches**: ``generate_batch`` decodes several prompts with one forward pass per step.
 * Stop strings, streaming, and a result with per-token log-probabilities, kinds (sampled /
   forced), checks and timing.

@@ -132,7 +132,7 @@ class _Run(Sampling):
             return _Plan(seq.unfed, seq.unscored, None, ends=True)
         return plan
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch, columns: int = 0) -> None:
         sampler = self.samplers[id(seq)]
         if plan.scored:
             seq.score(rows[: plan.scored])

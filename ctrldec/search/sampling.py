@@ -81,7 +81,7 @@ class Sampling:
         for seq, plan, rows in zip(batch.live, plans, out.logits):
             for drafter in self.learners:
                 drafter.learn(seq, plan.feed[len(plan.feed) - plan.keep:], rows)
-            self._settle(seq, plan, rows, batch, columns)
+            self._settle(seq, plan, rows, batch, columns=columns)  # columns: where the row's feed ends (trees)
         batch.kv.compact_if_sparse()
 
     def results(self, batch: Batch) -> list[GenerationResult]:
@@ -123,7 +123,7 @@ class Sampling:
                 plan.draft = plan.draft.prefix(m)
                 plan.feed = plan.feed[: fed + m]
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch, columns: int) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch, columns: int = 0) -> None:
         if plan.scored:
             seq.score(rows[: plan.scored])
         if plan.draft is None:
