@@ -603,8 +603,8 @@ def _engine_bench_parsers(bsub: Any) -> None:
     c.set_defaults(func=cmd_bench_coverage)
 
 
-def _model_bench_parsers(bsub: Any) -> None:
-    """Benchmarks that run a model."""
+def _generation_bench_parsers(bsub: Any) -> None:
+    """``bench generate``, ``bench e2e`` and ``bench early-exit``."""
     gen = bsub.add_parser("generate", help="generate JSON for JSONSchemaBench schemas with a model and validate it")
     _schema_generation_args(gen, limit=30, max_new_tokens=512)
     gen.add_argument("--configs", help="comma-separated subset of ctrldec,ctrldec-nobudget,ctrldec-allow,ctrldec-allow-nobudget,"
@@ -612,7 +612,7 @@ def _model_bench_parsers(bsub: Any) -> None:
     gen.set_defaults(func=cmd_bench_generate)
     e = bsub.add_parser("e2e", help="structured generation speed: HF generate (+ processors) vs ctrldec's loop")
     _schema_generation_args(e, limit=20, max_new_tokens=128)
-    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8,ap,ae,cp,ce,x0,xl,xr,xe,xa, "
+    e.add_argument("--configs", help="comma-separated subset of a,b,c,d,d0,s,d4,w,m8,ap,ae,cp,ce,x0,xl,xr,xe,xa,xn, "
                                      "or cb,dn (budget-aware processor, loop without it; only when named)")
     e.add_argument("--free-text", metavar="DIR", help="quality-task folder (../shared/data/quality_tasks): also run the "
                                                       "unconstrained rows on 20 free-text prompts")
@@ -627,6 +627,11 @@ def _model_bench_parsers(bsub: Any) -> None:
     ee.add_argument("--model", metavar="PATH")
     ee.add_argument("--out", metavar="FILE.json")
     ee.set_defaults(func=cmd_bench_early_exit)
+
+
+def _model_bench_parsers(bsub: Any) -> None:
+    """Benchmarks that run a model."""
+    _generation_bench_parsers(bsub)
     se = bsub.add_parser("search", help="greedy, contrastive, beam, diverse beam and sampling: distinct outputs, "
                                         "self-BLEU, validity, likelihood, speed")
     se.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (without it: free text only)")
