@@ -155,6 +155,9 @@ class KVCache:
     def compact(self) -> None:
         """Move every row's stored columns to the front, in order, and drop the columns no row
         needs any more: attention no longer pays for the holes of rejected drafts."""
+        layers = getattr(self.cache, "layers", None)
+        if self.cache is None or not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
+            return  # a cache whose storage is not plain tensors keeps its holes
         width = int(self.lengths.max()) if self.rows else 0
         gather = np.zeros((self.rows, width), dtype=np.int64)
         positions = np.full((self.rows, width), -1, dtype=np.int64)
@@ -162,9 +165,6 @@ class KVCache:
             stored = np.flatnonzero(self.positions[r] >= 0)
             gather[r, : len(stored)] = stored
             positions[r, : len(stored)] = self.positions[r, stored]
-        layers = getattr(self.cache, "layers", None)
-        if self.cache is None or not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
-            return  # a cache whose storage is not plain tensors keeps its holes
         index = torch.from_numpy(gather)
         for layer in layers:
             for name in ("keys", "values"):

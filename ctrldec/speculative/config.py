@@ -87,9 +87,7 @@ class Speculative:
             elif d == "recycling":
                 out.append(self._shared.setdefault(f"recycling/{id(model)}", TokenRecycling()))
             else:
-                drafter = self._model_drafter(d, model, tokenizer, width)
-                drafter.temperature = temperature
-                out.append(drafter)
+                out.append(self._model_drafter(d, model, tokenizer, width).at(temperature))
         return out
 
     def _model_drafter(self, name: str, model: Any, tokenizer: Any, width: int) -> ModelDrafter:

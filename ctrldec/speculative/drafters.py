@@ -48,15 +48,6 @@ class Draft:
         return Draft(self.tokens[:m], self.q[:m] if self.q is not None else None, self.certain,
                      self.parents[:m] if self.parents is not None else None)
 
-    def depth(self) -> int:
-        """Tokens on the longest path."""
-        if self.parents is None:
-            return len(self.tokens)
-        depth: list[int] = []
-        for p in self.parents:
-            depth.append(1 if p < 0 else depth[p] + 1)
-        return max(depth, default=0)
-
     def _ancestry(self, node: int) -> list[int]:
         """The indices from the root's child down to ``node`` ([] for the root)."""
         chain = []

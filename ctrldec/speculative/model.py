@@ -73,6 +73,13 @@ class ModelDrafter:
     def __repr__(self) -> str:
         return f"ModelDrafter({self.name}, max_draft={self.max_draft}, adaptive={self.adaptive})"
 
+    def at(self, temperature: float | None) -> ModelDrafter:
+        """This drafter for one call at ``temperature`` (None: greedy drafts): a copy that shares the
+        model and the acceptance estimate, so concurrent calls at other temperatures do not interfere."""
+        other = copy.copy(self)
+        other.temperature = temperature
+        return other
+
     def acceptance(self) -> list[float]:
         """The current estimate of the chance a drafted token is kept, per confidence bin."""
         return (self._kept / self._seen).tolist()
