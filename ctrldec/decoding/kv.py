@@ -135,8 +135,9 @@ class KVCache:
         self._trim()
 
     def forget(self, row: int, columns: Sequence[int]) -> None:
-        """Turn ``columns`` of row ``row`` into holes (the rejected branches of a draft tree). The
-        caller keeps the row's stored positions consecutive (a tree's kept path is)."""
+        """Turn ``columns`` of row ``row`` into holes (the rejected branches of a draft tree; negative
+        columns count from the end, as in Python). The caller keeps the row's stored positions
+        consecutive (a tree's kept path is)."""
         cols = np.asarray(columns, dtype=np.int64)
         if not len(cols):
             return
@@ -234,5 +235,7 @@ class KVCache:
         keep = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 0
         if keep < self.columns:
             self.positions = self.positions[:, :keep]
-            if self.cache is not None:
+            if self.cache is not None and keep == 0:
+                self.cache = None  # nothing left; an empty HF cache also ignores batch_select_indices
+            elif self.cache is not None:
                 crop_cache(self.cache, keep)

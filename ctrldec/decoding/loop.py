@@ -43,7 +43,7 @@ class Batch:
         self.runner = runner
         self.sequences = list(sequences)
         self.live: list[Sequence] = list(sequences)
-        self.kv = KVCache(len(self.live))
+        self.kv: KVCache = runner.new_cache(len(self.live))
         for row, seq in enumerate(self.live):
             seq.row = row
         self.passes = 0
@@ -55,7 +55,7 @@ class Batch:
                 parents: Seq[Seq[int] | None] | None = None) -> Forward:
         """One pass: ``feeds[i]`` for ``self.live[i]``; their ``fed`` counts advance (for a tree
         feed, ``parents``, the caller sets ``fed`` and crops the branches it does not keep)."""
-        out = self.runner.forward(self.kv, feeds, keep, hidden=hidden, parents=parents)
+        out = self.runner.forward(self.kv, feeds, keep, hidden=hidden, parents=parents, sequences=self.live)
         for seq, feed in zip(self.live, feeds):
             if feed:
                 seq.fed += len(feed)

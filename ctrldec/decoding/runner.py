@@ -50,12 +50,18 @@ class Runner:
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         self.context: int | None = int(context) if isinstance(context, int) and context > 0 else None
 
+    def new_cache(self, rows: int) -> KVCache:
+        """An empty cache for ``rows`` sequences (a runner over two models pairs two)."""
+        return KVCache(rows)
+
     def forward(self, kv: KVCache, feeds: Sequence[Sequence[int]], keep: Sequence[int], *,
-                hidden: bool | Sequence[int] = False, parents: Sequence[Sequence[int] | None] | None = None) -> Forward:
+                hidden: bool | Sequence[int] = False, parents: Sequence[Sequence[int] | None] | None = None,
+                sequences: Sequence[Any] = ()) -> Forward:
         """Append ``feeds[r]`` to row ``r`` of ``kv`` in one pass; logits for the last ``keep[r]``
         positions; with ``hidden``, the last hidden states of the same positions (True) or of the
         last ``hidden[r]`` (a prompt's every position, for contrastive search's context); with
-        ``parents``, a row's feed is a tree of branches (``KVCache.step_layout``)."""
+        ``parents``, a row's feed is a tree of branches (``KVCache.step_layout``). ``sequences``
+        (the rows' ``Sequence``) is for runners that route rows by their state; this one needs none."""
         if len(feeds) != kv.rows or len(keep) != kv.rows:
             raise ValueError(f"{len(feeds)} feeds and {len(keep)} keeps for a cache of {kv.rows} rows")
         counts = [len(f) for f in feeds]

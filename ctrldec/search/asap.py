@@ -56,6 +56,13 @@ class ASAp:
         learn: add each round's samples to the oracle (False: sample from it as it is).
     """
 
+    # options ASAp cannot honour, and why (``generate`` raises with the reason)
+    refuses = {"speculative": "ASAp samples every token from its oracle's node, so a draft has nothing to be checked "
+                              "against (forced text alone is fine: Speculative(['forced']))",
+               "ead": "ASAp's oracle learns one model's distribution, and EAD switches between two",
+               "controllers": "ASAp's oracle learns the model's own distribution under the constraint, and a controller "
+                              "changes that distribution step by step"}
+
     def __init__(self, oracle: ASApOracle | None = None, *, learn: bool = True) -> None:
         if oracle is not None and not isinstance(oracle, ASApOracle):
             raise CtrldecError(f"ASAp takes an ASApOracle, got {type(oracle).__name__}")
@@ -132,7 +139,7 @@ class _Run(Sampling):
             return _Plan(seq.unfed, seq.unscored, None, ends=True)
         return plan
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch, columns: int = 0) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch) -> None:
         sampler = self.samplers[id(seq)]
         if plan.scored:
             seq.score(rows[: plan.scored])

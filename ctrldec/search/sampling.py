@@ -77,11 +77,10 @@ class Sampling:
                             parents=trees if any(t is not None for t in trees) else None)
         if self.sizer is not None and batch.passes > 1:  # not the prefill
             self.sizer.measured(len(plans), max(len(p.feed) for p in plans), time.perf_counter() - started)
-        columns = batch.kv.columns  # a row's feed ends here (rows are cropped below, never extended)
         for seq, plan, rows in zip(batch.live, plans, out.logits):
             for drafter in self.learners:
                 drafter.learn(seq, plan.feed[len(plan.feed) - plan.keep:], rows)
-            self._settle(seq, plan, rows, batch, columns=columns)  # columns: where the row's feed ends (trees)
+            self._settle(seq, plan, rows, batch)
         batch.kv.compact_if_sparse()
 
     def results(self, batch: Batch) -> list[GenerationResult]:
@@ -123,7 +122,7 @@ class Sampling:
                 plan.draft = plan.draft.prefix(m)
                 plan.feed = plan.feed[: fed + m]
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch, columns: int = 0) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows, batch: Batch) -> None:
         if plan.scored:
             seq.score(rows[: plan.scored])
         if plan.draft is None:
@@ -141,9 +140,8 @@ class Sampling:
                 self.sizer.observe(plan.drafter.name, len(draft.tokens), path)  # type: ignore[union-attr]
         seq.fed = fed - len(draft.tokens) + kept
         if draft.parents is not None:
-            on_path = set(path)
-            start = columns - len(draft.tokens)
-            batch.kv.forget(seq.row, [start + j for j in range(len(draft.tokens)) if j not in on_path])
+            on_path = set(path)  # the draft is the row's last len(draft) columns: count back from the end
+            batch.kv.forget(seq.row, [j - len(draft.tokens) for j in range(len(draft.tokens)) if j not in on_path])
         batch.kv.crop(seq.row, seq.fed)
 
 

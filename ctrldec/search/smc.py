@@ -131,9 +131,9 @@ class _Run(Sampling):
             return _Plan(seq.unfed, seq.unscored, None, ends=True)
         return plan
 
-    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch, columns: int = 0) -> None:
+    def _settle(self, seq: Sequence, plan: _Plan, rows: torch.Tensor, batch: Batch) -> None:
         self._weigh_forced(seq, rows[: plan.scored])
-        super()._settle(seq, plan, rows, batch, columns=columns)
+        super()._settle(seq, plan, rows, batch)
         if plan.ends:
             seq.log_weight += self.sampler.log_potential_of(rows[plan.scored], seq.eos, seq.state)
             seq.finish("eos")
