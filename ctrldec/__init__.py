@@ -15,6 +15,7 @@ from .processors import ASApLogitsProcessor, GrammarLogitsProcessor
 from .controllers import Controller, EntropyTemperature, Mirostat, StepStats
 from .samplers import ASApOracle, AWRS, FullMask, Greedy, Multinomial, TokenSampler
 from .search import ASAp, BeamSearch, ContrastiveSearch, DiverseBeamSearch, SearchReport, SMC, SMCReport
+from .ead import EntropySwitch
 from .speculative import Draft, Drafter, ForcedText, ModelDrafter, PromptLookup, Speculative, TokenRecycling
 from .limits import Limits
 from .vocab import TokenizerInfo
@@ -61,6 +62,7 @@ __all__ = [
     "TokenRecycling",
     "ModelDrafter",
     "Speculative",
+    "EntropySwitch",
     "TokenizerInfo",
     "models",
     "CtrldecError",

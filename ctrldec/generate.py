@@ -43,6 +43,7 @@ from .samplers.base import SamplingParams, TokenSampler
 from .samplers.full_mask import FullMask
 from .samplers.sampling import MAX_CHECKS, Greedy, Multinomial
 from .search.sampling import Sampling
+from .ead import EntropySwitch
 from .speculative.config import Speculative
 from .speculative.drafters import Drafter, ForcedText, PromptLookup
 from .vocab import tokenizer_info
@@ -78,14 +79,16 @@ class _Options:
     budget_aware: bool | None = None  # None: on wherever there is a constraint, except under ASAp
     search: StrategyFactory | None = None  # ContrastiveSearch, BeamSearch, DiverseBeamSearch: decides every token
     speculative: Speculative | None = None  # replaces drafters/fast_forward/lookahead
+    ead: EntropySwitch | None = None  # a small model writes the low-entropy stretches
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> _Options:
         unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
             raise CtrldecError(f"unknown option(s) {', '.join(unknown)}; the options are: {', '.join(cls.__dataclass_fields__)}")
-        if options.get("speculative") is not None and not isinstance(options["speculative"], Speculative):
-            raise CtrldecError(f"speculative= takes ctrldec.Speculative(...), got {options['speculative']!r}")
+        for name, kind in (("speculative", Speculative), ("ead", EntropySwitch)):
+            if options.get(name) is not None and not isinstance(options[name], kind):
+                raise CtrldecError(f"{name}= takes ctrldec.{kind.__name__}(...), got {options[name]!r}")
         for part, replaced in (("sampler", _SAMPLING), ("drafters", ("fast_forward", "lookahead")),
                                ("speculative", ("drafters", "fast_forward", "lookahead"))):
             clash = sorted(k for k in replaced if k in options)
@@ -97,6 +100,7 @@ class _Options:
                 raise CtrldecError(f"{part}= replaces {', '.join(clash)}: give those to the {part}, not both")
         if options.get("search") is not None:
             _check_search(options)
+        _check_refusals(options)
         return cls(**options)
 
     def __post_init__(self) -> None:
@@ -107,6 +111,10 @@ class _Options:
         if self.budget_aware and self._asap():
             raise CtrldecError("budget_aware=True with sampler=ASAp(...): ASAp's oracle learns the constraint's "
                                "language, and the budget narrows it per call; drop one of the two")
+        if self.greedy and self.controllers:
+            raise CtrldecError(f"greedy=True with controllers={list(self.controllers)!r}: greedy takes the argmax, which no "
+                               "controller changes (Mirostat keeps the top token, a temperature keeps the order); "
+                               "drop greedy=True to sample, or drop the controllers")
         if self.sampler is not None and (self.controllers or self.diagnostics):
             raise CtrldecError(f"controllers= and diagnostics= cannot be combined with sampler={self.sampler!r}: give "
                                "the controllers to the sampler (AWRS(controllers=[...]), FullMask(params, Controls([...])))")
@@ -159,6 +167,18 @@ class _Options:
         return None if greedy else temperature
 
 
+def _check_refusals(options: dict[str, Any]) -> None:
+    """A sampler or search may refuse other options (its ``refuses``: option -> why); name both."""
+    given = {"speculative": options.get("speculative") is not None and options["speculative"].speculates,
+             "ead": options.get("ead") is not None, "controllers": bool(options.get("controllers"))}
+    for part in ("sampler", "search"):
+        factory = options.get(part)
+        for option, why in getattr(factory, "refuses", {}).items():
+            if given.get(option):
+                raise CtrldecError(f"{part}={factory!r} cannot be combined with {option}={options[option]!r}: {why}; "
+                                   "drop one of the two")
+
+
 def _check_search(options: dict[str, Any]) -> None:
     """``search=`` decides every token itself: refuse what it cannot honour, naming both."""
     search = options["search"]
@@ -172,7 +192,7 @@ def _check_search(options: dict[str, Any]) -> None:
         clash.append(f"lookahead={options['lookahead']!r} (prompt lookup drafts are checked against a sampler)")
     if any(not isinstance(d, ForcedText) for d in options.get("drafters") or ()):
         clash.append("drafters= with a speculative drafter")
-    if options.get("speculative") is not None:
+    if options.get("speculative") is not None and options["speculative"].speculates:
         clash.append(f"speculative={options['speculative']!r} (drafts are checked against a sampler's draws)")
     if clash:
         raise CtrldecError(f"search={search!r} cannot be combined with {', '.join(clash)}: a search decides every "
@@ -244,7 +264,10 @@ class Decoder:
                      controls=controls, record=options.diagnostics or bool(controls), stop=options.stop, constraint=c)
             for i, (p, c) in enumerate(zip(prompts, constraints))
         ]
-        return Batch(self.runner, sequences), strategy
+        runner = self.runner if options.ead is None else options.ead.runner(self.runner, self.tokenizer)
+        for seq in sequences if options.ead is not None else ():
+            seq.producer = "small"  # forced tokens before the first pass: every sequence starts on the small model
+        return Batch(runner, sequences), strategy
 
     def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
         """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,
@@ -274,6 +297,9 @@ class Decoder:
         ``speculative=``: ``Speculative(drafters, max_draft, adaptive, ...)``, drafters by name
         (``forced``, ``prompt_lookup``, ``recycling``, ``early_exit``, ``model``), all verified
         exactly (``timing["draft_accepted/<name>"]``, ``timing["verified/<name>"]``);
+        ``ead=``: ``EntropySwitch(small, window, threshold, min_dwell)``, entropy-adaptive
+        decoding: a small model (by default the target's own first layers) writes while the
+        rolling entropy is low, the full one while it is high (``result.models``, lossy by design);
         ``search=``: ``ContrastiveSearch(alpha, k)``, ``BeamSearch(beams)`` or
         ``DiverseBeamSearch(beams, groups, diversity)`` decide every token instead of a sampler
         (fast-forward still applies; beam searches put every hypothesis in ``result.search``).
@@ -335,7 +361,10 @@ def custom_generate(constraint: Constraint | None = None, *, tokenizer: Any, **o
     ``top_k`` > 1 is ``ContrastiveSearch``; ``num_beams`` > 1 is ``BeamSearch`` (with
     ``length_penalty``, ``early_stopping``), or ``DiverseBeamSearch`` with ``num_beam_groups`` and
     ``diversity_penalty``; ``num_return_sequences`` rows per prompt come back (the best
-    hypotheses first). Other logits processors passed to ``model.generate`` are not applied (the
+    hypotheses first). With ``sampler=`` among ``options`` (``AWRS()``, ``SMC(particles=8)``) the
+    sampler decides and the generation config's sampling arguments are not used. ``ead=``,
+    ``speculative=``, ``controllers=`` and the other options of ``Decoder.stream`` pass through.
+    Other logits processors passed to ``model.generate`` are not applied (the
     loop decides under the constraint itself). The rows are decoded as one batch. Returns the
     sequences, padded.
     """
@@ -357,7 +386,7 @@ def custom_generate(constraint: Constraint | None = None, *, tokenizer: Any, **o
             hypotheses = [r.search.hypotheses if r.search is not None else [r] for r in results]
             out = [row + hyp[min(j, len(hyp) - 1)].token_ids for row, hyp in zip(rows, hypotheses) for j in range(returned)]
         else:
-            sampling = {
+            sampling = {} if options.get("sampler") is not None else {
                 "greedy": not cfg.do_sample,
                 "temperature": cfg.temperature or 1.0,
                 "top_k": cfg.top_k or 0,

@@ -68,3 +68,12 @@ def tok():
     from helpers import byte_level_tokenizer
 
     return byte_level_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def peaked_model(tok):
+    """A 2-layer random Llama over ``tok`` whose head is scaled up (``helpers.peaked_llama``): its
+    entropies lie near 5.83 nats, and its drafts are sometimes kept."""
+    from helpers import peaked_llama
+
+    return peaked_llama(len(tok), 6.0)

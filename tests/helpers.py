@@ -70,3 +70,14 @@ def tiny_llama(vocab_size: int, seed: int = 0):
         pad_token_id=0,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def peaked_llama(vocab_size: int, scale: float, seed: int = 0):
+    """``tiny_llama`` with its output layer scaled by ``scale``: more peaked distributions, so that
+    drafts get kept and outputs concentrate."""
+    import torch
+
+    model = tiny_llama(vocab_size, seed=seed)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(scale)
+    return model

@@ -57,6 +57,7 @@ class GenerationResult:
     log_weight: float = 0.0
     smc: SMCReport | None = None  # the particles, with sampler=SMC(...)
     search: SearchReport | None = None  # every hypothesis, with search=BeamSearch(...) / DiverseBeamSearch(...)
+    models: list[str] = field(default_factory=list)  # with ead=: per token, the model ("small"/"full") that wrote it
 
     @property
     def forced_share(self) -> float:
@@ -95,6 +96,8 @@ class Sequence:
         self.finish_reason: str | None = None
         self.text = ""
         self.extras: dict[Any, Any] = {}  # per-sequence state of drafters and strategies, by owner
+        self.producer: str | None = None  # the model whose logits the next tokens come from (set by a runner over two)
+        self.producers: list[str] = []  # per token, while producer is set
         self.counters: dict[str, int] = {}  # forward passes, drafted and accepted tokens (reported in timing)
         self._data = bytearray()  # output bytes
         self._ends: list[int] = []  # len(_data) after each token
@@ -192,6 +195,8 @@ class Sequence:
         if state is not None:
             self.state = state
         self.ids.append(token)
+        if self.producer is not None:
+            self.producers.append(self.producer)
         self.logprobs.append(logprob)
         self.kinds.append(kind)
         if self.record:
@@ -236,6 +241,7 @@ class Sequence:
             self.state = self._states[length]
         sampled = self.kinds[length:].count("sampled")
         del self.ids[length:], self.logprobs[length:], self.kinds[length:], self._states[length:], self._ends[length:]
+        del self.producers[length:]
         del self.checks[len(self.checks) - sampled:]
         if self.record:
             del self.steps[length:]
@@ -251,7 +257,7 @@ class Sequence:
         other = Sequence.__new__(Sequence)
         other.__dict__.update(self.__dict__)
         other.matcher = self.matcher.fork()
-        for name in ("ids", "logprobs", "kinds", "checks", "steps", "_ends", "_states", "prompt"):
+        for name in ("ids", "logprobs", "kinds", "checks", "steps", "_ends", "_states", "prompt", "producers"):
             setattr(other, name, list(getattr(self, name)))
         other._data = bytearray(self._data)
         other.extras = dict(self.extras)
@@ -269,5 +275,5 @@ class Sequence:
             text=self.text, token_ids=list(self.ids), logprobs=list(self.logprobs), kinds=list(self.kinds),
             checks=list(self.checks), finish_reason=finish,
             truncated=finish in ("length", "dead") and not self.matcher.is_accepting(),
-            timing=dict(timing or {}), steps=list(self.steps), log_weight=self.log_weight,
+            timing=dict(timing or {}), steps=list(self.steps), log_weight=self.log_weight, models=list(self.producers),
         )

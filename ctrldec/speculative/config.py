@@ -27,7 +27,7 @@ from .drafters import Drafter, ForcedText, PromptLookup
 from .model import ModelDrafter, early_exit_model
 from .recycling import TokenRecycling
 
-__all__ = ["Speculative", "DRAFTERS"]
+__all__ = ["Speculative", "DRAFTERS", "check_same_tokenizer"]
 
 DRAFTERS = ("forced", "prompt_lookup", "recycling", "early_exit", "model")
 EARLY_EXIT_LAYERS = 0.125  # of the model's layers when not given: the fastest depth of `ctrldec bench early-exit` (README)
@@ -44,6 +44,12 @@ class Speculative:
     acceptance estimate); False: drafts are scored whole, ``max_draft`` long. ``draft_model`` (and optionally
     ``draft_tokenizer``, checked against the target's): the ``model`` drafter's model.
     ``early_exit_layers``: the ``early_exit`` drafter's depth (default: an eighth of the layers).
+
+    Seeds: sample-and-compare draws one number per emitted token whatever the drafts, so seeded
+    runs repeat exactly. Speculative sampling (model drafters when sampling) draws per drafted
+    token, and with ``adaptive`` the draft size follows measured pass times, so a seeded run with
+    ``early_exit`` or ``model`` may differ from run to run (in its tokens, not in its
+    distribution); ``adaptive=False`` makes it repeat.
     """
 
     def __init__(self, drafters: Seq[str | Drafter] = ("forced", "prompt_lookup"), *, max_draft: int = 8,
@@ -68,6 +74,11 @@ class Speculative:
         self.early_exit_layers = early_exit_layers
         self._shared: dict[str, Any] = {}  # drafters that learn across calls (recycling), models built once
         self.sizer = DraftSizer() if adaptive else None  # learns across calls too
+
+    @property
+    def speculates(self) -> bool:
+        """Whether any drafter guesses (is not forced text, which is certain)."""
+        return any(d != "forced" and not isinstance(d, ForcedText) for d in self.drafters)
 
     def __repr__(self) -> str:
         names = [d if isinstance(d, str) else d.name for d in self.drafters]
@@ -98,21 +109,21 @@ class Speculative:
                 draft = early_exit_model(model, layers)
             else:
                 draft = self.draft_model
-                _check_same_tokenizer(draft, self.draft_tokenizer, tokenizer, width)
+                check_same_tokenizer(draft, self.draft_tokenizer, tokenizer, width)
             self._shared[key] = ModelDrafter(draft, max_draft=self.max_draft, adaptive=self.adaptive, name=name)
         return self._shared[key]
 
 
-def _check_same_tokenizer(draft: Any, draft_tokenizer: Any, tokenizer: Any, width: int) -> None:
-    """A draft model must speak the target's tokens: same vocabulary (when its tokenizer is given)
-    and an output layer covering the tokenizer."""
+def check_same_tokenizer(draft: Any, draft_tokenizer: Any, tokenizer: Any, width: int, role: str = "the draft model") -> None:
+    """A second model (``role``) must speak the target's tokens: same vocabulary (when its
+    tokenizer is given) and an output layer covering the tokenizer."""
     if draft_tokenizer is not None and draft_tokenizer.get_vocab() != tokenizer.get_vocab():
         theirs, ours = draft_tokenizer.get_vocab(), tokenizer.get_vocab()
         diff = sorted(set(theirs.items()) ^ set(ours.items()))[:1]
-        where = f": e.g. {diff[0][0]!r} is {ours.get(diff[0][0])} for the target and {theirs.get(diff[0][0])} for the draft" if diff else ""
-        raise CtrldecError(f"the draft model's tokenizer differs from the target's ({len(theirs)} vs {len(ours)} tokens{where}); "
-                           "speculative decoding needs the same tokenizer")
+        where = f": e.g. {diff[0][0]!r} is {ours.get(diff[0][0])} for the target and {theirs.get(diff[0][0])} for {role}" if diff else ""
+        raise CtrldecError(f"{role}'s tokenizer differs from the target's ({len(theirs)} vs {len(ours)} tokens{where}); "
+                           "both models must share one tokenizer")
     draft_width = int(draft.get_output_embeddings().weight.shape[0])
     if draft_width < len(tokenizer):
-        raise CtrldecError(f"the draft model scores {draft_width} tokens but the target's tokenizer has {len(tokenizer)}: "
+        raise CtrldecError(f"{role} scores {draft_width} tokens but the target's tokenizer has {len(tokenizer)}: "
                            "it cannot share the target's tokenizer")

@@ -4,7 +4,6 @@ decoding, enumerated), with and without a constraint, with Mirostat; batching; b
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from ctrldec.samplers import FullMask
 from ctrldec.samplers.base import SamplingParams
 from ctrldec.controllers.base import Controls
 from ctrldec.speculative import Draft, ModelDrafter, TokenRecycling, early_exit_model
-from helpers import byte_level_tokenizer, sentencepiece_tokenizer, tiny_llama
+from helpers import byte_level_tokenizer, peaked_llama, sentencepiece_tokenizer, tiny_llama
 
 DRAFTERS = [["prompt_lookup"], ["recycling"], ["early_exit"], ["model"], ["prompt_lookup", "recycling", "early_exit"]]
 
@@ -26,10 +25,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    m = tiny_llama(len(tok), seed=0)
-    with torch.no_grad():  # a peaked toy model: drafts get accepted, outputs concentrate
-        m.lm_head.weight.mul_(12.0)
-    return m
+    return peaked_llama(len(tok), 12.0)  # drafts get accepted, outputs concentrate
 
 
 @pytest.fixture(scope="module")
