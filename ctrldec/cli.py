@@ -10,6 +10,7 @@
                             [--search contrastive [--alpha A] [--top-k K]]
                             [--search beam|diverse-beam [--beams B] [--groups G] [--diversity D] [--length-penalty LP]]
                             [--speculative forced,prompt_lookup,recycling,early_exit [--max-draft N] [--early-exit L]]
+                            [--ead THRESHOLD [--ead-layers L] [--ead-window W] [--ead-dwell D]]
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
@@ -203,19 +204,36 @@ def _drafting(args: argparse.Namespace) -> dict[str, Any]:
                                        early_exit_layers=args.early_exit)}
 
 
+def _switching(args: argparse.Namespace) -> dict[str, Any]:
+    """``ead=`` for --ead THRESHOLD (with --ead-layers, --ead-window, --ead-dwell)."""
+    from .ead import EntropySwitch
+
+    if args.ead is None:
+        if args.ead_layers is not None or args.ead_window is not None or args.ead_dwell is not None:
+            raise CtrldecError("--ead-layers, --ead-window and --ead-dwell need --ead THRESHOLD")
+        return {}
+    settings = {k: v for k, v in (("layers", args.ead_layers), ("window", args.ead_window), ("min_dwell", args.ead_dwell))
+                if v is not None}
+    return {"ead": EntropySwitch(threshold=args.ead, **settings)}
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import Decoder
+    from .generate import Decoder, _Options
     from .models import load
 
     if args.max_new_tokens < 1:
         raise CtrldecError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     sampling = _sampling(args, _controllers(args))
-    drafting = _drafting(args)
+    drafting = _drafting(args) | _switching(args)
     if args.sampler == "asap" and "speculative" in drafting:
         raise CtrldecError("--speculative with --sampler asap: ASAp samples every token itself (drafts are declined)")
+    if args.sampler == "asap" and "ead" in drafting:
+        raise CtrldecError("--ead with --sampler asap: ASAp's oracle learns one model's distribution, and EAD switches between two")
     constraint = _constraint(args)
     if constraint is not None:
         constraint.tables()  # report grammar errors before the (slower) model load
+    if args.sampler != "asap":
+        _Options.from_kwargs({**drafting, **sampling})  # and combinations a part refuses
     _quiet_transformers()
     model, tokenizer = load(args.model)
     decoder = Decoder(model, tokenizer)
@@ -254,6 +272,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         report = result.smc
         print(f"ctrldec: SMC: {report.complete} of {len(report.particles)} particles complete, log P(constraint) "
               f"estimate {report.log_marginal_likelihood:.3f}, resampled {len(report.resampled)} times", file=sys.stderr)
+    if result.models:
+        sampled = [m for m, kind in zip(result.models, result.kinds) if kind == "sampled"]
+        print(f"ctrldec: EAD: the full model wrote {sampled.count('full')} of {len(sampled)} sampled tokens, "
+              f"{int(result.timing.get('ead/switches', 0))} switches", file=sys.stderr)
     if result.truncated:
         print(
             f"ctrldec: output truncated after {len(result.token_ids)} tokens: not yet a complete match of the "
@@ -367,6 +389,11 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
                 masks=not args.no_masks, progress=args.progress, timeout=args.timeout, model=args.model, partial=save,
             )
             print(coverage.format_bench(report["jsonschemabench"]))
+            if args.plot:
+                from .bench import plots
+
+                plots.coverage(report["jsonschemabench"], args.plot)
+                print(f"wrote {args.plot}")
     except (OSError, ValueError) as e:
         raise CtrldecError(str(e)) from None
     return _write_report(args, report)
@@ -396,12 +423,19 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_e2e(args: argparse.Namespace) -> int:
-    from .bench import e2e
+    from .bench import e2e, plots
 
-    return _model_bench(args, lambda model, tokenizer: e2e.run(
-        model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, configs=args.configs.split(",") if args.configs else None,
-        progress=args.progress, free_text=args.free_text, early_exit=args.early_exit), e2e.format_report)
+    def go(model: Any, tokenizer: Any) -> dict[str, Any]:
+        report = e2e.run(model, tokenizer, args.jsonschemabench, splits=args.splits.split(","), limit=args.limit,
+                         seed=args.seed, max_new_tokens=args.max_new_tokens,
+                         configs=args.configs.split(",") if args.configs else None, progress=args.progress,
+                         free_text=args.free_text, early_exit=args.early_exit)
+        if args.plot:
+            plots.speed(report, e2e.LABELS, args.plot)
+            print(f"wrote {args.plot}")
+        return report
+
+    return _model_bench(args, go, e2e.format_report)
 
 
 def cmd_bench_early_exit(args: argparse.Namespace) -> int:
@@ -410,6 +444,27 @@ def cmd_bench_early_exit(args: argparse.Namespace) -> int:
     layers = _int_list(args.layers, "--layers")
     return _model_bench(args, lambda model, tokenizer: e2e.early_exit_sweep(
         model, tokenizer, args.free_text, layers, prompts=args.prompts, max_new_tokens=args.max_new_tokens), e2e.format_sweep)
+
+
+def cmd_bench_ead(args: argparse.Namespace) -> int:
+    from .bench import ead
+
+    try:
+        thresholds = [float(x) for x in args.thresholds.split(",") if x]
+    except ValueError:
+        raise CtrldecError(f"--thresholds takes comma-separated numbers, got {args.thresholds!r}") from None
+
+    def go(model: Any, tokenizer: Any) -> dict[str, Any]:
+        report = ead.run(model, tokenizer, free_text=args.free_text, jsonschemabench=args.jsonschemabench,
+                         thresholds=thresholds, layers=args.layers, window=args.window, min_dwell=args.min_dwell,
+                         limit=args.limit, splits=args.splits.split(","), max_new_tokens=args.max_new_tokens,
+                         seed=args.seed, progress=args.progress)
+        if args.plot:
+            ead.plot(report, args.plot)
+            print(f"wrote {args.plot}")
+        return report
+
+    return _model_bench(args, go, ead.format_report)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -541,6 +596,11 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
                                                            "recycling, early_exit (default: forced,prompt_lookup)")
     g.add_argument("--max-draft", type=int, metavar="N", help="with --speculative: the longest draft (γ, default 8)")
     g.add_argument("--early-exit", type=int, metavar="L", help="with --speculative early_exit: layers of the self-draft")
+    g.add_argument("--ead", type=float, metavar="THRESHOLD", help="entropy-adaptive decoding: the model's first layers write "
+                                                                  "while the rolling entropy (nats) stays below THRESHOLD")
+    g.add_argument("--ead-layers", type=int, metavar="L", help="with --ead: layers of the small model (default: a quarter)")
+    g.add_argument("--ead-window", type=int, metavar="W", help="with --ead: passes the entropy is averaged over (5)")
+    g.add_argument("--ead-dwell", type=int, metavar="D", help="with --ead: passes the full model writes at least (4)")
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, help="0 = greedy (the default with --sampler mask; 1 with awrs and smc)")
@@ -599,6 +659,7 @@ def _engine_bench_parsers(bsub: Any) -> None:
     c.add_argument("--no-masks", action="store_true", help="skip mask timing")
     c.add_argument("--timeout", type=float, default=10.0, help="seconds per schema and engine (JSONSchemaBench: 10)")
     c.add_argument("--out", metavar="results.json")
+    c.add_argument("--plot", metavar="F.png", help="JSONSchemaBench: passing schemas per split, per engine")
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)
 
@@ -618,6 +679,7 @@ def _generation_bench_parsers(bsub: Any) -> None:
                                                       "unconstrained rows on 20 free-text prompts")
     e.add_argument("--early-exit", type=int, metavar="L", help="layers of the early-exit drafters, ours and transformers' "
                                                                 "(default: an eighth of the model's)")
+    e.add_argument("--plot", metavar="F.png", help="tokens/s per configuration, schemas and free text")
     e.set_defaults(func=cmd_bench_e2e)
     ee = bsub.add_parser("early-exit", help="calibrate the early-exit self-draft: tokens/s and drafts kept per depth L")
     ee.add_argument("--free-text", metavar="DIR", required=True, help="quality-task folder (../shared/data/quality_tasks)")
@@ -632,6 +694,22 @@ def _generation_bench_parsers(bsub: Any) -> None:
 def _model_bench_parsers(bsub: Any) -> None:
     """Benchmarks that run a model."""
     _generation_bench_parsers(bsub)
+    ea = bsub.add_parser("ead", help="entropy-adaptive decoding: full-model share, tokens/s and quality per threshold")
+    ea.add_argument("--free-text", metavar="DIR", help="quality-task folder (../shared/data/quality_tasks)")
+    ea.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder")
+    ea.add_argument("--splits", default="Glaiveai2K,Github_easy")
+    ea.add_argument("--limit", type=int, default=20, help="prompts per set (free text: at most 20)")
+    ea.add_argument("--thresholds", default="0,0.75,1,1.25,1.5,2", help="comma-separated entropies (nats) to sweep")
+    ea.add_argument("--layers", type=int, metavar="L", help="the small model: the first L layers (default: a quarter)")
+    ea.add_argument("--window", type=int, default=5)
+    ea.add_argument("--min-dwell", type=int, default=4)
+    ea.add_argument("--max-new-tokens", type=int, default=64)
+    ea.add_argument("--seed", type=int, default=0)
+    ea.add_argument("--model", metavar="PATH")
+    ea.add_argument("--out", metavar="results.json")
+    ea.add_argument("--plot", metavar="F.png", help="speed-up and log-likelihood gap against the threshold")
+    ea.add_argument("--progress", action="store_true")
+    ea.set_defaults(func=cmd_bench_ead)
     se = bsub.add_parser("search", help="greedy, contrastive, beam, diverse beam and sampling: distinct outputs, "
                                         "self-BLEU, validity, likelihood, speed")
     se.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (without it: free text only)")

@@ -190,3 +190,24 @@ def test_generate_with_speculative_drafters():
     drafted = ctrldec(*args, "--speculative", "forced,prompt_lookup,recycling,early_exit", "--max-draft", "4", "--early-exit", "6")
     assert plain.returncode == 0 and drafted.returncode == 0, drafted.stderr
     assert drafted.stdout == plain.stdout
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--ead", "-1"], ["threshold must be a finite entropy >= 0"]),
+    (["--ead", "1", "--ead-window", "0"], ["window must be an integer >= 1"]),
+    (["--ead-layers", "4"], ["need --ead THRESHOLD"]),
+    (["--ead", "1", "--sampler", "asap", "--samples", "2", "--regex", "a|b"], ["--ead with --sampler asap"]),
+    (["--ead", "1", "--search", "contrastive"], ["ContrastiveSearch", "ead=", "hidden states"]),
+])
+def test_ead_flags_are_checked_before_the_model_loads(flags, needles):
+    assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
+
+
+@pytest.mark.model
+def test_generate_with_ead_reports_the_full_models_share():
+    args = ("generate", "Count from 1 to 12, separated by commas.", "--max-new-tokens", "20")
+    plain = ctrldec(*args)
+    switched = ctrldec(*args, "--ead", "0")
+    assert plain.returncode == 0 and switched.returncode == 0, switched.stderr
+    assert switched.stdout == plain.stdout  # threshold 0: the full model writes every token
+    assert "ctrldec: EAD: the full model wrote" in switched.stderr

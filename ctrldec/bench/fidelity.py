@@ -498,12 +498,9 @@ def format_report(report: dict[str, Any]) -> str:
 def figure(report: dict[str, Any]) -> Any:
     """KL against particles for every case, and the biased case's outputs under P*, masking and
     SMC side by side (a matplotlib ``Figure``)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise CtrldecError("plotting needs matplotlib: pip install matplotlib (or ctrldec[test])") from None
+    from .plots import figure as new_figure
 
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    fig = new_figure(12, 4.5)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
     for k, c in enumerate(report["cases"]):
         color = f"C{k}"
