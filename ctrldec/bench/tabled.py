@@ -224,6 +224,22 @@ class TokenCache:
         return other
 
 
+def _visible(mask: torch.Tensor | None, r: int, j: int, past: int, width: int,
+             positions: torch.Tensor | None) -> list[int] | None:
+    """The columns (cached, then new) that new position ``j`` of row ``r`` attends to, in order:
+    its prefix; None for padding. ``mask``: none (everything before it), 2-D (1 = a stored column
+    or a real new token, causal), or 4-D additive (a tree feed: 0 = visible, per position; the
+    runner gives padding position id 0, which no token after a stored prefix has)."""
+    if mask is None:
+        return list(range(past + j + 1))
+    if mask.dim() == 2:
+        row = mask[r]
+        return None if not row[past + j] else [c for c in range(past + j + 1) if row[c]]
+    if past > 0 and positions is not None and int(positions[r, j]) == 0:
+        return None
+    return (mask[r, 0, j, : past + width] == 0).nonzero().flatten().tolist()
+
+
 @dataclass
 class TabledOutput:
     logits: torch.Tensor  # float32 [rows, kept positions, vocab]
@@ -234,8 +250,9 @@ class TabledModel:
     """A stand-in for a causal LM whose next-token distributions come from a ``NextTokenTable``.
 
     ``forward`` follows a Hugging Face model's: rows left-padded, ``attention_mask`` over the
-    cached and the new columns (0 marks padding and holes), ``logits_to_keep`` last positions.
-    The prefix of a position is its row's tokens at the columns whose mask is 1, in column order;
+    cached and the new columns (2-D: 0 marks padding and holes; 4-D additive: a tree feed, each
+    position's own columns), ``logits_to_keep`` last positions. The prefix of a position is its
+    row's tokens at the columns it attends to, in column order;
     its logits are the table's for the output after the prompt. Positions still inside the
     prompt (a wide ``logits_to_keep`` at prefill) and padding get uniform logits (the runner
     discards them); a prefix after the prompt that is not in the table raises ``CtrldecError``.
@@ -248,6 +265,7 @@ class TabledModel:
         self.table = table
         self.vocab_size = vocab_size
         self.generation_config = SimpleNamespace(eos_token_id=eos_token_id)
+        self._eos = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
         self._head = SimpleNamespace(weight=torch.empty(vocab_size, 0))
 
     def get_output_embeddings(self) -> Any:
@@ -264,20 +282,20 @@ class TabledModel:
         ids = input_ids.tolist()
         cache = past_key_values if past_key_values is not None else TokenCache(len(ids))
         past, width = cache.get_seq_length(), len(ids[0])
-        mask = attention_mask.tolist() if attention_mask is not None else [[1] * (past + width)] * len(ids)
         keep = width if logits_to_keep <= 0 else min(logits_to_keep, width)
         logits = torch.zeros(len(ids), keep, self.vocab_size)
         logits[..., self.table.vocab_size:] = -math.inf  # padding past the tokenizer's vocabulary
         for r, row in enumerate(ids):
-            prefix = [t for t, m in zip(cache.tokens[r], mask[r]) if m]
-            for j, (t, m) in enumerate(zip(row, mask[r][past:])):
-                if m:
-                    prefix.append(t)
-                    if position_ids is not None and int(position_ids[r, j]) != len(prefix) - 1:
-                        raise CtrldecError(f"row {r}: position id {int(position_ids[r, j])} for the token at "
-                                           f"{len(prefix) - 1}: the attention mask and position ids disagree")
-                if m and j >= width - keep:
-                    logits[r, j - (width - keep), : self.table.vocab_size] = torch.from_numpy(self._lookup(prefix))
+            tokens = cache.tokens[r] + row
+            for j in range(width - keep, width):
+                columns = _visible(attention_mask, r, j, past, width, position_ids)
+                if columns is None:
+                    continue  # padding
+                prefix = [tokens[c] for c in columns]
+                if position_ids is not None and int(position_ids[r, j]) != len(prefix) - 1:
+                    raise CtrldecError(f"row {r}: position id {int(position_ids[r, j])} for the token at "
+                                       f"{len(prefix) - 1}: the attention mask and position ids disagree")
+                logits[r, j - (width - keep), : self.table.vocab_size] = torch.from_numpy(self._lookup(prefix))
         if use_cache:
             cache.append(ids)
         return TabledOutput(logits=logits, past_key_values=cache)
@@ -288,6 +306,8 @@ class TabledModel:
             return np.zeros(self.table.vocab_size, dtype=np.float32)  # inside the prompt: never sampled from
         if tuple(prefix[: len(prompt)]) != prompt:
             raise CtrldecError(f"the tabled model was built for another prompt (got {prefix[:12]}...)")
+        if self._eos.intersection(prefix[len(prompt):]):
+            return np.zeros(self.table.vocab_size, dtype=np.float32)  # after the output's end (a draft past EOS): never sampled from
         return self.table.logits(self.table.node(prefix[len(prompt):]))
 
 

@@ -10,6 +10,7 @@ import torch
 from helpers import byte_level_tokenizer, tiny_llama
 
 import ctrldec
+from ctrldec.speculative import Draft
 from ctrldec.bench.tabled import TabledModel, build_table, enumerate_language, exact_distributions
 from ctrldec.errors import CtrldecError
 
@@ -99,6 +100,40 @@ def test_generate_batch_gives_the_same_tokens_with_the_tabled_model(setup):
     stand_in = tabled.generate_batch([prompt] * 12, constraint=constraint, seed=5)
     assert [r.token_ids for r in stand_in] == [r.token_ids for r in real]
     assert sum(r.timing.get("drafted", 0) for r in stand_in) > 0  # drafts, some rejected: rows with holes
+
+
+class _TreeOfLetters:
+    """A drafter proposing the same small tree every step: a, b at the root; c, a under a; b under b."""
+
+    name = "letters"
+
+    def __init__(self, tok):
+        self.ids = [tok.convert_tokens_to_ids(x) for x in "abc"]
+
+    def propose(self, seq, k):
+        a, b, c = self.ids
+        return Draft([a, b, c, a, b], parents=[-1, -1, 0, 0, 1])
+
+    def observe(self, seq, draft, accepted):
+        pass
+
+
+def test_draft_trees_give_the_same_tokens_with_the_tabled_model():
+    """Tree drafts reach the model as 4-D tree masks; the table must read each node's prefix from them."""
+    tok = byte_level_tokenizer()
+    model = tiny_llama(len(tok), seed=1)
+    decoder = ctrldec.Decoder(model, tok)
+    constraint = ctrldec.Regex("[abc]{5}")
+    prompt = decoder.encode_prompt(PROMPT)
+    table = build_table(model, tok, prompt, enumerate_language(constraint, decoder.info, decoder.eos), top=len(tok))
+    tabled = ctrldec.Decoder(TabledModel(table, decoder.width, sorted(decoder.eos)), tok)
+    outputs = []
+    for d in (decoder, tabled):
+        spec = ctrldec.Speculative([_TreeOfLetters(tok)], adaptive=False)
+        runs = [d.generate(prompt, constraint=constraint, seed=s, speculative=spec) for s in range(8)]
+        outputs.append([r.token_ids for r in runs])
+        assert sum(r.timing.get("verified/letters", 0) for r in runs) >= 8
+    assert outputs[0] == outputs[1]
 
 
 def test_smc_gives_the_same_particles_with_the_tabled_model(setup):
