@@ -106,6 +106,9 @@ class BeamSearch:
 
     groups = 1
     diversity = 0.0
+    # options this search cannot honour, and why (``generate`` raises with the reason)
+    refuses = {"ead": "beam scores add log-probabilities, and under EAD hypotheses on different models would be "
+                      "ranked by different models"}
 
     def __init__(self, beams: int = 4, length_penalty: float = 1.0, early_stopping: bool | str = False, *,
                  recombine: bool = True) -> None:

@@ -52,6 +52,9 @@ class ContrastiveSearch:
         k: candidates per step (>= 1; 1 is greedy).
     """
 
+    # options this search cannot honour, and why (``generate`` raises with the reason)
+    refuses = {"ead": "contrastive search compares the model's hidden states, and the two models' are not comparable"}
+
     def __init__(self, alpha: float = 0.6, k: int = 4) -> None:
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise CtrldecError(f"alpha must be in [0, 1], got {alpha!r}")
