@@ -25,23 +25,27 @@ def figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+ENGINE_LABELS = {"ctrldec-strict": "ctrldec, strict (default)", "ctrldec": "ctrldec, lenient"}
+
+
 def coverage(report: dict[str, Any], path: str) -> None:
     """Share of schemas passing (compiled, every valid instance accepted, every invalid one
-    rejected) per split, one bar per engine."""
+    rejected) per split, one bar per engine, the splits down the side."""
     engines = report["engines"]
-    splits = [s for s in next(iter(engines.values()))["splits"] if s != "all"]
-    fig = figure(max(8.0, 0.8 * len(splits) + 3), 3.8)
+    splits = [*[s for s in next(iter(engines.values()))["splits"] if s != "all"], "all"]
+    fig = figure(7.5, 0.08 * len(splits) * len(engines) + 1.4)
     ax = fig.subplots()
-    x = np.arange(len(splits) + 1)
-    width = 0.8 / len(engines)
+    y = np.arange(len(splits))
+    height = 0.8 / len(engines)
     for j, (name, e) in enumerate(engines.items()):
-        shares = [e["splits"][s]["passing"] / e["splits"][s]["schemas"] for s in [*splits, "all"]]
-        ax.bar(x + (j - (len(engines) - 1) / 2) * width, shares, width, label=name)
-    counts = [engines[next(iter(engines))]["splits"][s]["schemas"] for s in [*splits, "all"]]
-    ax.set_xticks(x, [f"{s}\n({n})" for s, n in zip([*splits, "all"], counts)], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="schemas passing", ylim=(0, 1), title=f"JSONSchemaBench, {report['schemas']} schemas: passing per split")
-    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    ax.legend(fontsize=8, ncols=len(engines), loc="lower left")
+        shares = [e["splits"][s]["passing"] / e["splits"][s]["schemas"] for s in splits]
+        ax.barh(y + (j - (len(engines) - 1) / 2) * height, shares, height, label=ENGINE_LABELS.get(name, name))
+    counts = [next(iter(engines.values()))["splits"][s]["schemas"] for s in splits]
+    ax.set_yticks(y, [f"{s} ({n})" for s, n in zip(splits, counts)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="schemas passing", xlim=(0, 1), title=f"JSONSchemaBench, {report['schemas']} schemas: passing per split")
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.04), ncols=2, frameon=False)
     fig.savefig(path, dpi=110)
 
 

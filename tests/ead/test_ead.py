@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 import ctrldec
 from ctrldec.ead.switch import FULL, SMALL, _State
@@ -126,3 +127,12 @@ def test_small_models_that_do_not_share_the_tokenizer_are_refused(tok, model):
         ctrldec.EntropySwitch(model, layers=1)
     with pytest.raises(ctrldec.CtrldecError, match="ead= takes ctrldec.EntropySwitch"):
         ctrldec.generate(model, tok, ids(tok), ead=0.5)
+
+
+def test_custom_generate_takes_ead(tok, model):
+    prompt = torch.tensor([ids(tok)])
+    plain = model.generate(prompt, custom_generate=ctrldec.custom_generate(tokenizer=tok), max_new_tokens=12,
+                           do_sample=False, pad_token_id=0)
+    run = ctrldec.custom_generate(tokenizer=tok, ead=ctrldec.EntropySwitch(model, window=1, threshold=FLIP, min_dwell=1))
+    switched = model.generate(prompt, custom_generate=run, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert switched.tolist() == plain.tolist()  # the small model is the full one: switching changes nothing
