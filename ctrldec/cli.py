@@ -268,14 +268,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("\n")
     sys.stdout.flush()
-    if result.smc is not None:
-        report = result.smc
-        print(f"ctrldec: SMC: {report.complete} of {len(report.particles)} particles complete, log P(constraint) "
-              f"estimate {report.log_marginal_likelihood:.3f}, resampled {len(report.resampled)} times", file=sys.stderr)
-    if result.models:
-        sampled = [m for m, kind in zip(result.models, result.kinds) if kind == "sampled"]
-        print(f"ctrldec: EAD: the full model wrote {sampled.count('full')} of {len(sampled)} sampled tokens, "
-              f"{int(result.timing.get('ead/switches', 0))} switches", file=sys.stderr)
+    _notes(result)
     if result.truncated:
         print(
             f"ctrldec: output truncated after {len(result.token_ids)} tokens: not yet a complete match of the "
@@ -284,6 +277,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         return EXIT_TRUNCATED
     return 0
+
+
+def _notes(result: Any) -> None:
+    """What SMC and EAD did, on stderr."""
+    if result.smc is not None:
+        report = result.smc
+        print(f"ctrldec: SMC: {report.complete} of {len(report.particles)} particles complete, log P(constraint) "
+              f"estimate {report.log_marginal_likelihood:.3f}, resampled {len(report.resampled)} times", file=sys.stderr)
+    if result.models:
+        sampled = [m for m, kind in zip(result.models, result.kinds) if kind == "sampled"]
+        print(f"ctrldec: EAD: the full model wrote {sampled.count('full')} of {len(sampled)} sampled tokens, "
+              f"{int(result.timing.get('ead/switches', 0))} switches", file=sys.stderr)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -572,6 +577,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ead_args(g: argparse.ArgumentParser) -> None:
+    g.add_argument("--ead", type=float, metavar="THRESHOLD", help="entropy-adaptive decoding: the model's first layers write "
+                                                                  "while the rolling entropy (nats) stays below THRESHOLD")
+    g.add_argument("--ead-layers", type=int, metavar="L", help="with --ead: layers of the small model (default: a quarter)")
+    g.add_argument("--ead-window", type=int, metavar="W", help="with --ead: passes the entropy is averaged over (5)")
+    g.add_argument("--ead-dwell", type=int, metavar="D", help="with --ead: passes the full model writes at least (4)")
+
+
 def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("prompt")
     which = g.add_mutually_exclusive_group()
@@ -596,11 +609,7 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
                                                            "recycling, early_exit (default: forced,prompt_lookup)")
     g.add_argument("--max-draft", type=int, metavar="N", help="with --speculative: the longest draft (γ, default 8)")
     g.add_argument("--early-exit", type=int, metavar="L", help="with --speculative early_exit: layers of the self-draft")
-    g.add_argument("--ead", type=float, metavar="THRESHOLD", help="entropy-adaptive decoding: the model's first layers write "
-                                                                  "while the rolling entropy (nats) stays below THRESHOLD")
-    g.add_argument("--ead-layers", type=int, metavar="L", help="with --ead: layers of the small model (default: a quarter)")
-    g.add_argument("--ead-window", type=int, metavar="W", help="with --ead: passes the entropy is averaged over (5)")
-    g.add_argument("--ead-dwell", type=int, metavar="D", help="with --ead: passes the full model writes at least (4)")
+    _ead_args(g)
     g.add_argument("--model", metavar="PATH", help="a local HF model folder or .gguf file (default: the embedded SmolLM2-135M)")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--temperature", type=float, help="0 = greedy (the default with --sampler mask; 1 with awrs and smc)")
@@ -691,9 +700,7 @@ def _generation_bench_parsers(bsub: Any) -> None:
     ee.set_defaults(func=cmd_bench_early_exit)
 
 
-def _model_bench_parsers(bsub: Any) -> None:
-    """Benchmarks that run a model."""
-    _generation_bench_parsers(bsub)
+def _ead_bench_parser(bsub: Any) -> None:
     ea = bsub.add_parser("ead", help="entropy-adaptive decoding: full-model share, tokens/s and quality per threshold")
     ea.add_argument("--free-text", metavar="DIR", help="quality-task folder (../shared/data/quality_tasks)")
     ea.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder")
@@ -710,6 +717,12 @@ def _model_bench_parsers(bsub: Any) -> None:
     ea.add_argument("--plot", metavar="F.png", help="speed-up and log-likelihood gap against the threshold")
     ea.add_argument("--progress", action="store_true")
     ea.set_defaults(func=cmd_bench_ead)
+
+
+def _model_bench_parsers(bsub: Any) -> None:
+    """Benchmarks that run a model."""
+    _generation_bench_parsers(bsub)
+    _ead_bench_parser(bsub)
     se = bsub.add_parser("search", help="greedy, contrastive, beam, diverse beam and sampling: distinct outputs, "
                                         "self-BLEU, validity, likelihood, speed")
     se.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench data folder (without it: free text only)")

@@ -178,8 +178,13 @@ def test_search_flags_are_checked_before_the_model_loads(flags, needles):
     (["--max-draft", "4"], ["need --speculative"]),
     (["--speculative", "model"], ["needs a draft model object"]),
     (["--speculative", "forced", "--no-fast-forward"], ["leave 'forced' out"]),
+    (["--ead", "-1"], ["threshold must be a finite entropy >= 0"]),
+    (["--ead", "1", "--ead-window", "0"], ["window must be an integer >= 1"]),
+    (["--ead-layers", "4"], ["need --ead THRESHOLD"]),
+    (["--ead", "1", "--sampler", "asap", "--samples", "2", "--regex", "a|b"], ["--ead with --sampler asap"]),
+    (["--ead", "1", "--search", "contrastive"], ["ContrastiveSearch", "ead=", "hidden states"]),
 ])
-def test_speculative_flags_are_checked_before_the_model_loads(flags, needles):
+def test_speculative_and_ead_flags_are_checked_before_the_model_loads(flags, needles):
     assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
 
 
@@ -190,17 +195,6 @@ def test_generate_with_speculative_drafters():
     drafted = ctrldec(*args, "--speculative", "forced,prompt_lookup,recycling,early_exit", "--max-draft", "4", "--early-exit", "6")
     assert plain.returncode == 0 and drafted.returncode == 0, drafted.stderr
     assert drafted.stdout == plain.stdout
-
-
-@pytest.mark.parametrize("flags, needles", [
-    (["--ead", "-1"], ["threshold must be a finite entropy >= 0"]),
-    (["--ead", "1", "--ead-window", "0"], ["window must be an integer >= 1"]),
-    (["--ead-layers", "4"], ["need --ead THRESHOLD"]),
-    (["--ead", "1", "--sampler", "asap", "--samples", "2", "--regex", "a|b"], ["--ead with --sampler asap"]),
-    (["--ead", "1", "--search", "contrastive"], ["ContrastiveSearch", "ead=", "hidden states"]),
-])
-def test_ead_flags_are_checked_before_the_model_loads(flags, needles):
-    assert_one_line_error(ctrldec("generate", "hi", "--model", "/no/such/model", *flags), *needles)
 
 
 @pytest.mark.model
