@@ -264,10 +264,11 @@ class Decoder:
                      controls=controls, record=options.diagnostics or bool(controls), stop=options.stop, constraint=c)
             for i, (p, c) in enumerate(zip(prompts, constraints))
         ]
-        runner = self.runner if options.ead is None else options.ead.runner(self.runner, self.tokenizer)
-        for seq in sequences if options.ead is not None else ():
+        if options.ead is None:
+            return Batch(self.runner, sequences), strategy
+        for seq in sequences:
             seq.producer = "small"  # forced tokens before the first pass: every sequence starts on the small model
-        return Batch(runner, sequences), strategy
+        return Batch(options.ead.runner(self.runner, self.tokenizer), sequences), strategy
 
     def stream(self, prompt: Prompt, **options: Any) -> Iterator[str]:
         """Yield the output text as it is produced; the generator's return value (``StopIteration.value``,

@@ -82,7 +82,7 @@ class EntropySwitch:
         self.threshold = float(threshold)
         self.min_dwell = min_dwell
         self.small_tokenizer = small_tokenizer
-        self._built: dict[int, Runner] = {}  # id(target) -> the small model's runner, built once
+        self._built: dict[int, tuple[Any, Runner]] = {}  # id(target) -> (target, the small model's runner), built once
 
     def __repr__(self) -> str:
         small = f"layers={self.layers}" if self.small is None else f"small={type(self.small).__name__}"
@@ -90,10 +90,11 @@ class EntropySwitch:
 
     def runner(self, target: Runner, tokenizer: Any) -> SwitchRunner:
         """The runner of one call on ``target``'s model."""
-        key = id(target.model)
-        if key not in self._built:
-            self._built[key] = Runner(self._small_model(target, tokenizer), pad_token_id=target.pad_token_id)
-        return SwitchRunner(self._built[key], target, self)
+        built = self._built.get(id(target.model))
+        if built is None or built[0] is not target.model:  # (an id can be reused once its model is gone)
+            built = (target.model, Runner(self._small_model(target, tokenizer), pad_token_id=target.pad_token_id))
+            self._built[id(target.model)] = built
+        return SwitchRunner(built[1], target, self)
 
     def _small_model(self, target: Runner, tokenizer: Any) -> Any:
         if self.small is None:
