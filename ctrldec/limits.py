@@ -73,10 +73,6 @@ class Limits:
     each pattern is a separate alternative (overlaps not intersected, a relaxation). Why: 2^4 = 16
     product automata."""
 
-    max_enum_spellings: int = 256
-    """Equal spellings of one enum/const value accepted (``2`` and ``2.0``, keys in any order);
-    past it only the canonical compact form. Why: a literal per spelling in the key automaton."""
-
     max_ref_depth: int = 32
     """Nesting of ``allOf``/``$ref`` flattening; deeper is reported as a likely reference cycle
     (``SchemaError``). Why: real schemas nest a handful of levels; cycles through allOf never end."""

@@ -173,8 +173,8 @@ class JSONSchema(Constraint):
                 try:
                     return self._compile(self.policy)
                 except GrammarError as e:  # empty, though compile_schema saw no empty object: a recursion
-                    if self.policy.extra_properties == "allow":
-                        raise
+                    if self.policy.extra_properties == "allow":  # e.g. minProperties past the keys allowed
+                        raise SchemaError("no JSON value satisfies this schema (at /): every way through it is blocked") from None
                     self._compile(dataclasses.replace(self.policy, extra_properties="allow"))  # raises if empty too
                     raise SchemaError(f"extra_properties='forbid' leaves no instance of this schema ({e}; with 'allow' it has "
                                       "some): a recursive object ends only with a key it does not name; pass extra_properties='allow'") from None

@@ -18,13 +18,14 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urljoin
 
 from ...engine.bytedfa import ByteDFA, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
-from .numbers import ANY_INTEGER, ANY_INTEGER_DRAFT4, ANY_NUMBER, integer_dfa, number_dfa
+from .numbers import ANY_INTEGER, ANY_INTEGER_DRAFT4, ANY_NUMBER, NONCANONICAL_NUMBER, integer_dfa, number_dfa
 from .strings import FORMATS, LAZY_LENGTH_FROM, UnsupportedPattern, check_pattern, counted_string, ecma_to_python, string_dfa, tabulated
 
 __all__ = ["compile_schema", "CompiledSchema", "Policy"]
@@ -151,6 +152,7 @@ class _Compiler:
         self._any: str | None = None
         self._names = 0
         self._memo: dict[str, str | None] = {}
+        self._validator: Any = None
         self._index_ids(root, "", self._root_base)
 
     # -- bookkeeping ------------------------------------------------------------------------------
@@ -398,8 +400,28 @@ class _Compiler:
         nots = s.get("not")
         nots = [] if nots is None else nots if isinstance(nots, list) else [nots]
         rest = {k: v for k, v in s.items() if k != "not"}
-        v = self.enum_values(rest, pointer) if "const" in rest or "enum" in rest else self.by_type(rest, pointer)
-        for i, n in enumerate(nots):
+        doubled = [n for n in nots if isinstance(n, dict) and set(n) - _ANNOTATIONS == {"not"}]
+        if doubled:  # not: {not: X} is X
+            kept = [n for n in nots if not any(n is d for d in doubled)]
+            merged = {**rest, "not": kept} if kept else rest
+            for i, d in enumerate(doubled):
+                inner = d["not"]
+                if inner is False:
+                    return _Values()
+                if inner is not True:
+                    merged = _merge(merged, self.flatten(inner, f"{pointer}/not/not"), pointer, self)
+            return self.values(merged, pointer)
+        if "const" in rest or "enum" in rest:
+            # a finite set: its arrays and objects are checked against the whole schema, the
+            # nots included, value by value (``_composite_ok``); its scalars by automata
+            v = self.enum_values(s, pointer)
+            scalars = _Values(scalar=v.scalar)
+            for n in nots:
+                scalars = self.subtract(scalars, rest, n, f"{pointer}/not")
+            v.scalar = scalars.scalar
+            return v
+        v = self.by_type(rest, pointer)
+        for n in nots:
             v = self.subtract(v, rest, n, f"{pointer}/not")
         return v
 
@@ -477,7 +499,16 @@ class _Compiler:
         return out
 
     def subtract_scalars(self, a: ByteDFA, b: ByteDFA, pointer: str) -> ByteDFA:
-        """``a`` minus ``b``; a length-counted string minus another string is a relaxation."""
+        """``a`` minus ``b``; a length-counted string minus another string is a relaxation.
+
+        Bounded number automata leave out exponents and ``-0`` (``numbers.py``), and counted or
+        patterned strings leave out surrogate escapes (``json_char``): they are exact only on the
+        other texts. So where ``b`` has numbers (strings), the difference drops those texts as
+        well; otherwise ``not: {minimum: 2}`` would admit ``1e9`` (fuzzing found it).
+        """
+        for kind, unwritten in _UNWRITTEN.items():
+            if not isinstance(a, LazyDFA) and _has(b, kind):
+                a = product(a, _dfa(unwritten), "diff")
         try:
             return product(a, b, "diff")
         except UnboundedProduct as e:
@@ -562,19 +593,50 @@ class _Compiler:
             raise SchemaError("enum must be an array", pointer=f"{pointer}/enum")
         types = self.allowed_types(s, pointer)
         rest = {k: v for k, v in s.items() if k not in ("enum", "const")}
-        literals = []
+        literals: list[bytes] = []
+        numbers: list[str] = []  # regexes: every decimal spelling of each number
+        arrays: list[list[str | None]] = []
+        objects: list[list[str | None]] = []
         for v in values:
             kind = _json_type(v, types)
-            if kind is None or not self._value_ok(v, rest):
+            if kind is None or not self._value_ok(v, rest, pointer):
                 continue
-            forms = _spellings(v, self.limits.max_enum_spellings)
-            if kind == "integer" and "number" not in types and self._whole_integers:
-                forms = [f for f in forms if b"." not in f]  # drafts 3 and 4: 2.0 is not an integer
-            literals += forms
-        return _Values(scalar=strings(literals) if literals else None)
+            if kind in ("array", "object"):  # rules, so that they sit with the other arrays and objects
+                (arrays if kind == "array" else objects).append([self._literal_rule(v)])
+                continue
+            if _is_number(v):  # drafts 3 and 4: 2.0 is not an integer
+                numbers.append(_spelling_regex(v, whole=kind == "integer" and "number" not in types and self._whole_integers))
+            else:
+                literals.append(_dumps(v))
+        scalars = ([strings(literals)] if literals else []) + ([compile_regex("|".join(f"(?:{n})" for n in numbers))] if numbers else [])
+        return _Values(
+            scalar=union_all(scalars) if scalars else None,
+            obj=self.rule(objects) if objects else None,
+            arr=self.rule(arrays) if arrays else None,
+        )
 
-    def _value_ok(self, v: Any, s: dict) -> bool:
-        """Does ``v`` satisfy the scalar keywords of ``s``? (enum values are filtered by them)."""
+    def _literal_rule(self, v: Any) -> str | None:
+        """One JSON value as rules: its punctuation through ``lit`` (so flexible whitespace applies),
+        an object's members in any order (up to ``limits.max_any_order_required`` keys; past that,
+        in the value's order), numbers in every equal spelling (``2``, ``2.0``)."""
+        if isinstance(v, list):
+            seq: list[str | None] = [self.lit(b"[")]
+            for i, x in enumerate(v):
+                seq += [self.lit(b","), self._literal_rule(x)] if i else [self._literal_rule(x)]
+            return self.rule([seq + [self.lit(b"]")]])
+        if isinstance(v, dict):
+            members = [(k, self._literal_rule(x), True) for k, x in v.items()]
+            if len(members) <= self.limits.max_any_order_required:
+                return self._object_any_order(members, None, (0, None))
+            return self._object_rules(members, None)
+        return self.term(_spelled(v))
+
+    def _value_ok(self, v: Any, s: dict, pointer: str = "") -> bool:
+        """Does ``v`` satisfy the other keywords of ``s``? (enum values are filtered by them).
+        Scalars are matched by the automata; arrays and objects by the ``jsonschema`` validator of
+        the schema's draft (a concrete value: the reference decides it exactly)."""
+        if isinstance(v, (list, dict)):
+            return self._composite_ok(v, s, pointer)
         if isinstance(v, str) and set(s) & _STRING_KW:
             try:
                 return self._string_automaton(s, "").matches(_dumps(v))
@@ -584,6 +646,33 @@ class _Compiler:
             dfa = self._number_automaton(s, "", integer=False)
             return dfa.matches(_dumps(v)) if dfa is not None else True
         return True
+
+    def _composite_ok(self, v: Any, s: dict, pointer: str) -> bool:
+        if not set(s) - _ANNOTATIONS - {"type"}:
+            return True
+        schema = {k: x for k, x in s.items() if k not in ("not", ABSENT)}
+        extra = []
+        nots = s.get("not")
+        if nots is not None:
+            extra += [{"not": n} for n in (nots if isinstance(nots, list) else [nots])]
+        if s.get(ABSENT):
+            extra.append({"properties": {k: False for k in s[ABSENT]}})
+        if extra:
+            schema["allOf"] = [*schema.get("allOf", []), *extra]
+        try:
+            return bool(self._reference().evolve(schema=schema).is_valid(v))
+        except Exception as e:  # noqa: BLE001 - a reference the validator cannot follow
+            self.relax(f"{pointer}/enum", f"an enum or const value checked against the rest of its schema ({e}) (not enforced)")
+            return True
+
+    def _reference(self) -> Any:
+        """The ``jsonschema`` validator of the root's draft (2020-12 if it names none)."""
+        if self._validator is None:
+            import jsonschema
+
+            cls = jsonschema.validators.validator_for(self.root, default=jsonschema.Draft202012Validator)
+            self._validator = cls(self.root, format_checker=cls.FORMAT_CHECKER)
+        return self._validator
 
     # -- numbers ----------------------------------------------------------------------------------
 
@@ -1059,6 +1148,87 @@ class _Compiler:
 # -- helpers --------------------------------------------------------------------------------------
 
 
+# Assertion keywords a declared draft does not have: its validators ignore them, and so does strict
+# mode (docs/drafts.md). A schema that names no draft is read with every draft's keywords.
+_LATER_THAN_7 = {"dependentRequired", "dependentSchemas", "prefixItems", "unevaluatedItems", "unevaluatedProperties",
+                 "minContains", "maxContains", "$dynamicRef", "$recursiveRef"}  # fmt: skip
+_NOT_IN_DRAFT = {
+    "draft-04/": {"const", "contains", "propertyNames", "if", "then", "else", *_LATER_THAN_7},
+    "draft-06/": {"if", "then", "else", *_LATER_THAN_7},
+    "draft-07/": _LATER_THAN_7,
+    "/2019-09/": {"prefixItems", "$dynamicRef"},
+    "/2020-12/": {"dependencies", "$recursiveRef"},
+}
+# The formats each draft defines (as its validators check them); any other is an annotation there.
+_DRAFT4_FORMATS = {"date-time", "email", "hostname", "idn-email", "ipv4", "ipv6", "regex", "uri"}
+_DRAFT6_FORMATS = _DRAFT4_FORMATS | {"json-pointer", "uri-reference", "uri-template"}
+_DRAFT7_FORMATS = _DRAFT6_FORMATS | {"date", "time", "idn-hostname", "iri", "iri-reference", "relative-json-pointer"}
+_FORMATS_OF_DRAFT = {
+    "draft-04/": _DRAFT4_FORMATS, "draft-06/": _DRAFT6_FORMATS, "draft-07/": _DRAFT7_FORMATS,
+    "/2019-09/": _DRAFT7_FORMATS | {"duration", "uuid"}, "/2020-12/": _DRAFT7_FORMATS | {"duration", "uuid"},
+}  # fmt: skip
+_SUBSCHEMA = {"additionalProperties", "additionalItems", "items", "not", "contains", "propertyNames", "if", "then",
+              "else", "unevaluatedItems", "unevaluatedProperties", "contentSchema"}  # fmt: skip
+_SUBSCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems", "items"}
+_SUBSCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"}
+
+
+def _in_its_draft(root: Any) -> Any:
+    """``root`` without the keywords its declared ``$schema`` does not define, nor the formats
+    (a copy; the same object when it declares none of drafts 4 to 2020-12). Under draft-04, a numeric
+    ``exclusiveMinimum``/``exclusiveMaximum`` is read as that draft's validators read it: a flag."""
+    declared = root.get("$schema") if isinstance(root, dict) else None
+    draft = next((k for k in _NOT_IN_DRAFT if isinstance(declared, str) and k in declared), None)
+    if draft is None:
+        return root
+    drop, formats = _NOT_IN_DRAFT[draft], _FORMATS_OF_DRAFT[draft]
+    draft4 = "draft-04/" in declared
+
+    def walk(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k in drop or (k == "format" and isinstance(v, str) and v not in formats):
+                continue
+            if draft4 and k in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(v, bool):
+                v = bool(v)
+            if k in _SUBSCHEMA_LISTS and isinstance(v, list):
+                v = [walk(x) for x in v]
+            elif k in _SUBSCHEMA_MAPS and isinstance(v, dict):
+                v = {name: walk(x) for name, x in v.items()}
+            elif k in _SUBSCHEMA:
+                v = walk(v)
+            out[k] = v
+        return out
+
+    return walk(root)
+
+
+_JSON_CHAR = r'[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}'
+_REGEXES = {
+    "number": ANY_NUMBER,
+    "string": rf'"(?:{_JSON_CHAR})*"',
+    "unwritten number": NONCANONICAL_NUMBER,
+    "unwritten string": rf'"(?:{_JSON_CHAR})*\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}(?:{_JSON_CHAR})*"',
+}
+# per kind of scalar: the texts that bounded automata of that kind never produce
+_UNWRITTEN = {"number": "unwritten number", "string": "unwritten string"}
+
+
+@lru_cache(maxsize=None)
+def _dfa(name: str) -> ByteDFA:
+    return compile_regex(_REGEXES[name])
+
+
+def _has(dfa: ByteDFA, kind: str) -> bool:
+    """Does ``dfa`` accept some text of ``kind`` ("number" or "string")? (A lazy automaton is a
+    long counted string.)"""
+    if isinstance(dfa, LazyDFA):
+        return kind == "string"
+    return not product(dfa, _dfa(kind), "and").empty
+
+
 def _empty_tables():
     import numpy as np
 
@@ -1069,29 +1239,29 @@ def _dumps(v: Any) -> bytes:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _spellings(v: Any, limit: int = 256) -> list[bytes]:
-    """The compact JSON forms of an enum value that are equal to it: an integral number is
-    ``2`` or ``2.0``, an object's keys in any order (up to ``limit`` forms, then one)."""
-    import itertools
+def _spelled(v: Any, *, whole: bool = False) -> ByteDFA:
+    return compile_regex(_spelling_regex(v, whole=whole)) if _is_number(v) else literal(_dumps(v))
 
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return [_dumps(v)]
-    if isinstance(v, (int, float)):
-        if float(v).is_integer() and abs(v) <= 2**53:
-            return [str(int(v)).encode(), f"{int(v)}.0".encode()]
-        return [_dumps(v)]
-    if isinstance(v, list):
-        parts = [_spellings(x, limit) for x in v]
-        if math.prod(len(p) for p in parts) > limit:
-            return [_dumps(v)]
-        return [b"[" + b",".join(c) + b"]" for c in itertools.product(*parts)]
-    if isinstance(v, dict):
-        items = [[_dumps(k) + b":" + x for x in _spellings(val, limit)] for k, val in v.items()]
-        orders = math.factorial(len(items)) if len(items) <= 6 else limit + 1
-        if orders * math.prod(len(p) for p in items) > limit:
-            return [_dumps(v)]
-        return [b"{" + b",".join(c) + b"}" for perm in itertools.permutations(items) for c in itertools.product(*perm)]
-    return [_dumps(v)]
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 2**53
+
+
+def _spelling_regex(v: Any, *, whole: bool = False) -> str:
+    """The JSON texts of a scalar, numbers in every decimal spelling equal to them: ``2``, ``2.0``,
+    ``2.00`` (``whole``: ``2`` only, a draft-04 integer), ``0.5``, ``0.50``. (Exponent forms and
+    ``-0`` are not written, as for bounded numbers; past 2**53, only the value's own text.)"""
+    sign, digits, exponent = Decimal(repr(v) if isinstance(v, float) else v).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    if exponent >= 0:  # integral
+        whole_part, fraction = text + "0" * int(exponent), ""
+    else:
+        cut = len(text) + int(exponent)
+        whole_part, fraction = (text[:cut] if cut > 0 else "0"), ("0" * max(0, -cut) + text[max(cut, 0):])
+    head = ("-" if sign and (whole_part != "0" or fraction) else "") + whole_part
+    if fraction:
+        return re.escape(f"{head}.{fraction}") + "0*"
+    return re.escape(head) + ("" if whole else r"(\.0+)?")
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -1369,6 +1539,7 @@ def compile_schema(
 
     ``SchemaError`` (lenient or not) when ``policy`` leaves no instance of a schema that has some.
     """
+    schema = _in_its_draft(schema)
     c = _Compiler(schema, whitespace=whitespace, lenient=lenient, any_order=any_order, limits=limits, policy=policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

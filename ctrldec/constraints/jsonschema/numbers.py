@@ -23,11 +23,14 @@ import numpy as np
 from ...engine.bytedfa import ByteDFA, _trim, compile_regex, concat_bytes, literal, product, union_all
 from ...limits import DEFAULT_LIMITS
 
-__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "ANY_INTEGER_DRAFT4"]
+__all__ = ["integer_dfa", "number_dfa", "ANY_NUMBER", "ANY_INTEGER", "ANY_INTEGER_DRAFT4", "NONCANONICAL_NUMBER"]
 
 ANY_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 ANY_INTEGER = r"-?(0|[1-9][0-9]*)(\.0+)?"
 ANY_INTEGER_DRAFT4 = r"-?(0|[1-9][0-9]*)"  # drafts 3 and 4: 1.0 is not an integer
+# The number texts the bounded automata never produce: an exponent, or a negative zero. A set
+# difference with such an automaton on its right must leave these out too (``noncanonical``).
+NONCANONICAL_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?[eE][+-]?[0-9]+|-0(\.0+)?"
 _EMPTY = ByteDFA(np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool))
 _DIGITS = [ord(str(d)) for d in range(10)]
 
