@@ -14,6 +14,7 @@
     ctrldec info
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
+    ctrldec bench fuzz [--budget 10m] [--seed N] [--corpus DIR]
     ctrldec bench coverage [--suite DIR] [--jsonschemabench DIR] [--limit N] [--engines a,b] [--out F]
 
 Errors are one line on stderr (``ctrldec: error: ...``) with exit status 2; an output cut off by
@@ -404,6 +405,37 @@ def cmd_bench_coverage(args: argparse.Namespace) -> int:
     return _write_report(args, report)
 
 
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``1h`` -> seconds."""
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:].lower(), None)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise CtrldecError(f"--budget {text!r}: give seconds, or a number with s, m or h (e.g. 10m)") from None
+    if value < 0:
+        raise CtrldecError(f"--budget {text!r} is negative")
+    return value
+
+
+def cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    from .bench import fuzz
+
+    budget = _seconds(args.budget)
+    tokenizer = None
+    if not args.no_tokens:
+        _quiet_transformers()
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+    report = fuzz.run(budget, tokenizer, seed=args.seed, progress=args.progress or sys.stderr.isatty())
+    print(fuzz.format_report(report))
+    if args.corpus and report["disagreements"]:
+        path = fuzz.save_cases(report["disagreements"], args.corpus)
+        print(f"kept {len(report['disagreements'])} case(s) in {path}")
+    _write_report(args, report)
+    return 1 if report["disagreements"] else 0
+
+
 def _model_bench(args: argparse.Namespace, run: Any, describe: Any) -> int:
     """Load the model, ``report = run(model, tokenizer)``, print ``describe(report)``, write --out."""
     from .models import load
@@ -573,6 +605,7 @@ def _parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
     bsub = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _engine_bench_parsers(bsub)
+    _fuzz_parser(bsub)
     _model_bench_parsers(bsub)
     return p
 
@@ -671,6 +704,18 @@ def _engine_bench_parsers(bsub: Any) -> None:
     c.add_argument("--plot", metavar="F.png", help="JSONSchemaBench: passing schemas per split, per engine")
     c.add_argument("--progress", action="store_true")
     c.set_defaults(func=cmd_bench_coverage)
+
+
+def _fuzz_parser(bsub: Any) -> None:
+    f = bsub.add_parser("fuzz", help="differential fuzzing against jsonschema and Lark (exit 1 if they disagree)")
+    f.add_argument("--budget", default="2m", help="how long: seconds, or 30s / 10m / 1h (default 2m)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--model", metavar="PATH", help="whose tokenizer replays texts and probes masks (default: the embedded model's)")
+    f.add_argument("--no-tokens", action="store_true", help="verdicts only: no token replays or mask probes")
+    f.add_argument("--corpus", metavar="DIR", help="append every disagreement to DIR/found.jsonl (regression cases)")
+    f.add_argument("--out", metavar="results.json")
+    f.add_argument("--progress", action="store_true", help="a progress bar (on by default on a terminal)")
+    f.set_defaults(func=cmd_bench_fuzz)
 
 
 def _generation_bench_parsers(bsub: Any) -> None:
