@@ -306,6 +306,13 @@ def _judge_inner(engine: _SchemaEngine, schema: Any, tests: list[tuple[bool, Any
     return row
 
 
+def _bar(total: int, name: str, shown: bool) -> Any:
+    """A progress bar on stderr (tqdm, which transformers already brings) when ``shown``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=name, unit="schema", disable=not shown)
+
+
 def _reference_accepts(schema: Any, data: Any) -> bool:
     """Does the ``jsonschema`` validator of the schema's own draft (2020-12 if it names none),
     with that draft's format checker, accept ``data``?"""
@@ -443,7 +450,9 @@ def run_bench(
         per_split: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(list))
         started = time.time()
         failures = []
-        for i, r in enumerate(rows):
+        bar = _bar(len(rows), name, progress)
+        for r in rows:
+            bar.update()
             schema = json.loads(r["schema"])
             tests = [(t["valid"], t["data"]) for t in r["tests"]]
             row = judge(schema, tests)
@@ -463,8 +472,7 @@ def run_bench(
             if not row["passing"] and len(failures) < 200:
                 failures.append({"id": r["id"], "error": row.get("error"), "valid_rejected": row["valid_rejected"],
                                  "invalid_accepted": row["invalid_accepted"], "disputed": row.get("disputed", 0)})
-            if progress and i % 100 == 0:
-                print(f"  {name}: {i}/{len(rows)} schemas, {time.time() - started:.0f}s", flush=True)
+        bar.close()
         judge.close()
         summary = {}
         for split, s in sorted(per_split.items()):

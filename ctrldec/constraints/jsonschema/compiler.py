@@ -501,9 +501,11 @@ class _Compiler:
     def subtract_scalars(self, a: ByteDFA, b: ByteDFA, pointer: str) -> ByteDFA:
         """``a`` minus ``b``; a length-counted string minus another string is a relaxation.
 
-        Bounded number automata leave out exponents and ``-0`` (``numbers.py``), and counted or
-        patterned strings leave out surrogate escapes (``json_char``): they are exact only on the
-        other texts. So where ``b`` has numbers (strings), the difference drops those texts as
+        Bounded number automata leave out exponents and ``-0`` (``numbers.py``), counted strings
+        surrogate escapes (``json_char``), patterned strings and literals the second forms of a
+        character (``\\u0078`` for ``x``, ``\\/``): they are exact only on the other texts, so
+        the complement leaves out numbers with an exponent or ``-0`` and strings with such an
+        escape (``_OTHER_FORM``). So where ``b`` has numbers (strings), the difference drops those texts as
         well; otherwise ``not: {minimum: 2}`` would admit ``1e9`` (fuzzing found it).
         """
         for kind, unwritten in _UNWRITTEN.items():
@@ -1206,13 +1208,17 @@ def _in_its_draft(root: Any) -> Any:
 
 
 _JSON_CHAR = r'[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4}'
+# An escape that is a second form of a character: ``\/``, or ``\uXXXX`` for anything but a control
+# character without a short escape (written ``\u0004`` with lower-case hex, as json.dumps does).
+_OTHER_FORM = (r"(?:\\/|\\u(?:[1-9a-fA-F][0-9a-fA-F]{3}|0[1-9a-fA-F][0-9a-fA-F]{2}|00[2-9a-fA-F][0-9a-fA-F]"
+               r"|000[89aAcCdDBEF]|001[A-F]))")
 _REGEXES = {
     "number": ANY_NUMBER,
     "string": rf'"(?:{_JSON_CHAR})*"',
     "unwritten number": NONCANONICAL_NUMBER,
-    "unwritten string": rf'"(?:{_JSON_CHAR})*\\u[dD][89a-fA-F][0-9a-fA-F]{{2}}(?:{_JSON_CHAR})*"',
+    "unwritten string": rf'"(?:{_JSON_CHAR})*{_OTHER_FORM}(?:{_JSON_CHAR})*"',
 }
-# per kind of scalar: the texts that bounded automata of that kind never produce
+# per kind of scalar: texts that bounded automata of that kind may not produce
 _UNWRITTEN = {"number": "unwritten number", "string": "unwritten string"}
 
 

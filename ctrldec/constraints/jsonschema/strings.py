@@ -285,11 +285,39 @@ _IPV6 = "|".join(
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = rf"{_LABEL}(?:\.{_LABEL})*"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_URI_CHARS = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
 # RFC 3987 ucschar and iprivate: every character past U+009F but surrogates and noncharacters (a
 # negated class: cheap to compile; real characters, as interegular does not read \uXXXX)
 _NONCHARACTERS = "\ufdd0-\ufdef" + "".join(chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17))
-_IRI_CHARS = f"(?:{_URI_CHARS}|[^\x00-\x9f\ud800-\udfff{_NONCHARACTERS}])"
+_UCS = f"[^\x00-\x9f\ud800-\udfff{_NONCHARACTERS}]"
+_IRI_CHARS = rf"(?:[A-Za-z0-9\-._~:/?#@!$&'()*+,;=]|%[0-9A-Fa-f]{{2}}|{_UCS})"
+
+
+def _rfc3986(iri: bool) -> tuple[str, str]:
+    """(absolute, reference) regexes following RFC 3986's ABNF (RFC 3987's with ``iri``): the
+    validators parse the structure (one ``#``, a numeric port, ``[...]`` only around an IP
+    literal, ``%`` with two hex digits), so a flat character class would admit what they refuse."""
+
+    def alt(*parts: str) -> str:
+        return "(?:" + "|".join(parts) + ")"
+
+    unreserved = alt(r"[A-Za-z0-9\-._~]", _UCS) if iri else r"[A-Za-z0-9\-._~]"
+    pct, sub = r"%[0-9A-Fa-f]{2}", r"[!$&'()*+,;=]"
+    pchar = alt(unreserved, pct, sub, "[:@]")
+    segment, segment_nz = f"{pchar}*", f"{pchar}+"
+    reg_name = alt(unreserved, pct, sub) + "*"
+    hosts = [reg_name] if iri else [rf"\[(?:{_IPV6})\]", reg_name]  # the IRI checker refuses IP literals
+    userinfo = alt(unreserved, pct, sub, ":") + "*"
+    authority = rf"(?:{userinfo}@)?{alt(*hosts)}(?::[0-9]*)?"
+    abempty = rf"(?:/{segment})*"
+    absolute = rf"/(?:{segment_nz}(?:/{segment})*)?"
+    query = alt(pchar, "[/?]") + "*"
+    tail = rf"(?:\?{query})?(?:#{query})?"
+    hier = alt(f"//{authority}{abempty}", absolute, f"{segment_nz}(?:/{segment})*", "")
+    full = rf"[A-Za-z][A-Za-z0-9+.-]*:{hier}{tail}"
+    noscheme = rf"{alt(unreserved, pct, sub, '@')}+(?:/{segment})*"
+    relative = alt(rf"//{authority}{abempty}", absolute, noscheme, "") + tail
+    return full, alt(full, relative)
+
 
 # internationalized forms: the ASCII rules with every non-ASCII character (but surrogates) allowed
 # where a letter is (RFC 6531 UTF8-non-ascii in the local part, U-labels in host names)
@@ -313,10 +341,10 @@ FORMATS: dict[str, str] = {
     "ipv4": _IPV4,
     "ipv6": _IPV6,
     "uuid": r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-    "uri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_URI_CHARS}*",
-    "uri-reference": rf"{_URI_CHARS}*",
-    "iri": rf"[A-Za-z][A-Za-z0-9+.-]*:{_IRI_CHARS}*",
-    "iri-reference": rf"{_IRI_CHARS}*",
+    "uri": _rfc3986(iri=False)[0],
+    "uri-reference": _rfc3986(iri=False)[1],
+    "iri": _rfc3986(iri=True)[0],
+    "iri-reference": _rfc3986(iri=True)[1],
     "idn-email": rf"{_UATOM}(?:\.{_UATOM})*@{_IDN_HOSTNAME}",
     "idn-hostname": _IDN_HOSTNAME,
     "uri-template": rf"(?:{_TEMPLATE_LITERAL}|\{{[+#./;?&=,!@|]?{_VARSPEC}(?:,{_VARSPEC})*\}})*",
@@ -356,6 +384,12 @@ def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
 
 
 @lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_bodies)
+@lru_cache(maxsize=None)
+def _format_body(name: str) -> ByteDFA:
+    """A format's string body, built once per process (the URI grammars take up to a second)."""
+    return _pattern_body(f"(?:{FORMATS[name]})")
+
+
 def _pattern_body(python_regex: str) -> ByteDFA:
     try:
         return fsm_to_dfa(parse_fsm(python_regex), encode=_json_encode)
@@ -374,7 +408,7 @@ def string_dfa(
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
     formats = [fmt] if isinstance(fmt, str) else list(fmt or [])
     bodies = [_pattern_body(ecma_to_python(p)) for p in patterns]
-    bodies += [_pattern_body(f"(?:{FORMATS[f]})") for f in formats]
+    bodies += [_format_body(f) for f in formats]
     if min_length > 0 or max_length is not None:
         bodies.append(_length_dfa(min_length, max_length))
     body = bodies[0] if bodies else compile_regex(ANY_STRING_BODY)
@@ -391,7 +425,7 @@ def counted_string(
     length past ``max_counted_min``."""
     if not pattern and not fmt:
         return CountedString(min_length, max_length)
-    bodies = [_pattern_body(ecma_to_python(p)) for p in pattern] + [_pattern_body(f"(?:{FORMATS[f]})") for f in fmt]
+    bodies = [_pattern_body(ecma_to_python(p)) for p in pattern] + [_format_body(f) for f in fmt]
     body = bodies[0]
     for other in bodies[1:]:
         body = product(body, other, "and")
