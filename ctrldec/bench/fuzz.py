@@ -542,6 +542,66 @@ class _Report:
             self.disagreements.append(case)
 
 
+class _SchemaCase:
+    """One compiled schema and its reference: checks instance texts against both."""
+
+    def __init__(self, schema: dict, options: dict, constraint: Any) -> None:
+        self.schema, self.options, self.constraint = schema, options, constraint
+        self.check = validator(schema)
+        text = json.dumps(schema)
+        self.arithmetic = "multipleOf" in text or "integer" in text
+        self.narrower = any(f'"format": "{f}"' in text for f in NARROWER_FORMATS)
+
+    def rounded(self, text: str) -> bool:
+        """Past 2**53 the reference decides integer-ness and multiples on a rounded binary
+        float, ctrldec on the exact decimal: no verdict to compare."""
+        try:
+            return self.arithmetic and _beyond_floats(json.loads(text))
+        except ValueError:
+            return False
+
+    def comparable(self, data: bytes) -> bool:
+        return not self.rounded(data.decode("utf-8", "replace"))
+
+    def reference(self, data: bytes) -> bool:
+        try:
+            return bool(self.check.is_valid(json.loads(data.decode("utf-8"))))
+        except ValueError:
+            return False
+
+    def run(self, report: _Report, text: str, rng: random.Random, tokens: _Tokens | None) -> None:
+        """Verdict, exponent form, flexible whitespace and a token replay for one instance."""
+        import ctrldec
+
+        if _duplicate_keys(text) or self.rounded(text):
+            report.counts["skipped"] += 1
+            return
+        expect = self.reference(text.encode())
+        ours = self.constraint.matches(text)
+        report.counts["instances"] += 1
+        report.counts["instances_valid"] += expect
+        case = {"kind": "schema", "schema": self.schema, "options": self.options, "text": text, "reference": expect}
+        if ours != expect:
+            if expect and self.narrower:
+                report.counts["narrower_format"] += 1
+            else:
+                report.disagree({**case, "ctrldec": ours, "what": "verdict"})
+            return
+        plain = dumps(json.loads(text), exponents=True)  # Python's own number forms
+        if plain != text and not expect and self.constraint.matches(plain):
+            report.disagree({**case, "text": plain, "ctrldec": True, "what": "verdict (exponent form)"})
+        if expect:
+            spaced = _spaced(text, rng, 4)
+            flexible = {**self.options, "whitespace": "flexible"}
+            if not ctrldec.JSONSchema(self.schema, extra_properties="allow", **flexible).matches(spaced):
+                report.disagree({**case, "text": spaced, "options": flexible, "ctrldec": False, "what": "flexible whitespace"})
+        if tokens is not None and (expect or rng.random() < 0.3):
+            report.counts["token_replays"] += 1
+            report.counts["mask_probes"] += 2
+            for problem in _check_replay(self.constraint, tokens, text.encode(), expect, self.reference, rng, 2, _canonical, self.comparable):
+                report.disagree({**case, "ctrldec": problem, "what": "tokens"})
+
+
 def _schema_round(report: _Report, tokens: _Tokens | None, seed: int, examples: int) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
@@ -564,16 +624,7 @@ def _schema_round(report: _Report, tokens: _Tokens | None, seed: int, examples: 
         except ctrldec.SchemaError:
             return
         report.counts["schemas_compiled"] += 1
-        check = validator(schema)
-        arithmetic = any(word in json.dumps(schema) for word in ("multipleOf", "integer"))
-
-        def rounded(text_: str) -> bool:
-            """Past 2**53 the reference decides integer-ness and multiples on a rounded binary
-            float, ctrldec on the exact decimal: no verdict to compare."""
-            try:
-                return arithmetic and _beyond_floats(json.loads(text_))
-            except ValueError:
-                return False
+        case = _SchemaCase(schema, options, constraint)
         rng = random.Random(data.draw(st.integers(0, 2**32)))
         values: list[Any] = []
         try:
@@ -588,43 +639,7 @@ def _schema_round(report: _Report, tokens: _Tokens | None, seed: int, examples: 
                 text = dumps(_ordered(value, rng if order == "any" else None))
             except ValueError:
                 continue
-            if _duplicate_keys(text) or rounded(text):
-                report.counts["skipped"] += 1
-                continue
-            expect = check.is_valid(json.loads(text))
-            ours = constraint.matches(text)
-            report.counts["instances"] += 1
-            report.counts["instances_valid"] += expect
-            case = {"kind": "schema", "schema": schema, "options": options, "text": text, "reference": expect}
-            if ours != expect:
-                narrower = expect and any(f'"format": "{f}"' in json.dumps(schema) for f in NARROWER_FORMATS)
-                if narrower:
-                    report.counts["narrower_format"] += 1
-                else:
-                    report.disagree({**case, "ctrldec": ours, "what": "verdict"})
-                continue
-            plain = dumps(json.loads(text), exponents=True)  # Python's own number forms
-            if plain != text and not expect and constraint.matches(plain):
-                report.disagree({**case, "text": plain, "ctrldec": True, "what": "verdict (exponent form)"})
-            if expect:
-                spaced = _spaced(text, rng, 4)
-                if not ctrldec.JSONSchema(schema, extra_properties="allow", whitespace="flexible", **options).matches(spaced):
-                    report.disagree({**case, "text": spaced, "options": {**options, "whitespace": "flexible"}, "ctrldec": False, "what": "flexible whitespace"})
-            if tokens is not None and (expect or rng.random() < 0.3):
-                report.counts["token_replays"] += 1
-                report.counts["mask_probes"] += 2
-
-                def reference(data_: bytes) -> bool:
-                    try:
-                        return check.is_valid(json.loads(data_.decode("utf-8")))
-                    except ValueError:
-                        return False
-
-                def comparable(data_: bytes) -> bool:
-                    return not rounded(data_.decode("utf-8", "replace"))
-
-                for problem in _check_replay(constraint, tokens, text.encode(), expect, reference, rng, 2, _canonical, comparable):
-                    report.disagree({**case, "ctrldec": problem, "what": "tokens"})
+            case.run(report, text, rng, tokens)
 
     one()
 
