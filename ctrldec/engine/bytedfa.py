@@ -609,6 +609,14 @@ class LazyDFA:
         """A state that every text of up to ``ahead`` bytes treats like ``state`` (itself, at worst)."""
         return state
 
+    foldable = False  # ``unfold`` is defined (a counter whose levels repeat one pattern)
+
+    def unfold(self, state: int, levels: int) -> int:
+        """The state ``levels`` characters deeper than ``state`` in the same position of its
+        character (for a ``foldable`` automaton, whose rows past the lower bound repeat level by
+        level): the inverse of ``canonical`` far from the upper bound."""
+        raise NotImplementedError
+
     def matches(self, data: bytes) -> bool:
         state = 0
         for b in data:
@@ -702,6 +710,11 @@ class CountedString(LazyDFA):
 
     def depth(self, state: int) -> int:
         return 0 if state < 2 else (state - 2) // self._m
+
+    foldable = True
+
+    def unfold(self, state: int, levels: int) -> int:
+        return state + levels * self._m
 
 
 class LazyUnion(LazyDFA):
@@ -959,6 +972,11 @@ class CountedPattern(LazyDFA):
 
     def depth(self, state: int) -> int:
         return 0 if state < 2 else (state - 2) // self._n
+
+    foldable = True
+
+    def unfold(self, state: int, levels: int) -> int:
+        return state + levels * self._n
 
     def canonical(self, state: int, ahead: int) -> int:
         if state < 2:

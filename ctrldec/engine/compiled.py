@@ -47,6 +47,7 @@ from .bytedfa import read_only
 from .completion import Completions
 from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
+from .lexer import VIRTUAL
 
 __all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 
@@ -137,6 +138,10 @@ class _Run:
         tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
         return (len(s) + entries + len(self.distances) + len(self.exact)) * ENTRY_BYTES + tables
 
+    def key(self, c: tuple[int, int]) -> int:
+        """The cache key of a configuration (a folded counter shares its base's entries)."""
+        return c[0] * self.n_lex + (c[1] if c[1] < VIRTUAL else self.a.lexer.rep(c[1]))
+
     def after(self, node: int, t: int) -> tuple[int, ...]:
         """The stacks after the lexeme ``t`` (an ``%ignore`` lexeme leaves the stack as it is)."""
         if self.a._ignore[t]:
@@ -182,7 +187,15 @@ class _Run:
         trans, accept, eager, start, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.start, lexer.built
         feed, ignore, state = self.stacks.feed, self.a._ignore, self.stacks.state
         for b in data:
-            nxt = trans[lex][b]
+            try:
+                nxt = trans[lex][b]
+            except IndexError:  # a folded counter (``LexerAutomaton.arrive``): never a lexeme's end
+                nxt = lexer.virtual_next(lex, b)
+                if nxt < 0:
+                    return None
+                if nxt >= VIRTUAL:
+                    lex = nxt
+                    continue
             if nxt < 0:
                 t = accept[lex]
                 if t < 0:
@@ -194,8 +207,11 @@ class _Run:
                 nxt = trans[start[state[node]]][b]
                 if nxt < 0:
                     return None
-            if not built[nxt]:  # a lazy lexer's state met for the first time
-                lexer.build(nxt)
+            if not built[nxt]:  # a lazy lexer's state met for the first time (built, or folded)
+                nxt = lexer.arrive(nxt)
+                if nxt >= VIRTUAL:
+                    lex = nxt
+                    continue
             lex = nxt
             if eager[lex]:
                 t = accept[lex]
@@ -229,6 +245,9 @@ class _Run:
 
     def _byte(self, node: int, lex: int, b: int) -> list[tuple[int, int]]:
         lexer = self.a.lexer
+        if lex >= VIRTUAL:
+            nxt = lexer.virtual_next(lex, b)
+            return self._settle(node, nxt) if nxt >= 0 else []
         nxt = lexer.trans_list[lex][b]
         if nxt >= 0:
             return self._settle(node, nxt)
@@ -244,24 +263,28 @@ class _Run:
     def _settle(self, node: int, lex: int) -> list[tuple[int, int]]:
         """End an eager lexeme at once (each way it can end, for an ambiguous grammar)."""
         lexer = self.a.lexer
-        lexer.build(lex)
-        if not lexer.eager[lex]:
+        if lex < VIRTUAL:
+            lex = lexer.arrive(lex)
+        if lex >= VIRTUAL or not lexer.eager[lex]:
             return [(node, lex)]
         start, state = lexer.start, self.stacks.state
         return [(n, start[state[n]]) for t in lexer.accepts[lex] for n in self.after(node, t)]
 
     def viable(self, node: int, lex: int) -> bool:
-        return bool(self.a.lexer.completable[lex] & self.acceptable(node))
+        lexer = self.a.lexer
+        return bool(lexer.completable[lexer.rep(lex)] & self.acceptable(node))
 
     def is_accepting(self, node: int, lex: int) -> bool:
         """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
         lexer = self.a.lexer
+        lex = lexer.rep(lex)
         if lexer.is_start[lex]:
             return self.completes(node)
         return any(self.completes(n) for t in lexer.accepts[lex] for n in self.after(node, t))
 
     def next_bytes(self, node: int, lex: int) -> int:
         """Bitset of the bytes that keep the text viable."""
+        lex = self.a.lexer.rep(lex)
         key = node * self.n_lex + lex
         bits = self.next_bytes_bits.get(key)
         if bits is None:
@@ -305,7 +328,9 @@ class _Run:
         ``d`` by at least one: the first byte of the shortest completion (``L`` falls by one
         along it) or that first token. That keeps budget-aware decoding out of dead ends. ``d``
         depends on ``c`` alone, not on what was cached before (outputs do not depend on which
-        sequence or thread asked first); cached."""
+        sequence or thread asked first); cached. (A folded counter asks its base: a completion
+        never comes near the count's bound.)"""
+        lex = self.a.lexer.rep(lex)
         key = node * self.n_lex + lex
         d = self.distances.get(key)
         if d is None:
@@ -317,12 +342,12 @@ class _Run:
 
     def _bound(self, source: tuple[int, int], usable: int) -> int:
         """``distance``'s recursion, unrolled along the chain of first tokens."""
-        known, n_lex = self.distances, self.n_lex
+        known, key_of = self.distances, self.key
         tokenize = getattr(self.a, "_token_lengths", None)
         waiting: list[tuple[int, int]] = []  # (key, L) of configurations whose d waits on the next one's
         c = source
         while True:
-            key = c[0] * n_lex + c[1]
+            key = key_of(c)
             value = known.get(key)
             if value is not None:
                 break
@@ -335,7 +360,7 @@ class _Run:
             c = path[pieces[0]]
         for key, length in reversed(waiting):
             value = known[key] = min(length, 1 + value)
-        return known[source[0] * n_lex + source[1]]
+        return known[key_of(source)]
 
     def _shortest(self, source: tuple[int, int], usable: int) -> tuple[int, bytes | None, list[tuple[int, int]] | None]:
         """(bytes, text, configurations a byte apart along it) of a shortest completion: built
@@ -355,6 +380,8 @@ class _Run:
         if comp is None:
             return None
         node, lex = source
+        if lex >= VIRTUAL:
+            node, lex = source = node, self.a.lexer.rep(lex)
         if self.a.lexer.is_start[lex]:
             options = [(b"", node)]
         else:
@@ -424,13 +451,13 @@ class _Run:
     def _note_exact(self, path: list[tuple[int, int]]) -> None:
         """Cache the shortest lengths along a shortest completion (bytes left)."""
         for j, c in enumerate(path):
-            self.exact.setdefault(c[0] * self.n_lex + c[1], len(path) - 1 - j)
+            self.exact.setdefault(self.key(c), len(path) - 1 - j)
 
     def _search(self, source: tuple[int, int], usable: int) -> int:
         """The exact length of a shortest completion by breadth-first search over bytes, stopping
         at a configuration whose exact length is known; ``UNBOUNDED`` past
         ``limits.max_completion_states`` states."""
-        known, n_lex = self.exact, self.n_lex
+        known, key_of = self.exact, self.key
         limit = self.a.limits.max_completion_states
         parent: dict[tuple[int, int], tuple[int, int] | None] = {source: None}
         frontier, depth = [source], 0
@@ -441,7 +468,7 @@ class _Run:
                 if self.is_accepting(*c):
                     best, end = depth, c
                     break
-                cached = known.get(c[0] * n_lex + c[1]) if depth else None
+                cached = known.get(key_of(c)) if depth else None
                 if cached is not None:
                     if depth + cached < best:
                         best, end = depth + cached, c
@@ -463,10 +490,12 @@ class _Run:
         path.reverse()
         tail = best - (len(path) - 1)  # the known length past the path's end (0 if it ends the output)
         for j, c in enumerate(path):
-            known.setdefault(c[0] * n_lex + c[1], best - j if j < len(path) - 1 else tail)
+            known.setdefault(key_of(c), best - j if j < len(path) - 1 else tail)
         return best
 
     def mask(self, node: int, lex: int) -> np.ndarray:
+        if lex >= VIRTUAL:  # a folded counter: the table state that the longest token cannot tell from it
+            lex = self.a.lexer.canonical(lex, self.a._max_token_len)  # type: ignore[attr-defined]
         key = node * self.n_lex + lex
         mask = self.masks.get(key)
         if mask is None:
@@ -858,6 +887,8 @@ class CompiledGrammar(ByteAutomaton):
     def _budget_table(self, run: _Run, configs: tuple[tuple[int, int], ...]) -> _BudgetTable:
         """The allowed tokens of ``configs`` grouped by the completion bound after them (cached
         for a single configuration)."""
+        if any(x >= VIRTUAL for _, x in configs):  # folded counters: their table states for this look-ahead
+            configs = tuple((n, self.lexer.canonical(x, self._max_token_len) if x >= VIRTUAL else x) for n, x in configs)
         key = configs[0][0] * run.n_lex + configs[0][1] if len(configs) == 1 else None
         table = run.budget_tables.get(key) if key is not None else None
         if table is None:
@@ -982,7 +1013,7 @@ class GrammarMatcher:
         run = self._run
         if len(self._configs) == 1:
             node, lex = self._configs[0]
-            mask = run.masks.get(node * run.n_lex + lex)
+            mask = run.masks.get(node * run.n_lex + lex) if lex < VIRTUAL else None
             if mask is not None:
                 return bool((int(mask[token_id >> 5]) >> (token_id & 31)) & 1)
             if not run.glr:  # ``_after`` inlined: this is the hot path of mask-free sampling
@@ -1198,6 +1229,7 @@ class GrammarMatcher:
         usable, run = self.grammar._single_bytes, self._run
         with run.lock:  # builds lexer states and caches lengths, as ``distance`` does
             for c in self._configs:
+                c = (c[0], run.a.lexer.rep(c[1]))  # a folded counter's completions are its base's
                 text = run.witness(c, usable)
                 if text is not None and run._replay(c, text) is not None:
                     return text

@@ -22,9 +22,12 @@ import numpy as np
 
 from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, uniform_successor
 
-__all__ = ["Terminal", "LexerAutomaton"]
+__all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
 
 _BUILD_LEVELS = 8  # characters of a lazy terminal built with the grammar; the rest on demand
+VIRTUAL = 1 << 62  # lexer states from here on are folded counters (``LexerAutomaton.arrive``)
+_STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base state
+FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 56  # a built state's row as a Python list (``trans_list``), small ints shared
@@ -425,14 +428,92 @@ class LexerAutomaton:
     @_locked
     def canonical(self, state: int, ahead: int) -> int:
         """A state that every text of up to ``ahead`` bytes treats like ``state`` (for masks):
-        deep inside a counted lexeme, far from both of its bounds, the count does not matter."""
+        deep inside a counted lexeme, far from both of its bounds, the count does not matter.
+        Always a table state, also for a folded one."""
+        if state >= VIRTUAL:
+            levels, base = divmod(state - VIRTUAL, _STRIDE)
+            ((t, s),) = self._members[base]
+            dfa = self.terminals[t].dfa
+            return self._intern(((t, dfa.canonical(dfa.unfold(s, levels), ahead)),))
         if not self.lazy or not self._single_lazy(state):
             return state
         ((t, s),) = self._members[state]
         c = self.terminals[t].dfa.canonical(s, ahead)
         return state if c == s else self._intern(((t, c),))
 
+    # -- folded counters ---------------------------------------------------------------------------
+    #
+    # A string under ``maxLength: 100000`` would need a table state per character and a few of
+    # its neighbours (~12 KB each). Far from both bounds the count only matters for the bound, so
+    # such a state is *folded*: its id is ``VIRTUAL + levels * _STRIDE + base``, where ``base`` is
+    # the table state ``FOLD_AHEAD`` bytes of text cannot tell apart from it (``canonical``) and
+    # ``levels`` how many characters deeper it is. Nothing is stored per folded state: stepping
+    # reads the base's row and shifts the target by the same number of levels, and every question
+    # other than stepping (viability, completions, masks) is asked of the base (``rep``) or of
+    # ``canonical`` for a longer look-ahead. Only the matchers' stepping paths (``_Run.step``,
+    # ``_byte``, ``_settle``) ever hold a folded id; no table row contains one.
+
+    def _fold(self, state: int) -> int:
+        """``state``'s folded id, or ``state`` where it does not fold (a table state)."""
+        members = self._members[state]
+        if len(members) != 1 or not self._lazy_terms[members[0][0]]:
+            return state
+        ((t, s),) = members
+        if not self.terminals[t].dfa.foldable or s < 2:
+            return state
+        folded = self._fold_member(t, s)
+        return state if folded is None else folded
+
+    def _intern_locked(self, members: tuple) -> int:
+        found = self._index.get((False, members))
+        if found is not None:
+            return found
+        with self.lock:
+            return self._intern(members)
+
+    def arrive(self, state: int) -> int:
+        """A table state the scalar path steps into and that is not built: its folded id where it
+        folds, else the state, built."""
+        if not self.built[state]:
+            folded = self._fold(state)
+            if folded != state:
+                return folded
+            self.build(state)
+        return state
+
+    def virtual_next(self, state: int, b: int) -> int:
+        """The state after byte ``b`` from the folded ``state`` (-1 if rejected): the base's row,
+        shifted by the folded levels, folded again (or a table state near the upper bound)."""
+        levels, base = divmod(state - VIRTUAL, _STRIDE)
+        if not self.built[base]:
+            self.build(base)
+        x = self.trans_list[base][b]
+        if x < 0:
+            return -1
+        ((t, s),) = self._members[x]
+        if s < 2:  # the lexeme ended (a counted string's closing quote)
+            return self.arrive(x)
+        real = self.terminals[t].dfa.unfold(s, levels)
+        folded = self._fold_member(t, real)
+        if folded is not None:
+            return folded
+        return self.arrive(self._intern_locked(((t, real),)))
+
+    def _fold_member(self, t: int, s: int) -> int | None:
+        """The folded id of terminal ``t``'s (foldable) state ``s``, None where it does not fold."""
+        dfa = self.terminals[t].dfa
+        c = dfa.canonical(s, FOLD_AHEAD)
+        if c == s:
+            return None
+        return VIRTUAL + (dfa.depth(s) - dfa.depth(c)) * _STRIDE + self._intern_locked(((t, c),))
+
+    @staticmethod
+    def rep(state: int) -> int:
+        """The table state that stands for ``state`` in everything but stepping and masks: the
+        base of a folded state (see above), else the state itself."""
+        return state if state < VIRTUAL else (state - VIRTUAL) % _STRIDE
+
     def describe(self, state: int) -> str:
         """The terminals alive in a lexer state, for error messages."""
-        names = sorted({self.terminals[t].name for t, _ in self._members[state]})
+        names = sorted({self.terminals[t].name for t, _ in self._members[self.rep(state)]})
         return ", ".join(names) or "nothing"

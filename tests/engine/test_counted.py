@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 import ctrldec
 from ctrldec.constraints import tokenizer_info
 from ctrldec.constraints.jsonschema import compiler
+from ctrldec.engine import lexer as lexer_module
 from ctrldec.engine.bytedfa import CountedString, LazyDFA
+from ctrldec.engine.lexer import VIRTUAL
 
 
 def _schema(lo: int, hi: int | None, hi2: int, extra: dict | None = None) -> dict:
@@ -49,16 +51,21 @@ def _texts(lo: int, hi: int | None) -> list[str]:
     return out
 
 
-def _same_masks(lazy, dense, info, text: str) -> None:
+def _same_masks(lazy, dense, info, text: str) -> int:
+    """Compare masks token by token; how many of the lazy matcher's states were folded."""
     ids = info.encode(text)
     a, b = lazy.matcher(), dense.matcher()
+    folded = 0
     for i, t in enumerate(ids + [None]):
+        folded += any(x >= VIRTUAL for _, x in a._configs)
         assert (a.mask() == b.mask()).all(), (text, i)
+        assert a.is_accepting() == b.is_accepting() and a.completion_bound() == b.completion_bound(), (text, i)
         if t is None or not b.accepts(t):
             assert t is None or not a.accepts(t), (text, i)
-            return
+            return folded
         a.advance(t)
         b.advance(t)
+    return folded
 
 
 @pytest.mark.parametrize(
@@ -79,6 +86,79 @@ def test_lazy_masks_equal_the_tabulated_ones(counted_everywhere, lo, hi, extra):
         texts = [t.replace('"d":"', '"d":"x@') for t in texts]
     for text in texts:
         _same_masks(lazy, dense, info, text)
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 5])
+@pytest.mark.parametrize(
+    ("lo", "hi", "extra"),
+    [(0, 40, None), (5, 60, None), (0, 60, {"pattern": "^[a-z ]*$"}), (9, 120, {"pattern": "^(?:\\S+\\s)*\\S+$"})],
+)  # fmt: skip
+def test_folded_counters_equal_the_tabulated_ones(counted_everywhere, monkeypatch, ahead, lo, hi, extra):
+    """Folded states (no table state per character) with a look-ahead shorter than the longest
+    token: masks come from unfolding them again near the upper bound, steps shift the base's
+    rows, completion bounds come from the base. All must equal the tabulated automaton's."""
+    monkeypatch.setattr(lexer_module, "FOLD_AHEAD", ahead)
+    info = tokenizer_info(byte_level_tokenizer())
+    lazy = _uncached(_schema(lo, hi, 20, extra), info)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiler, "LAZY_LENGTH_FROM", 10**9)
+        dense = _uncached(_schema(lo, hi, 20, extra), info)
+    folded = 0
+    for text in _texts(lo, hi):
+        m = lazy.matcher()  # scalar steps first, before masks build the levels they reach
+        m.advance_bytes(text[: len(text) // 2].encode())
+        folded += any(x >= VIRTUAL for _, x in m._configs)
+        folded += _same_masks(lazy, dense, info, text)
+    assert folded  # the test reaches folded states
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lo=st.integers(0, 10), width=st.integers(0, 14), ahead=st.integers(0, 4), body=st.text(max_size=30),
+       cut=st.integers(1, 7))  # fmt: skip
+def test_folded_counters_agree_with_the_validator(lo, width, ahead, body, cut):
+    """Any split of the text into steps, any look-ahead: the verdict is the validator's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(compiler, "LAZY_LENGTH_FROM", 2)
+        mp.setattr(lexer_module, "FOLD_AHEAD", ahead)
+        schema = {"type": "string", "minLength": lo, "maxLength": lo + width}
+        g = ctrldec.JSONSchema(schema).tables()
+        text = json.dumps(body, ensure_ascii=False).encode()
+        automaton = _byte_automaton(g)
+        run, node, lex = automaton._start()
+        configs = ((node, lex),)
+        for i in range(0, len(text), cut):
+            configs = tuple(c for c in run.step_all(configs, text[i : i + cut]) if run.viable(*c))
+        ok = any(run.is_accepting(*c) for c in configs)
+        assert ok == (lo <= len(body) <= lo + width), (lo, width, body)
+
+
+def _byte_automaton(tables):
+    from ctrldec.engine.compiled import ByteAutomaton
+
+    return ByteAutomaton(tables)
+
+
+def test_a_string_of_100000_characters_costs_no_table_state_per_character(default_info):
+    """Issue 17's bound: generating a string under ``maxLength: 100000`` to its full length
+    grows neither the lexer's tables nor the grammar's caches with the length (it used to add
+    ~9 lexer states, 12 KB, per character). Exact at the bound: one more character is refused."""
+    g = ctrldec.JSONSchema({"type": "string", "maxLength": 100_000}).compile(default_info)
+    (unit,) = default_info.encode("aaaa")
+    m = g.matcher()
+    m.advance(default_info.encode('"')[0])
+    for n in range(0, 2_000, 4):
+        m.mask()
+        m.advance(unit)
+    states, cached = g.lexer.n_states, g.memory_size_bytes()
+    for n in range(2_000, 100_000, 4):
+        assert m.accepts(unit)
+        m.advance(unit)
+        if n % 5_000 == 0:
+            m.mask()
+            m.completion_bound()
+    assert not m.accepts(unit) and not m.mask()[unit >> 5] >> (unit & 31) & 1
+    assert g.lexer.n_states - states < 3_000 and g.memory_size_bytes() - cached < 20 * 2**20
+    assert m.accepts(default_info.encode('"')[0])
 
 
 def test_lazy_masks_with_the_default_tokenizer(counted_everywhere, default_info):
