@@ -15,6 +15,7 @@
     ctrldec bench masks [--grammar FILE | --builtin NAME] (--docs FILE.jsonl | --jsonschemabench DIR)
                         [--limit N] [--engines a,b] [--out results.json]
     ctrldec bench fuzz [--budget 10m] [--seed N] [--corpus DIR]
+    ctrldec bench memory [--cases long-string,deep-schema,...] [--model PATH]
     ctrldec bench coverage [--suite DIR] [--jsonschemabench DIR] [--limit N] [--engines a,b] [--out F]
 
 Errors are one line on stderr (``ctrldec: error: ...``) with exit status 2; an output cut off by
@@ -436,6 +437,19 @@ def cmd_bench_fuzz(args: argparse.Namespace) -> int:
     return 1 if report["disagreements"] else 0
 
 
+def cmd_bench_memory(args: argparse.Namespace) -> int:
+    from .bench import memory
+
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+    try:
+        report = memory.run(cases, args.model)
+    except ValueError as e:
+        raise CtrldecError(str(e)) from None
+    print(memory.format_report(report))
+    _write_report(args, report)
+    return 0 if report["ok"] else 1
+
+
 def _model_bench(args: argparse.Namespace, run: Any, describe: Any) -> int:
     """Load the model, ``report = run(model, tokenizer)``, print ``describe(report)``, write --out."""
     from .models import load
@@ -716,6 +730,11 @@ def _fuzz_parser(bsub: Any) -> None:
     f.add_argument("--out", metavar="results.json")
     f.add_argument("--progress", action="store_true", help="a progress bar (on by default on a terminal)")
     f.set_defaults(func=cmd_bench_fuzz)
+    m = bsub.add_parser("memory", help="peak memory of long strings, deep and huge schemas, big grammars (exit 1 past a bound)")
+    m.add_argument("--cases", help="comma-separated subset of long-string,long-pattern,deep-schema,big-schema,big-grammar")
+    m.add_argument("--model", metavar="PATH", help="whose tokenizer generates the long strings (default: the embedded model's)")
+    m.add_argument("--out", metavar="results.json")
+    m.set_defaults(func=cmd_bench_memory)
 
 
 def _generation_bench_parsers(bsub: Any) -> None:

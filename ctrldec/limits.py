@@ -40,6 +40,13 @@ class Limits:
     automaton, SLR item sets) and most grammar rules of a JSON Schema. Each DFA state costs 1 KB
     (``int32[256]``), so the bound keeps one automaton under ~200 MB."""
 
+    max_memory: int = 2 << 30
+    """Bytes the process's resident set may grow by during one compile (read from the OS every
+    10 ms by the metered loops; other threads' allocations count too); past it, ``SchemaError`` or
+    ``GrammarError`` names the budget. Why: the largest compiles of JSONSchemaBench stay under
+    ~250 MB (``max_modulus`` below), while a 10 MB schema of 40,000 optional properties grew past
+    24 GB before this bound (``ctrldec bench memory``); 2 GB stops such a compile on a small machine."""
+
     max_grammar_rules: int = 20_000
     """Most rules (alternatives) handed to Lark's LALR(1) analysis (``Grammar``), which cannot be
     interrupted: bounding its input bounds its time. Past it, ``GrammarError``. Cost, measured on

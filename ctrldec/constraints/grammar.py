@@ -160,10 +160,10 @@ def _budget(limits: Limits, what: str) -> Iterator[None]:
     """``limits``' compile budget around a compile: past it, a ``GrammarError`` naming ``what``
     (nested repetitions such as ``((a{1,50}){1,50}){1,50}`` would otherwise run for minutes)."""
     try:
-        with compile_budget(limits.max_seconds, limits.max_states):
+        with compile_budget(limits.max_seconds, limits.max_states, limits.max_memory):
             yield
     except BudgetExceeded as e:
-        raise GrammarError(f"{what} exceeds the compile budget ({e}); raise Limits.max_seconds / max_states "
+        raise GrammarError(f"{what} exceeds the compile budget ({e}); raise Limits.max_seconds / max_states / max_memory "
                            "to allow it") from None
 
 

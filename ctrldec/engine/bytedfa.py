@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,22 +51,44 @@ class BudgetExceeded(RuntimeError):
     """A compile went past its time or size budget (see ``compile_budget``)."""
 
 
-_BUDGET: contextvars.ContextVar[tuple[float, int] | None] = contextvars.ContextVar("ctrldec_budget", default=None)
+_BUDGET: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("ctrldec_budget", default=None)
+_RSS_EVERY = 0.01  # seconds between two reads of the resident set (a read costs ~10 us)
+
+
+def resident_bytes() -> int | None:
+    """The process's resident set now (Linux ``/proc/self/statm``), else its peak so far
+    (``getrusage``), else None."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 @contextlib.contextmanager
-def compile_budget(seconds: float, max_states: int):
-    """Bound the compiles inside the block: past ``seconds`` or with an automaton of more than
-    ``max_states`` states, ``BudgetExceeded`` is raised (instead of a hang or running out of memory).
+def compile_budget(seconds: float, max_states: int, max_memory: int | None = None):
+    """Bound the compiles inside the block: past ``seconds``, with an automaton of more than
+    ``max_states`` states, or once the process's resident set has grown by more than
+    ``max_memory`` bytes, ``BudgetExceeded`` is raised (instead of a hang or running out of memory).
 
     The budget is fuel, not a signal: it rides in a context variable (so it follows the thread,
     or the task, that compiles, and works in any thread), and every loop that can grow without
     bound calls ``check_budget``: automaton products and lazily counted patterns here, the lexer
     automaton, SLR item sets, JSON Schema rule expansion, and interegular's own state exploration
     (``_metered``). Lark's grammar analysis cannot be metered from inside; its input is
-    bounded instead (``Limits.max_grammar_rules``) and the deadline checked right after it.
+    bounded instead (``Limits.max_grammar_rules``) and the deadline checked right after it. The
+    memory bound is the whole process's growth (other threads' allocations count too), read at
+    most every 10 ms.
     """
-    token = _BUDGET.set((time.monotonic() + seconds, max_states))
+    start = resident_bytes() if max_memory is not None else None
+    cap = start + max_memory if start is not None and max_memory is not None else None
+    token = _BUDGET.set((time.monotonic() + seconds, max_states, cap, [0.0]))
     try:
         yield
     finally:
@@ -72,16 +96,23 @@ def compile_budget(seconds: float, max_states: int):
 
 
 def check_budget(states: int = 0) -> None:
-    """Raise ``BudgetExceeded`` past the deadline or ``states`` past the bound of the budget in
-    force (a no-op outside ``compile_budget``). Cheap: call it every few dozen steps of a loop."""
+    """Raise ``BudgetExceeded`` past the deadline, ``states`` past the bound, or the process past
+    the memory bound of the budget in force (a no-op outside ``compile_budget``). Cheap: call it
+    every few dozen steps of a loop."""
     budget = _BUDGET.get()
     if budget is None:
         return
-    deadline, max_states = budget
+    deadline, max_states, cap, last = budget
     if states > max_states:
         raise BudgetExceeded(f"an automaton grew past {max_states} states")
-    if time.monotonic() > deadline:
+    now = time.monotonic()
+    if now > deadline:
         raise BudgetExceeded("the compile took longer than its time budget")
+    if cap is not None and now - last[0] > _RSS_EVERY:
+        last[0] = now
+        used = resident_bytes()
+        if used is not None and used > cap:
+            raise BudgetExceeded("the compile grew the process past its memory budget")
 
 
 def _metered(crawl):

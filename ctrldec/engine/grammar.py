@@ -21,8 +21,9 @@ from lark.parsers.lalr_analysis import LALR_Analyzer, Shift
 
 from ..errors import GrammarError
 from ..limits import DEFAULT_LIMITS, Limits
-from .bytedfa import ByteDFA, RegexCompileError, check_budget, compile_regex
+from .bytedfa import ByteDFA, RegexCompileError, check_budget, compile_regex, literal
 from .lalr import ROOT, ParseTables
+from .deep import deep
 from .lexer import LexerAutomaton, Terminal
 from .slr import slr_tables
 
@@ -224,6 +225,8 @@ def compile_lark(
         try:
             if t.name in given:
                 dfa = given[t.name]
+            elif isinstance(t.pattern, PatternStr) and not t.pattern.flags and t.pattern.value:
+                dfa = literal(t.pattern.value.encode("utf-8"))  # no regex round trip (10,000 literals: 4 s)
             else:
                 re.compile(pattern)
                 dfa = compile_regex(pattern)
@@ -237,10 +240,10 @@ def compile_lark(
             ) from None
         if not dfa.empty and dfa.accepting[0]:
             raise GrammarError(f"terminal {t.name} matches the empty string", line=_terminal_line(text, t))
-        literal = isinstance(t.pattern, PatternStr)
+        is_literal = isinstance(t.pattern, PatternStr)
         max_width = min(t.pattern.max_width, 1 << 30)
-        order = (-t.priority, 0 if literal else 1, -max_width, -len(t.pattern.value), t.name)
-        terminals.append(Terminal(t.name, dfa, t.priority, literal, t.name in ignore, order))
+        order = (-t.priority, 0 if is_literal else 1, -max_width, -len(t.pattern.value), t.name)
+        terminals.append(Terminal(t.name, dfa, t.priority, is_literal, t.name in ignore, order))
     _check_productive(text, rules, {t.name for t in terminals if not t.dfa.empty}, start)
     plain = [(r.origin.name, [x.name for x in r.expansion]) for r in rules]
     return build_tables(text, plain, terminals, start, ambiguous=ambiguous)
@@ -273,7 +276,11 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
     ]
     analyzer = LALR_Analyzer(ParserConf(lark_rules, None, [start]), strict=False)
     try:
-        analyzer.compute_lalr()
+        # Lark's lookahead propagation recurses once per link of a chain of rules (5,000 chained
+        # rules passed Python's default limit of 1,000 with a bare RecursionError)
+        deep(analyzer.compute_lalr, 20 * len(rules) + 1_000)
+    except RecursionError:
+        raise GrammarError(f"the grammar's rules chain too deeply for Lark's LALR analysis ({len(rules)} rules)") from None
     except LarkGrammarError as e:
         detail = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
         raise GrammarError(f"grammar is not LALR(1): {detail}") from None

@@ -50,11 +50,15 @@ def slr_tables(
 
     # nonterminal -> the initial items of every rule reachable through leftmost nonterminals
     closure_of: dict[str, frozenset[int]] = {}
+    steps = 0
     for nt in nts:
         seen = {nt}
         stack = [nt]
         items: set[int] = set()
         while stack:
+            steps += 1
+            if steps % 4096 == 0:  # quadratic for long chains of optional members: metered
+                check_budget()
             x = stack.pop()
             for r in by_lhs.get(x, []):
                 items.add(offsets[r])
@@ -128,7 +132,7 @@ def slr_tables(
     rows: list[dict[str, list[tuple[str, object]]]] = []
     i = 0
     while i < len(kernels):
-        if i % 256 == 0:
+        if i % 32 == 0:
             check_budget(len(kernels))
         items = closure(kernels[i])
         moves: dict[str, set[int]] = {}

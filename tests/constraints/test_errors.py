@@ -81,3 +81,35 @@ def test_grammar_file_errors_name_the_file(tmp_path):
     path.write_text('start: "a" missing\n')
     with pytest.raises(GrammarError, match="bad.lark"):
         ctrldec.Grammar.from_file(path).tables()
+
+
+def test_a_long_chain_of_rules_compiles():
+    """Lark's LALR analysis recurses once per link of a chain of rules: 1,500 chained rules used
+    to end in a bare RecursionError (Python's limit is 1,000); it now runs with a deeper limit."""
+    from ctrldec.bench.memory import big_grammar
+
+    g = ctrldec.Grammar(big_grammar(1_500))
+    assert g.matches("w0w1x2") and g.matches("w0" + "".join(f"w{i}" for i in range(1, 1_499)) + "end")
+    assert not g.matches("w0w2")
+
+
+def test_a_long_chain_of_refs_compiles():
+    """1,000 ``$defs`` each referring to the next used to fail as "nests too deeply"."""
+    from ctrldec.bench.memory import deep_schema
+
+    c = ctrldec.JSONSchema(deep_schema(1_000))
+    assert c.matches('{"v":1,"next":{"v":2}}') and not c.matches('{"next":{"v":2}}')
+
+
+def test_the_compile_budget_bounds_memory():
+    """A schema whose grammar grows quadratically (optional properties in schema order: each
+    position's LR item set lists every later key) stops at the memory bound, not at the
+    machine's."""
+    from ctrldec.engine.bytedfa import resident_bytes
+    from ctrldec.limits import Limits
+
+    if resident_bytes() is None:
+        pytest.skip("this platform does not report the resident set")
+    schema = {"type": "object", "properties": {f"p{i:05d}": {"type": "integer"} for i in range(40_000)}}
+    with pytest.raises(ctrldec.SchemaError, match="memory budget"):
+        ctrldec.JSONSchema(schema, limits=Limits(max_memory=64 << 20, max_seconds=60)).tables()

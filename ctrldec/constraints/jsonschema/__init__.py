@@ -16,6 +16,7 @@ import warnings
 from typing import Any
 
 from ...engine.bytedfa import BudgetExceeded, compile_budget
+from ...engine.deep import MAX_DEPTH, deep
 from ...engine.grammar import GrammarTables, compile_rules
 from ...errors import GrammarError, SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
@@ -169,19 +170,20 @@ class JSONSchema(Constraint):
     def _build(self) -> GrammarTables:
         limits = self.limits
         try:
-            with compile_budget(limits.max_seconds, limits.max_states):
+            with compile_budget(limits.max_seconds, limits.max_states, limits.max_memory):
                 try:
-                    return self._compile(self.policy)
+                    return deep(lambda: self._compile(self.policy), MAX_DEPTH)  # a chain of 3,000 $refs: 4 s
                 except GrammarError as e:  # empty, though compile_schema saw no empty object: a recursion
                     if self.policy.extra_properties == "allow":  # e.g. minProperties past the keys allowed
                         raise SchemaError("no JSON value satisfies this schema (at /): every way through it is blocked") from None
-                    self._compile(dataclasses.replace(self.policy, extra_properties="allow"))  # raises if empty too
+                    allow = dataclasses.replace(self.policy, extra_properties="allow")
+                    deep(lambda: self._compile(allow), MAX_DEPTH)  # raises if empty too
                     raise SchemaError(f"extra_properties='forbid' leaves no instance of this schema ({e}; with 'allow' it has "
                                       "some): a recursive object ends only with a key it does not name; pass extra_properties='allow'") from None
         except BudgetExceeded as e:
-            raise SchemaError(f"compile budget exceeded ({e}); raise max_seconds / max_states to allow it") from None
+            raise SchemaError(f"compile budget exceeded ({e}); raise max_seconds / max_states / max_memory to allow it") from None
         except RecursionError:
-            raise SchemaError("the schema nests too deeply to compile") from None
+            raise SchemaError(f"the schema nests too deeply to compile (past {MAX_DEPTH} levels of Python recursion)") from None
 
     def _compile(self, policy: Policy) -> GrammarTables:
         any_order = self.property_order == "any"
