@@ -31,6 +31,7 @@ regression case (``tests/fuzz_corpus/``, replayed by ``tests/test_fuzz.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -98,7 +99,7 @@ def _strategies() -> Any:
         if draw(st.booleans()):
             out["minLength"] = draw(st.integers(0, 3))
         if draw(st.booleans()):
-            out["maxLength"] = draw(st.integers(0, 6))
+            out["maxLength"] = draw(st.integers(0, 12))
         which = draw(st.integers(0, 4))
         if which == 0:
             out["pattern"] = draw(st.sampled_from(PATTERNS))
@@ -725,7 +726,8 @@ def run(
             phase_end = time.monotonic() + budget * share if phase == "schemas" else start + budget
             round_seed = seed
             while time.monotonic() < phase_end:
-                body(report, tokens, round_seed, 20)  # a round of 20 examples: the budget is checked between rounds
+                with _counting(round_seed if phase == "schemas" else 0):
+                    body(report, tokens, round_seed, 20)  # a round of 20 examples: the budget is checked between rounds
                 round_seed += 1
                 clear_caches()
                 if bar is not None:
@@ -737,6 +739,25 @@ def run(
         "budget_s": budget, "seconds": round(time.monotonic() - start, 1), "seed": seed,
         **report.counts, "disagreements": report.disagreements, "unresolved_examples": report.unresolved,
     }
+
+
+@contextlib.contextmanager
+def _counting(round_seed: int) -> Iterator[None]:
+    """Two rounds in three count every string length past 2 characters with the lazy automata,
+    folding states from 0 or 3 bytes of look-ahead (``engine/lexer.py``), so that the fuzzer's
+    short strings exercise what long bounds use; the third keeps the defaults. (The compiled
+    tables are dropped after every round, so each round compiles under its own setting.)"""
+    from ..constraints.jsonschema import compiler
+    from ..engine import lexer
+
+    mode = round_seed % 3
+    saved = compiler.LAZY_LENGTH_FROM, lexer.FOLD_AHEAD, lexer._BUILD_LEVELS
+    if mode:  # and only the first character's states built with the grammar: the rest are met, and folded, as texts go
+        compiler.LAZY_LENGTH_FROM, lexer.FOLD_AHEAD, lexer._BUILD_LEVELS = 2, (0, 3)[mode - 1], 1
+    try:
+        yield
+    finally:
+        compiler.LAZY_LENGTH_FROM, lexer.FOLD_AHEAD, lexer._BUILD_LEVELS = saved
 
 
 def _progress(total: float) -> Any:
