@@ -19,10 +19,11 @@ import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urljoin
 
-from ...engine.bytedfa import ByteDFA, LazyDFA, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
+from ...engine.bytedfa import ByteDFA, LazyDFA, LazyUnion, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
 from .numbers import ANY_INTEGER, ANY_INTEGER_DRAFT4, ANY_NUMBER, NONCANONICAL_NUMBER, integer_dfa, number_dfa
@@ -140,11 +141,12 @@ class _Compiler:
         self._literal_names: dict[bytes, str] = {}
         self._dfa_names: dict[bytes | tuple, str] = {}
         self._ref_rules: dict[int, str | None] = {}
-        self._anchors: dict[str, tuple[Any, str]] = {}
-        self._resources: dict[str, tuple[Any, str]] = {}
         self._base_of: dict[int, str] = {}
-        self._root_base = root.get("$id", "").split("#")[0] if isinstance(root, dict) and isinstance(root.get("$id"), str) else ""
+        self._pointer_of: dict[int, str] = {}
         declared = root.get("$schema") if isinstance(root, dict) else None
+        self._spec = _specification(declared)
+        root_id = _id_of(self._spec, root) if isinstance(root, dict) else None
+        self._root_base = root_id.split("#")[0] if isinstance(root_id, str) else ""
         # draft-07 and earlier: "all other properties in a $ref object MUST be ignored"
         self._ref_alone = isinstance(declared, str) and any(d in declared for d in _REF_ALONE_DRAFTS)
         self._whole_integers = isinstance(declared, str) and any(d in declared for d in _WHOLE_INTEGER_DRAFTS)
@@ -154,6 +156,7 @@ class _Compiler:
         self._memo: dict[str, str | None] = {}
         self._validator: Any = None
         self._index_ids(root, "", self._root_base)
+        self._resolver = _registry(root, self._spec, self._root_base)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -216,19 +219,14 @@ class _Compiler:
     # -- references -------------------------------------------------------------------------------
 
     def _index_ids(self, node: Any, pointer: str, base: str = "") -> None:
-        """Record every subschema's base URI, embedded resources ($id) and anchors."""
+        """Record every subschema's base URI (``$id``, or ``id`` under draft-04, as the draft's
+        ``referencing`` specification reads it) and its JSON pointer."""
         if isinstance(node, dict):
-            if isinstance(node.get("$id"), str):
-                ident = node["$id"]
-                if ident.startswith("#") and len(ident) > 1:  # draft-07 style plain-name anchor
-                    self._anchors[urljoin(base, ident)] = (node, pointer)
-                else:
-                    base = urljoin(base, ident).split("#")[0]
-                    self._resources[base] = (node, pointer)
-            for key in ("$anchor", "$dynamicAnchor"):
-                if isinstance(node.get(key), str):
-                    self._anchors[f"{base}#{node[key]}"] = (node, pointer)
+            ident = _id_of(self._spec, node)
+            if isinstance(ident, str) and not ident.startswith("#"):
+                base = urljoin(base, ident).split("#")[0]
             self._base_of[id(node)] = base
+            self._pointer_of.setdefault(id(node), pointer)
             for k, v in node.items():
                 if k not in ("enum", "const", "default", "examples", "example"):
                     self._index_ids(v, f"{pointer}/{_pointer_escape(k)}", base)
@@ -237,29 +235,21 @@ class _Compiler:
                 self._index_ids(v, f"{pointer}/{i}", base)
 
     def resolve(self, ref: str, pointer: str, where: Any = None) -> tuple[Any, str]:
-        """(target schema, its pointer) for a $ref found in schema ``where`` (for its base URI)."""
+        """(target schema, its pointer) for a $ref found in schema ``where`` (for its base URI),
+        resolved by ``referencing`` (the jsonschema project's resolver) under the schema's draft:
+        embedded resources, anchors, JSON pointers, and the drafts' own meta-schemas."""
+        from referencing.exceptions import NoSuchAnchor, PointerToNowhere, Unresolvable
+
         base = self._base_of.get(id(where), self._root_base)
-        uri = base + ref if ref.startswith("#") else urljoin(base, ref)  # urljoin mangles urn: bases
-        doc, _, fragment = uri.partition("#")
-        if uri in self._anchors:
-            return self._anchors[uri]
-        if doc in self._resources:
-            node, node_ptr = self._resources[doc]
-        elif doc in ("", self._root_base):
-            node, node_ptr = self.root, ""
-        else:
-            raise SchemaError(f"remote $ref {ref!r} is not supported (only references inside the schema)", pointer=pointer)
-        if fragment and not fragment.startswith("/"):
-            raise SchemaError(f"$ref {ref!r}: no anchor {fragment!r} in this schema", pointer=pointer)
-        target = node_ptr
-        for part in unquote(fragment).split("/")[1:] if fragment else []:
-            part = part.replace("~1", "/").replace("~0", "~")
-            target += "/" + _pointer_escape(part)
-            try:
-                node = node[int(part)] if isinstance(node, list) else node[part]
-            except (KeyError, IndexError, ValueError, TypeError):
-                raise SchemaError(f"$ref {ref!r} points to nothing", pointer=pointer) from None
-        return node, target
+        try:
+            node = self._resolver(base).lookup(ref).contents
+        except PointerToNowhere:
+            raise SchemaError(f"$ref {ref!r} points to nothing", pointer=pointer) from None
+        except NoSuchAnchor:
+            raise SchemaError(f"$ref {ref!r}: no anchor {ref.partition('#')[2]!r} in this schema", pointer=pointer) from None
+        except Unresolvable:
+            raise SchemaError(f"remote $ref {ref!r} is not supported (only references inside the schema)", pointer=pointer) from None
+        return node, self._pointer_of.get(id(node), ref)
 
     # -- values -----------------------------------------------------------------------------------
 
@@ -508,15 +498,19 @@ class _Compiler:
         escape (``_OTHER_FORM``). So where ``b`` has numbers (strings), the difference drops those texts as
         well; otherwise ``not: {minimum: 2}`` would admit ``1e9`` (fuzzing found it).
         """
-        for kind, unwritten in _UNWRITTEN.items():
-            if not isinstance(a, LazyDFA) and _has(b, kind):
-                a = product(a, _dfa(unwritten), "diff")
+        def written(x: ByteDFA) -> ByteDFA:
+            for kind, unwritten in _UNWRITTEN.items():
+                if _has(b, kind):
+                    x = product(x, _dfa(unwritten), "diff")
+            return x
+
         try:
-            return product(a, b, "diff")
+            # a lazy ``a`` passes only where its first byte settles it: no text in common with b
+            return product(a if isinstance(a, LazyDFA) else written(a), b, "diff")
         except UnboundedProduct as e:
             dense_a, dense_b = tabulated(a, self.limits.max_length_bound), tabulated(b, self.limits.max_length_bound)
             if dense_a is not None and dense_b is not None:  # short enough to tabulate after all
-                return product(dense_a, dense_b, "diff")
+                return product(written(dense_a), dense_b, "diff")  # (a lazy a skipped ``written``: fuzzing found it)
             self.relax(pointer, f"{e} (not enforced)")
             return a
 
@@ -1230,6 +1224,8 @@ def _dfa(name: str) -> ByteDFA:
 def _has(dfa: ByteDFA, kind: str) -> bool:
     """Does ``dfa`` accept some text of ``kind`` ("number" or "string")? (A lazy automaton is a
     long counted string.)"""
+    if isinstance(dfa, LazyUnion):  # a long string beside other scalars (numbers, say)
+        return _has(dfa.a, kind) or _has(dfa.b, kind)
     if isinstance(dfa, LazyDFA):
         return kind == "string"
     return not product(dfa, _dfa(kind), "and").empty
@@ -1518,6 +1514,37 @@ def _cross_additional(out: dict, a: dict, b: dict, pointer: str) -> dict:
             props[name] = False if extra is False else {"allOf": [props[name], extra]}
             out["properties"] = props
     return out
+
+
+def _specification(declared: Any) -> Any:
+    """The ``referencing`` specification of the declared ``$schema`` (2020-12 when there is none
+    or it is unknown, as ``jsonschema.validators.validator_for`` defaults to the latest draft)."""
+    from referencing.jsonschema import DRAFT202012, specification_with
+
+    return specification_with(declared, default=DRAFT202012) if isinstance(declared, str) else DRAFT202012
+
+
+def _id_of(spec: Any, node: dict) -> str | None:
+    """The node's id as its draft reads it (``$id``; ``id`` under draft-04), None where there is
+    none or it is not a string (a property named ``id`` in a ``properties`` map, say)."""
+    try:
+        ident = spec.id_of(node)
+    except (AttributeError, TypeError):
+        return None
+    return ident if isinstance(ident, str) else None
+
+
+def _registry(root: Any, spec: Any, base: str) -> Callable[[str], Any]:
+    """``base URI -> referencing resolver`` over the schema (its embedded resources crawled) and
+    the drafts' meta-schemas (shipped with jsonschema: no download)."""
+    from jsonschema_specifications import REGISTRY
+
+    registry = REGISTRY.with_resource(base, spec.create_resource(root))
+    try:
+        registry = registry.crawl()  # embedded resources and anchors, found up front
+    except (AttributeError, TypeError):  # an id that is no string somewhere: resolve lazily instead
+        pass
+    return lambda uri: registry.resolver(base_uri=uri)
 
 
 def _refuse_if_forbid_emptied(c: _Compiler, schema: Any) -> None:
