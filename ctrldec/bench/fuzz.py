@@ -12,7 +12,8 @@ Three checks, each comparing ctrldec with a reference it does not share code wit
   ``property_order="any"``, shuffled. Valid instances are also replayed token by token under a
   random non-canonical tokenization (``is_accepting`` at the end) and, with flexible whitespace,
   with random whitespace around every ``{ } [ ] , :``.
-* **Grammars.** Random Lark grammars (LALR(1): the ones Lark refuses are skipped) over terminals
+* **Grammars.** Random Lark grammars (LALR(1) without conflicts: the ones Lark's strict mode
+  refuses are skipped, since Lark resolves a shift/reduce conflict silently) over terminals
   whose first characters differ (so greedy lexing and Lark's lexer read a text the same way),
   sentences sampled from them and mutations of those sentences: ``Grammar.matches`` must equal
   whether Lark's own LALR parser accepts the text.
@@ -498,7 +499,7 @@ def grammar_verdict(grammar_text: str, text: str) -> tuple[bool | None, bool | N
     import ctrldec
 
     try:
-        parser = lark.Lark(grammar_text, parser="lalr")
+        parser = lark.Lark(grammar_text, parser="lalr", strict=True)
     except lark.exceptions.LarkError:
         return None, None
     try:
@@ -660,7 +661,7 @@ def _grammar_round(report: _Report, tokens: _Tokens | None, seed: int, examples:
         text, spaces = spec
         report.counts["grammars"] += 1
         try:
-            parser = lark.Lark(text, parser="lalr")
+            parser = lark.Lark(text, parser="lalr", strict=True)
         except lark.exceptions.LarkError:
             return
         rng = random.Random(salt)

@@ -272,12 +272,13 @@ class _Run:
 
     def viable(self, node: int, lex: int) -> bool:
         lexer = self.a.lexer
-        return bool(lexer.completable[lexer.rep(lex)] & self.acceptable(node))
+        return bool(lexer.completable[lex if lex < VIRTUAL else lexer.rep(lex)] & self.acceptable(node))
 
     def is_accepting(self, node: int, lex: int) -> bool:
         """May the text end here? (The current lexeme ends, then the parser accepts $END.)"""
         lexer = self.a.lexer
-        lex = lexer.rep(lex)
+        if lex >= VIRTUAL:
+            lex = lexer.rep(lex)
         if lexer.is_start[lex]:
             return self.completes(node)
         return any(self.completes(n) for t in lexer.accepts[lex] for n in self.after(node, t))

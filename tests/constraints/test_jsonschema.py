@@ -383,3 +383,36 @@ def test_lark_analysis_input_is_bounded():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError, match="max_items"):
         Limits(max_items=0)
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        # draft-04: ``id`` sets the base URI, a relative $ref resolves against it
+        ({"$schema": "http://json-schema.org/draft-04/schema#", "id": "http://x.test/root.json",
+          "definitions": {"n": {"id": "sub/", "definitions": {"s": {"type": "string"}}, "type": "object",
+                                "properties": {"a": {"$ref": "#/definitions/s"}}}},
+          "$ref": "#/definitions/n"}, '{"a":"x"}', '{"a":1}'),
+        # draft-07: a plain-name fragment in $id is an anchor
+        ({"$schema": "http://json-schema.org/draft-07/schema#",
+          "definitions": {"i": {"$id": "#int", "type": "integer"}}, "items": {"$ref": "#int"}, "type": "array"},
+         "[1,2]", '["a"]'),
+        # 2020-12: $anchor inside an embedded resource, reached through the resource's URI
+        ({"$id": "https://x.test/a", "$defs": {"b": {"$id": "b", "$defs": {"c": {"$anchor": "leaf", "enum": [7]}}}},
+          "$ref": "b#leaf"}, "7", "8"),
+    ],
+)  # fmt: skip
+def test_references_resolve_as_the_draft_says(schema, good, bad):
+    """``$ref`` goes through ``referencing`` with the schema's draft (issue 17)."""
+    c = ctrldec.JSONSchema(schema)
+    assert c.matches(good) and not c.matches(bad)
+
+
+def test_a_reference_to_a_drafts_meta_schema_resolves_offline():
+    c = ctrldec.JSONSchema({"$schema": "http://json-schema.org/draft-07/schema#",
+                            "properties": {"s": {"$ref": "http://json-schema.org/draft-07/schema#/definitions/nonNegativeInteger"}}})  # fmt: skip
+    assert c.matches('{"s":3}') and not c.matches('{"s":-1}')
+    with pytest.raises(SchemaError, match="points to nothing"):
+        ctrldec.JSONSchema({"$ref": "#/$defs/missing"}).tables()
+    with pytest.raises(SchemaError, match="no anchor"):
+        ctrldec.JSONSchema({"$ref": "#nowhere"}).tables()
