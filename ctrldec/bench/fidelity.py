@@ -469,7 +469,7 @@ def _format_asap(c: dict[str, Any]) -> list[str]:
     if not curve:
         return []
     batch = next((r["batched"]["batch"] for r in curve if r["batched"]), None)
-    lines = [f"  ASAp after n samples, exact distribution from the trie (B=1: trie updated after every sample"
+    lines = ["  ASAp after n samples, exact distribution from the trie (B=1: trie updated after every sample"
              + (f"; B={batch}: after every round of {batch})" if batch else ")"),
              f"  {'n':>8}{'KL(Q||P*)':>11}{'TV':>8}{'E_Q[log P]':>11}{'log EFG~':>10}{'nodes':>7}{'time s':>8}"
              + (f"{f'KL B={batch}':>11}{'TV':>8}{'E_Q[log P]':>11}{'time s':>8}" if batch else "")]
