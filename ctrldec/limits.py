@@ -118,6 +118,13 @@ class Limits:
     emptied. Each costs vocab/4 bytes, array and key (12 KB for 49,152 tokens), so a full pool is
     ~600 MB. Why: an upper bound against pathological growth, not a working size."""
 
+    max_shared_classification_bytes: int = 256 * 2**20
+    """Token classifications kept per tokenizer for every grammar compiled for it (a lexer state
+    built from the same terminal automata is classified once per process); least recently used
+    ones go past it. A classification holds a few bitmasks and the token ids that end a lexeme
+    (tens of KB for 49,152 tokens). Why: a server that compiles thousands of schemas keeps the
+    common ones (JSON strings, numbers, property names) without growing without bound."""
+
     max_forced_bytes: int = 512
     """Longest run of forced bytes computed at once for fast-forwarding (``forced_tokens``); the
     rest is found on the next call. Why: a long constant (an enum of long strings) still costs one

@@ -156,6 +156,7 @@ class TokenizerInfo:
         self._unsafe: np.ndarray | None = None
         self._char_starts: np.ndarray | None = None
         self._sorted: list[bytes] | None = None
+        self._classes: Any = None  # token classifications shared by grammars (``engine.compiled``)
 
     @property
     def vocab_size(self) -> int:
@@ -226,6 +227,7 @@ class TokenizerInfo:
         with self._lock:
             other._table, other._trie, other._unsafe = self._table, self._trie, self._unsafe
             other._char_starts, other._sorted = self._char_starts, self._sorted
+            other._classes = self._classes
         return other
 
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
@@ -350,11 +352,13 @@ class TokenizerInfo:
         return _frozen(table), _frozen(lengths)
 
     def memory_size_bytes(self) -> int:
-        """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)."""
+        """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
+        and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
         arrays = [*(self._table or ()), self._unsafe, self._char_starts]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
-        return sum(a.nbytes for a in arrays if a is not None)
+        shared = self._classes.bytes if self._classes is not None else 0
+        return sum(a.nbytes for a in arrays if a is not None) + shared
 
 
 class TokenTrie:
@@ -363,8 +367,9 @@ class TokenTrie:
     Tokens (with bytes) are sorted by their bytes, so the tokens under any trie node form a
     contiguous range ``[lo, hi)`` of ``order``. ``levels[d]`` describes the nodes at depth
     ``d + 1`` (prefixes of length d + 1): ``parent`` (index into the previous level, -1 for the
-    root), ``byte``, ``lo``/``hi``, and ``ends`` (how many tokens are exactly this prefix; they
-    sit first in the range).
+    root), ``byte``, ``lo``/``hi``, ``ends`` (how many tokens are exactly this prefix; they
+    sit first in the range), and ``kids_lo``/``kids_hi`` (the node's children in the next level,
+    a contiguous range).
     """
 
     def __init__(self, token_bytes: Sequence[bytes]) -> None:
@@ -402,6 +407,12 @@ class TokenTrie:
             )
             node_of_prev = np.full(n, -1, dtype=np.int64)
             node_of_prev[rows] = node_of_row
+        # each node's children in the next level: a contiguous range (nodes keep the rows' order)
+        for level, below in zip(self.levels, [*self.levels[1:], None]):
+            nodes = np.arange(len(level["lo"]))
+            parents = below["parent"] if below is not None else np.zeros(0, dtype=np.int64)
+            level["kids_lo"] = np.searchsorted(parents, nodes, side="left")
+            level["kids_hi"] = np.searchsorted(parents, nodes, side="right")
         _frozen(self.order)
         for level in self.levels:
             for array in level.values():

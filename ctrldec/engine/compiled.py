@@ -34,7 +34,9 @@ time.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,7 @@ __all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 UNBOUNDED = 1 << 40  # a completion bound when no completion is known (none, or past the search limit)
+_SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byte are left out
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
 
@@ -94,6 +97,62 @@ class _Group:
         if self.always is not None:
             arrays.append(self.always)
         return sum(a.nbytes for a in arrays) + (len(self.stays) + len(self.emits) + 1) * ENTRY_BYTES
+
+
+class _SharedGroups:
+    """Token classifications shared by every grammar compiled for one tokenizer (kept on its
+    ``TokenizerInfo``), keyed by ``LexerAutomaton.automata_key``: a lexer state built from the
+    same terminal automata classifies every token the same way, up to the numbering of its
+    terminals, so groups are stored with terminals numbered by their place in the key (the
+    ``%ignore`` bit and the end bit after them). Least recently used entries go past
+    ``limit`` bytes. Thread-safe (its own lock; the arrays are read-only)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[tuple, tuple[_Group, int, tuple]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple) -> _Group | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return None
+            self.entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple, group: _Group, keep: tuple) -> None:
+        size = group.nbytes()
+        with self.lock:
+            if key in self.entries or size > self.limit:
+                return
+            self.entries[key] = (group, size, keep)
+            self.bytes += size
+            while self.bytes > self.limit:
+                _, (_, old, _) = self.entries.popitem(last=False)
+                self.bytes -= old
+
+
+def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]) -> _Group | None:
+    """``group`` with its ``stays`` bits and ``emits`` terminals renumbered (None if one has no
+    number in the maps); the arrays are shared, the children are not copied."""
+    out = _Group()
+    out.always = group.always
+    for bits, words in group.stays:
+        new = 0
+        while bits:
+            low = bits & -bits
+            target = bit_map.get(low.bit_length() - 1)
+            if target is None:
+                return None
+            new |= 1 << target
+            bits ^= low
+        out.stays.append((new, words))
+    for t, idx, pos in group.emits:
+        if t not in term_map:
+            return None
+        out.emits.append((term_map[t], idx, pos))
+    return out
 
 
 class _BudgetTable:
@@ -520,7 +579,7 @@ class _Run:
                 q = self.stacks.state[nxt]
                 child = group.children.get((t, q))
                 if child is None:
-                    child = group.children[(t, q)] = a._classify(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
+                    child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
                     a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
 
@@ -614,6 +673,15 @@ class CompiledGrammar(ByteAutomaton):
         self._max_chars = int(self._char_total.max(initial=0))
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
+        self._after_first: dict[int, _Group] = {}  # lexer state -> every token from its 2nd byte
+        trie = info.trie()
+        first_level = trie.levels[0] if trie.levels else None
+        self._first_counts = np.zeros(256, dtype=np.int64)  # tokens per first byte
+        self._first_byte = np.full(self.vocab_size, 256, dtype=np.int64)  # 256: no bytes
+        if first_level is not None:
+            self._first_counts[first_level["byte"]] = first_level["hi"] - first_level["lo"]
+            has = self._tok_len > 0
+            self._first_byte[has] = self._tok_bytes[has, 0]
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
@@ -737,15 +805,19 @@ class CompiledGrammar(ByteAutomaton):
             out.append((t, idx, pos))
         return out
 
-    def _classify_root(self, start: int) -> _Group:
+    def _classify_root(self, start: int, first: np.ndarray | None = None) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
 
         The trie has ~3x fewer nodes than the vocabulary has bytes, and a subtree that dies or
         ends its lexeme is settled at once (its tokens are one contiguous range), so this is the
         cheap way to visit a lexer state for the first time.
+
+        ``first`` (int32[256]), where given, replaces ``start``'s row for a token's first byte:
+        -1 ends the lexeme there as ``start``'s terminal would, ``_SKIP`` leaves the tokens that
+        begin with that byte out (see ``_classify_state``).
         """
         trie = self.info.trie()
-        if self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
+        if first is None and self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
             # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
             whole, rest = self._safe_ids, self._unsafe_ids
             group = _Group()
@@ -762,25 +834,32 @@ class CompiledGrammar(ByteAutomaton):
         ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
         # subtrees entering a state that absorbs safe characters: (rows, depth, state)
         absorbed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        if shifting[start]:
+        if first is None and shifting[start]:
             rows = np.arange(len(trie.order))
             zeros = np.zeros(len(rows), np.int64)
             absorbed.append((rows, zeros, np.full(len(rows), start, np.int32), zeros))
             trie_levels = []
         else:
             trie_levels = trie.levels
-        alive = state = None
+        idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         for d, level in enumerate(trie_levels):
             lo, hi = level["lo"], level["hi"]
             if d == 0:
                 idx = np.arange(len(lo))
                 parent_state = np.full(len(lo), start, dtype=np.int32)
             else:
-                idx = np.flatnonzero(alive[level["parent"]])  # type: ignore[index]
+                above = trie_levels[d - 1]
+                kids_lo, kids_hi = above["kids_lo"][idx], above["kids_hi"][idx]
+                parent_state = np.repeat(nxt, kids_hi - kids_lo)  # only live nodes are visited
+                idx = _expand(kids_lo, kids_hi)
                 if not len(idx):
                     break
-                parent_state = state[level["parent"][idx]]  # type: ignore[index]
-            nxt = flat.take(parent_state * 256 + level["byte"][idx])
+            if d == 0 and first is not None:
+                nxt = first[level["byte"]]
+                kept = nxt != _SKIP
+                idx, nxt, parent_state = idx[kept], nxt[kept], parent_state[kept]
+            else:
+                nxt = flat.take(parent_state * 256 + level["byte"][idx])
             if self.lexer.build_many(nxt):  # a lazy lexer's states met for the first time
                 flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
                 shift = self.lexer.shift()
@@ -819,10 +898,6 @@ class CompiledGrammar(ByteAutomaton):
                 before = self._char_starts[trie.order[lo[where]], d + 1].astype(np.int64)
                 absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
                 idx, nxt = idx[~soak], nxt[~soak]
-            alive = np.zeros(len(lo), dtype=bool)
-            alive[idx] = True
-            state = np.full(len(lo), -1, dtype=np.int32)
-            state[idx] = nxt
         group = _Group()
         s_lo, s_hi, lexes = _cat(stay_lo), _cat(stay_hi), _cat(stay_lex)
         e_t, e_lo, e_hi, e_pos = _cat(ev_t), _cat(ev_lo), _cat(ev_hi), _cat(ev_pos)
@@ -851,6 +926,100 @@ class CompiledGrammar(ByteAutomaton):
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
 
+    def _classify_state(self, state: int) -> _Group:
+        """``_classify_root(state)``, split at the first byte where many tokens go the same way.
+
+        Inside a property name that is also a prefix of declared names, or a string whose
+        automaton tracks something (a pattern, a name to avoid), each position is its own lexer
+        state, but most first bytes lead to one state shared by all of them (the plain string
+        interior). A token that begins with such a byte ends
+        exactly as it would from that successor ``U`` with its first byte already read, whatever
+        state it came from. So the tokens are classified once per ``U`` from their second byte
+        (``_after_first``), and each state walks only the tokens whose first byte leads elsewhere
+        and takes the rest from those classifications, filtered by first byte."""
+        lexer = self.lexer
+        row = lexer.trans[state]
+        live = row >= 0
+        if not live.any() or (lexer.shift()[state] == -2 and lexer.safe_closed(state)):
+            return self._classify_root(state)  # nothing to share, or the fast path applies
+        targets, inverse = np.unique(row[live], return_inverse=True)
+        weight = np.bincount(inverse, weights=self._first_counts[live])
+        total = self._first_counts.sum()
+        u = int(targets[int(weight.argmax())])
+        if weight.max() * 2 < total or u == state or lexer.eager[u]:
+            return self._classify_root(state)  # most tokens would be walked anyway
+        common = [u]  # (sharing the less common successors too measured slower: more of them)
+        code = np.full(257, -1, dtype=np.int64)  # first byte -> index in ``common`` (257: no bytes)
+        code[:256][row == u] = 0
+        rest = self._classify_root(state, np.where(code[:256] >= 0, _SKIP, row).astype(np.int32))
+        return self._merged(rest, [self._after_first_byte(u) for u in common], code[self._first_byte])
+
+    def _after_first_byte(self, state: int) -> _Group:
+        """Every token classified from its second byte on, lexer state ``state`` after its first."""
+        group = self._after_first.get(state)
+        if group is None:
+            build = lambda: self._classify_root(state, np.full(256, state, dtype=np.int32))  # noqa: E731
+            group = self._after_first[state] = self._shared(state, "after first byte", build)
+            self._group_bytes += group.nbytes()
+        return group
+
+    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
+        """``_classify(idx, pos, start)``, shared like the root classifications where the arrays
+        are a shared classification's (the same tokens end a lexeme the same way after a property
+        name in every schema). The arrays are named by identity and kept alive by the entry, so
+        an identity in a key is never another array's."""
+        return self._shared(start, ("tokens", id(idx), id(pos)), lambda: self._classify(idx, pos, start), (idx, pos))
+
+    def _shared(self, state: int, kind: object, build: Callable[[], _Group], keep: tuple = ()) -> _Group:
+        """``build()``, or the same classification made by another grammar for this tokenizer
+        from a lexer state with the same automata (``_SharedGroups``)."""
+        lexer = self.lexer
+        key, terms, named = lexer.automata_key(state)
+        key = (kind, key)
+        n = len(terms)
+        shared = self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
+        found = shared.get(key)
+        if found is not None:
+            group = _renumbered(found, {i: t for i, t in enumerate(terms)} | {n: lexer.ignore_bit, n + 1: lexer.end_bit}, dict(enumerate(terms)))
+            if group is not None:
+                return group
+        group = build()
+        local = _renumbered(group, {t: i for i, t in enumerate(terms)} | {lexer.ignore_bit: n, lexer.end_bit: n + 1}, {t: i for i, t in enumerate(terms)})
+        if local is not None:
+            shared.put(key, local, named + keep)
+        return group
+
+    def _merged(self, group: _Group, shared: list[_Group], which: np.ndarray) -> _Group:
+        """``group`` plus, for each ``shared[k]``, its tokens with ``which[token] == k``."""
+        stays: dict[int, np.ndarray] = {}
+        emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+        def add(g: _Group, pick: np.ndarray | None, words_pick: np.ndarray | None) -> None:
+            for bits, words in g.stays:
+                if words_pick is not None:
+                    words = words & words_pick
+                stays[bits] = stays[bits] | words if bits in stays else words
+            for t, idx, pos in g.emits:
+                if pick is not None:
+                    sel = pick[idx]
+                    idx, pos = idx[sel], pos[sel]
+                if len(idx):
+                    emits.setdefault(t, []).append((idx, pos))
+
+        add(group, None, None)
+        flags = np.zeros(self.words * 32, dtype=bool)
+        for k, g in enumerate(shared):
+            pick = which == k
+            flags[: len(pick)] = pick
+            add(g, pick, np.packbits(flags, bitorder="little").view(np.uint32))
+        out = _Group()
+        out.stays = [(bits, read_only(words)) for bits, words in stays.items() if words.any()]
+        for t in sorted(emits):
+            parts = emits[t]
+            idx, pos = parts[0] if len(parts) == 1 else (np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts]))
+            out.emits.append((t, read_only(idx), read_only(pos)))
+        return out
+
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
         lexer = self.lexer
         key = lex
@@ -859,7 +1028,7 @@ class CompiledGrammar(ByteAutomaton):
             lexer.build_many(np.array([key]))
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = self._classify_root(key)
+            group = self._groups[key] = self._shared(key, "root", lambda: self._classify_state(key))
             self._group_bytes += group.nbytes()
         out = np.zeros(self.words, dtype=np.uint32)
         run.collect(group, node, out)

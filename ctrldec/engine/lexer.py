@@ -15,6 +15,7 @@ matcher states canonical and mask caches small.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -31,6 +32,37 @@ FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 56  # a built state's row as a Python list (``trans_list``), small ints shared
+
+
+_SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
+
+
+def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
+    """``LexerAutomaton._automaton_key`` of a dense automaton: its part reachable from ``state``
+    by content, None past ``_SHARE_STATES`` states (hashing a large automaton costs more than a
+    classification)."""
+    successors = dfa.__dict__.get("_successors")
+    if successors is None:  # per automaton object, which memoised patterns share across grammars
+        successors = {}
+        object.__setattr__(dfa, "_successors", successors)
+    order = [state]
+    number = {state: 0}
+    for s in order:  # breadth-first; ``order`` grows as it is read
+        nxt = successors.get(s)
+        if nxt is None:
+            targets, first = np.unique(dfa.trans[s], return_index=True)
+            nxt = successors[s] = tuple(int(x) for x in targets[np.argsort(first)] if x >= 0)
+        for x in nxt:
+            if x not in number:
+                number[x] = len(order)
+                order.append(x)
+                if len(order) > _SHARE_STATES:
+                    return None
+    renum = np.full(len(dfa.trans) + 1, -1, dtype=np.int32)
+    renum[order] = np.arange(len(order))
+    table = renum[dfa.trans[order]]  # -1 stays -1 (renum[-1] is the spare last slot)
+    digest = hashlib.blake2b(table.tobytes() + np.asarray(dfa.accepting)[order].tobytes(), digest_size=16)
+    return ("reachable", len(order), digest.digest())
 
 
 @dataclass(frozen=True)
@@ -506,6 +538,37 @@ class LexerAutomaton:
         if c == s:
             return None
         return VIRTUAL + (dfa.depth(s) - dfa.depth(c)) * _STRIDE + self._intern_locked(((t, c),))
+
+    def automata_key(self, state: int) -> tuple[tuple, list[int], tuple]:
+        """What a token classification from table state ``state`` depends on, the same in every
+        grammar whose lexer has such a state: its alive terminals' automata and DFA states
+        (``_automaton_key``), which of them are ``%ignore`` and their order
+        (which wins a tie), and whether it starts a lexeme. Returns (key, the terminals in the
+        key's order, the automata the key names by identity, to be kept alive with it)."""
+        members = self._members[state]
+        terms = [t for t, _ in members]
+        by_order = sorted(range(len(terms)), key=lambda i: self.terminals[terms[i]].order)
+        rank = [0] * len(terms)
+        for r, i in enumerate(by_order):
+            rank[i] = r
+        parts = tuple((*self._automaton_key(t, s), self.terminals[t].ignore, r) for (t, s), r in zip(members, rank))
+        named = tuple(self.terminals[t].dfa for (t, _), part in zip(members, parts) if part[0] == "object")
+        return (self.is_start[state], self.ambiguous, parts), terms, named
+
+    def _automaton_key(self, t: int, s: int) -> tuple:
+        """Terminal ``t``'s automaton from its state ``s`` on: the part reachable from ``s``,
+        numbered breadth-first, by content (so that the interior of a JSON string is the same
+        key in every grammar, whatever names or patterns the rest of its automaton tracks); past
+        ``_SHARE_STATES`` reachable states, or for a lazy automaton (its states are numbered as
+        they are met), the automaton object and ``s`` (compiled patterns are memoised, so the same
+        object serves every grammar that uses the pattern)."""
+        keys = self.__dict__.setdefault("_automaton_keys", {})
+        key = keys.get((t, s))
+        if key is None:
+            dfa = self.terminals[t].dfa
+            key = None if self._lazy_terms[t] else _reachable_key(dfa, s)
+            key = keys[(t, s)] = key if key is not None else ("object", id(dfa), s)
+        return key
 
     @staticmethod
     def rep(state: int) -> int:

@@ -1,0 +1,158 @@
+"""Token classifications split at the first byte, and shared between grammars, are exact.
+
+A lexer state's classification may be assembled from the classification of its common first-byte
+successor (``CompiledGrammar._classify_state``) or taken from another grammar compiled for the
+same tokenizer whose lexer state has the same automata, with its terminals renumbered
+(``_SharedGroups``). Either way every mask must equal the one a plain walk of the vocabulary from
+that state gives (``_classify_root``), which the exactness tests check against an oracle.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ctrldec import JSONSchema
+from ctrldec.constraints import tokenizer_info
+from ctrldec.engine import compiled as engine
+
+# Schemas whose property names share prefixes (several names alive in one lexer state), with extra
+# properties allowed (a name string that tracks which names it could still be), patterns and
+# enums: the states where the first-byte split applies. Each with an instance to replay.
+CASES = [
+    ({"type": "object", "properties": {"name": {"type": "string"}, "names": {"type": "array", "items": {"type": "string"}},
+                                       "nickname": {"type": "string", "pattern": "^[a-z]+$"}}},
+     {"name": "Zoë — the tester", "names": ["a", "bé"], "nickname": "zed", "other": {"x": 1}}),
+    ({"type": "object", "properties": {"id": {"type": "integer"}, "identity": {"enum": ["alpha", "beta"]},
+                                       "ident": {"type": "string", "maxLength": 12}}, "required": ["id"]},
+     {"id": 12, "identity": "beta", "ident": "short one", "idle": True}),
+    ({"type": "object", "properties": {"color": {"type": "string", "format": "date"}, "colour": {"type": "boolean"}},
+      "additionalProperties": {"type": "number"}},
+     {"color": "2024-02-29", "colour": False, "col": 1.5, "c": -3}),
+]
+
+
+def fresh_info(tokenizer):
+    """The tokenizer's tables with a shared-classification cache of its own."""
+    info = tokenizer_info(tokenizer).with_eos(tokenizer_info(tokenizer).eos_token_ids)
+    info._classes = None
+    return info
+
+
+def reference_mask(matcher) -> np.ndarray:
+    """The mask of a single-configuration matcher from a plain, unshared vocabulary walk."""
+    grammar, run = matcher.grammar, matcher._run
+    ((node, lex),) = matcher._configs
+    key = grammar.lexer.canonical(lex, grammar._max_token_len) if grammar.lexer.lazy else lex
+    grammar.lexer.build_many(np.array([key]))
+    out = np.zeros(grammar.words, dtype=np.uint32)
+    run.collect(grammar._classify_root(key), node, out)
+    if run.is_accepting(node, lex):
+        np.bitwise_or(out, grammar._eos_words, out=out)
+    return out
+
+
+def normal_form(group) -> tuple[dict, set]:
+    """A classification as {completable bits: tokens} and {(terminal, token, offset)}: the same
+    for two groups exactly when they classify every token alike, however their lists are cut."""
+    stays: dict[int, set] = {}
+    for bits, words in group.stays:
+        tokens = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
+        stays.setdefault(bits, set()).update(tokens.tolist())
+    emits = {(t, i, p) for t, idx, pos in group.emits for i, p in zip(idx.tolist(), pos.tolist())}
+    assert group.always is None
+    return {b: v for b, v in stays.items() if v}, emits
+
+
+def check_classification(matcher) -> None:
+    """The classification the engine used for the matcher's lexer state (split, shared or both)
+    equals a plain walk's, token by token, and so does the mask."""
+    grammar = matcher.grammar
+    ((_, lex),) = matcher._configs
+    key = grammar.lexer.canonical(lex, grammar._max_token_len) if grammar.lexer.lazy else lex
+    matcher.mask()
+    assert normal_form(grammar._groups[key]) == normal_form(grammar._classify_root(key))
+    np.testing.assert_array_equal(matcher.mask(), reference_mask(matcher))
+
+
+def replay(compiled, info, text: str) -> int:
+    """Compare every classification and mask along ``text`` with the reference; the number compared."""
+    ids = info.encode(text)
+    m = compiled.matcher()
+    for i in ids:
+        check_classification(m)
+        assert m.accepts(i), f"{text!r} rejected at token {i}"
+        m.advance(i)
+    check_classification(m)
+    assert m.is_accepting()
+    return len(ids) + 1
+
+
+@pytest.mark.parametrize("order", ["schema", "any"])
+def test_split_and_shared_classifications_equal_a_plain_walk(default_tokenizer, monkeypatch, order):
+    info = fresh_info(default_tokenizer)
+    splits = []
+    merged = engine.CompiledGrammar._merged
+
+    def spy(self, *args):
+        splits.append(1)
+        return merged(self, *args)
+
+    monkeypatch.setattr(engine.CompiledGrammar, "_merged", spy)
+    compared = 0
+    for schema, instance in CASES + CASES:  # the second round takes classifications from the first
+        compiled = JSONSchema(schema, property_order=order, extra_properties="allow").compile(info)
+        compared += replay(compiled, info, json.dumps(instance, ensure_ascii=False, separators=(",", ":")))
+    assert splits, "no lexer state took the first-byte split: the test no longer covers it"
+    assert info._classes is not None and len(info._classes.entries) > 0
+    assert compared > 100
+
+
+def test_a_shared_classification_is_renumbered_for_each_grammar(default_tokenizer, monkeypatch):
+    """The same string automaton sits at different terminal numbers in two grammars: each
+    grammar's masks stay exact, and the second takes the first's classification."""
+    info = fresh_info(default_tokenizer)
+    first = JSONSchema({"type": "object", "properties": {"b": {"type": "string"}}, "required": ["b"],
+                        "additionalProperties": False}).compile(info)
+    replay(first, info, '{"b":"hello there"}')
+    entries = len(info._classes.entries)
+    hits = []
+    get = info._classes.get
+
+    def counting_get(key):
+        found = get(key)
+        hits.append(found is not None)
+        return found
+
+    monkeypatch.setattr(info._classes, "get", counting_get)
+    second = JSONSchema({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "boolean"},
+                                                          "c": {"type": "string"}},
+                         "required": ["a", "b", "c"], "additionalProperties": False}).compile(info)
+    replay(second, info, '{"a":1,"b":true,"c":"hello there"}')
+    assert any(hits), "the string interior was not taken from the first grammar"
+    assert len(info._classes.entries) >= entries
+
+
+def test_the_shared_cache_stays_under_its_limit():
+    group = engine._Group()
+    group.stays = [(1, np.zeros(100, dtype=np.uint32))]
+    size = group.nbytes()
+    shared = engine._SharedGroups(limit=3 * size)
+    for k in range(10):
+        shared.put(("k", k), group, ())
+        assert shared.bytes <= shared.limit
+    assert list(shared.entries) == [("k", 7), ("k", 8), ("k", 9)]  # least recently used went first
+    assert shared.get(("k", 7)) is group and shared.get(("k", 0)) is None
+    shared.put(("k", 10), group, ())
+    assert ("k", 8) not in shared.entries and ("k", 7) in shared.entries
+
+
+def test_renumbering_refuses_a_terminal_it_cannot_place():
+    group = engine._Group()
+    group.stays = [(0b101, np.zeros(1, dtype=np.uint32))]
+    group.emits = [(3, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))]
+    assert engine._renumbered(group, {0: 5, 2: 6}, {3: 0}).stays[0][0] == (1 << 5) | (1 << 6)
+    assert engine._renumbered(group, {0: 5}, {3: 0}) is None  # bit 2 has no number
+    assert engine._renumbered(group, {0: 5, 2: 6}, {}) is None  # terminal 3 has none
