@@ -387,15 +387,23 @@ class LexerAutomaton:
             chain = self.shift_chain(length)
             return chain.ravel().take(states.astype(np.int64) * chain.shape[1] + steps)
         # a lazy lexer grows: follow the few distinct states, asking lazy automata past the table
+        # (each state's chain is kept: -2, "not known", is always a safe answer, so it may stay)
+        chains = self.__dict__.setdefault("_chains", {})
         shift = self.shift()
         unique, inverse = np.unique(states, return_inverse=True)
         rows = np.empty((len(unique), length + 1), dtype=np.int32)
         for i, x in enumerate(unique.tolist()):
+            known = chains.get(x)
+            if known is not None and len(known) > length:
+                rows[i] = known[: length + 1]
+                continue
+            first = x
             rows[i, 0] = x
             for k in range(length):
                 if x >= 0:
                     x = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
                 rows[i, k + 1] = x
+            chains[first] = read_only(rows[i].copy())
         return rows[inverse.ravel(), steps]
 
     @_locked
@@ -420,6 +428,8 @@ class LexerAutomaton:
             if (ascii_next < 0).any():
                 break
             targets = set(np.unique(ascii_next).tolist())
+            if any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets if self.built[t]):
+                break  # settled by the ASCII characters alone (a name's prefix leaving its name)
             for seq in safe_multibyte_sequences():
                 cur = {u}
                 for lo, hi in seq:
