@@ -31,7 +31,7 @@ _STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base sta
 FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
-_ROW_BYTES = 256 * 8 + 56  # a built state's row as a Python list (``trans_list``), small ints shared
+_ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
 
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
@@ -97,7 +97,7 @@ def _grown(old: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
 class LexerAutomaton:
     """Lexer states over the terminals of one grammar.
 
-    Tables (index = lexer state): ``trans`` (int32[n, 256], -1 dead, also as nested lists for
+    Tables (index = lexer state): ``trans`` (int32[n, 256], -1 dead, also as tuples for
     scalar stepping), ``accepts`` (the terminals the lexeme is if it ends here: one, or for an
     ambiguous grammar every match; ``accept`` is the first or -1), ``eager`` (accepting and no byte extends it), ``completable`` (bitset of the terminals
     the lexeme can still end as; bit ``ignore_bit`` stands for any ``%ignore`` terminal, and
@@ -142,7 +142,9 @@ class LexerAutomaton:
         self.is_start = [key[0] for key in self._index]
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
-        self.trans_list: list[list[int] | tuple[int, ...]] = [r.tolist() if r is not None else _UNBUILT for r in self._rows]
+        # rows are tuples: a tuple of ints leaves the cyclic GC's lists after one collection, while
+        # a list stays tracked (200,000 rows after 300 schemas made each full collection 0.5 s)
+        self.trans_list: list[tuple[int, ...]] = [tuple(r.tolist()) if r is not None else _UNBUILT for r in self._rows]
         self.eager = [b and a >= 0 and not any(x >= 0 for x in row) for a, row, b in zip(self.accept, self.trans_list, self.built)]
         self.completable = self._completable()
         self.completable_values = sorted(set(self.completable))  # distinct completable bitsets
@@ -232,7 +234,7 @@ class LexerAutomaton:
         row = self._successors(self._members[state])
         self._rows[state] = row
         self._dirty.append(state)
-        self.trans_list[state] = row.tolist()
+        self.trans_list[state] = tuple(row.tolist())
         self.eager[state] = self.accept[state] >= 0 and not (row >= 0).any()
         self.built[state] = True  # last: lock-free readers trust the row once this is set
 
