@@ -157,6 +157,7 @@ class TokenizerInfo:
         self._char_starts: np.ndarray | None = None
         self._sorted: list[bytes] | None = None
         self._classes: Any = None  # token classifications shared by grammars (``engine.compiled``)
+        self._first_bytes: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -227,7 +228,7 @@ class TokenizerInfo:
         with self._lock:
             other._table, other._trie, other._unsafe = self._table, self._trie, self._unsafe
             other._char_starts, other._sorted = self._char_starts, self._sorted
-            other._classes = self._classes
+            other._classes, other._first_bytes = self._classes, self._first_bytes
         return other
 
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
@@ -324,6 +325,14 @@ class TokenizerInfo:
         np.cumsum(starts, axis=1, out=out[:, 1:])
         return _frozen(out)
 
+    def first_bytes(self) -> np.ndarray:
+        """int16[token]: each token's first byte, 256 for a token without bytes."""
+        return self._once("_first_bytes", self._find_first_bytes)
+
+    def _find_first_bytes(self) -> np.ndarray:
+        table, lengths = self.byte_table()
+        return _frozen(np.where(lengths > 0, table[:, 0] if table.shape[1] else 0, 256).astype(np.int16))
+
     def sorted_token_bytes(self) -> list[bytes]:
         """The distinct token byte strings, sorted (for prefix searches with ``bisect``)."""
         return self._once("_sorted", lambda: sorted(set(self.token_bytes)))
@@ -354,7 +363,7 @@ class TokenizerInfo:
     def memory_size_bytes(self) -> int:
         """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
         and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
-        arrays = [*(self._table or ()), self._unsafe, self._char_starts]
+        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         shared = self._classes.bytes if self._classes is not None else 0

@@ -674,14 +674,8 @@ class CompiledGrammar(ByteAutomaton):
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
         self._groups: dict[int, _Group] = {}
         self._after_first: dict[int, _Group] = {}  # lexer state -> every token from its 2nd byte
-        trie = info.trie()
-        first_level = trie.levels[0] if trie.levels else None
-        self._first_counts = np.zeros(256, dtype=np.int64)  # tokens per first byte
-        self._first_byte = np.full(self.vocab_size, 256, dtype=np.int64)  # 256: no bytes
-        if first_level is not None:
-            self._first_counts[first_level["byte"]] = first_level["hi"] - first_level["lo"]
-            has = self._tok_len > 0
-            self._first_byte[has] = self._tok_bytes[has, 0]
+        self._first_byte = info.first_bytes()  # 256: no bytes
+        self._first_counts = np.bincount(self._first_byte, minlength=257)[:256]  # tokens per first byte
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
