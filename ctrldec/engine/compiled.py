@@ -122,7 +122,8 @@ class _SharedGroups:
             return entry[0]
 
     def put(self, key: tuple, group: _Group, keep: tuple) -> None:
-        size = group.nbytes()
+        """Keep ``group`` under ``key``, and ``keep`` alive with it (arrays among it counted)."""
+        size = group.nbytes() + sum(a.nbytes for a in keep if isinstance(a, np.ndarray))
         with self.lock:
             if key in self.entries or size > self.limit:
                 return

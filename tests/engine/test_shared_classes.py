@@ -41,6 +41,21 @@ def fresh_info(tokenizer):
     return info
 
 
+def plain_collect(grammar, run, group, node: int, out: np.ndarray) -> None:
+    """``_Run.collect`` with every classification of the tokens that end a lexeme made afresh by
+    ``_classify`` (nothing cached, nothing shared)."""
+    if group.always is not None:
+        np.bitwise_or(out, group.always, out=out)
+    acceptable = run.acceptable(node)
+    for bits, words in group.stays:
+        if bits & acceptable:
+            np.bitwise_or(out, words, out=out)
+    for t, idx, pos in group.emits:
+        for nxt in run.after(node, t):
+            child = grammar._classify(idx, pos, grammar.lexer.start[run.stacks.state[nxt]])
+            plain_collect(grammar, run, child, nxt, out)
+
+
 def reference_mask(matcher) -> np.ndarray:
     """The mask of a single-configuration matcher from a plain, unshared vocabulary walk."""
     grammar, run = matcher.grammar, matcher._run
@@ -48,7 +63,7 @@ def reference_mask(matcher) -> np.ndarray:
     key = grammar.lexer.canonical(lex, grammar._max_token_len) if grammar.lexer.lazy else lex
     grammar.lexer.build_many(np.array([key]))
     out = np.zeros(grammar.words, dtype=np.uint32)
-    run.collect(grammar._classify_root(key), node, out)
+    plain_collect(grammar, run, grammar._classify_root(key), node, out)
     if run.is_accepting(node, lex):
         np.bitwise_or(out, grammar._eos_words, out=out)
     return out
