@@ -77,7 +77,7 @@ class Completions:
         self._witness: dict[int, tuple[int, ...]] = {}
         # per state: (pops, lhs, cost, symbols) for each kernel item with a finite cost
         self.items = [
-            tuple((dot, lhs, c, beta) for dot, lhs, beta in kernel if (c := self.cost(beta)) < INF)
+            tuple((dot, lhs, c, beta) for dot, lhs, rhs in kernel if (c := self.cost(beta := rhs[dot:])) < INF)
             for kernel in parse.kernels
         ]
 

@@ -299,8 +299,8 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
 def _coded_items(rules: list[tuple[str, list[str]]], kernels: list | None, term_id: dict[str, int], nonterms: dict[str, int],
                  start: str) -> tuple[list[tuple[int, tuple[int, ...]]], list | None]:
     """The rules and kernel items in ``ParseTables``' integer form (a terminal id, or ``-1 -``
-    a nonterminal id; kernel items as (dot, lhs, symbols after the dot), ``ROOT`` for the added
-    start rule). ``nonterms`` gains the nonterminals no goto names."""
+    a nonterminal id; kernel items as (dot, lhs, the rule's symbols), ``ROOT`` for the added
+    start rule: the symbols after the dot are sliced where completions need them, not here). ``nonterms`` gains the nonterminals no goto names."""
 
     def symbol(x: str) -> int:
         return term_id[x] if x in term_id else -1 - nonterms.setdefault(x, len(nonterms))
@@ -309,7 +309,7 @@ def _coded_items(rules: list[tuple[str, list[str]]], kernels: list | None, term_
     if kernels is None:
         return coded, None
     with_root = [*coded, (ROOT, (symbol(start),))]
-    return coded, [tuple((dot, with_root[r][0], with_root[r][1][dot:]) for r, dot in items) for items in kernels]
+    return coded, [tuple((dot, *with_root[r]) for r, dot in items) for items in kernels]
 
 
 def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:

@@ -47,8 +47,8 @@ class ParseTables:
     ambiguous: bool = False
     # For shortest completions (``engine/completion.py``), where the builder knows them (both do;
     # None if Lark's state numbering is not the one assumed):
-    # every rule as (lhs, rhs symbols) and each state's kernel items as (dot, lhs, symbols after
-    # the dot); a symbol is a terminal id, or ``-1 - nonterminal`` id; lhs ``ROOT`` is the
+    # every rule as (lhs, rhs symbols) and each state's kernel items as (dot, lhs, the rule's
+    # symbols: those after the dot are ``rhs[dot:]``); a symbol is a terminal id, or ``-1 - nonterminal`` id; lhs ``ROOT`` is the
     # added start rule.
     rules: list[tuple[int, tuple[int, ...]]] | None = None
     kernels: list[tuple[tuple[int, int, tuple[int, ...]], ...]] | None = None
