@@ -87,8 +87,10 @@ class _Group:
 
     def __init__(self) -> None:
         self.always: np.ndarray | None = None
-        self.stays: list[tuple[int, np.ndarray]] = []
-        self.emits: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # tuples of ints and arrays: the cyclic GC stops scanning them (a process that compiled
+        # many grammars holds tens of thousands of groups)
+        self.stays: tuple[tuple[int, np.ndarray], ...] = ()
+        self.emits: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()
         self.children: dict[tuple[int, int], _Group] = {}
 
     def nbytes(self) -> int:
@@ -137,8 +139,7 @@ class _SharedGroups:
 def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]) -> _Group | None:
     """``group`` with its ``stays`` bits and ``emits`` terminals renumbered (None if one has no
     number in the maps); the arrays are shared, the children are not copied."""
-    out = _Group()
-    out.always = group.always
+    stays = []
     for bits, words in group.stays:
         new = 0
         while bits:
@@ -148,11 +149,13 @@ def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]
                 return None
             new |= 1 << target
             bits ^= low
-        out.stays.append((new, words))
-    for t, idx, pos in group.emits:
-        if t not in term_map:
-            return None
-        out.emits.append((term_map[t], idx, pos))
+        stays.append((new, words))
+    if any(t not in term_map for t, _, _ in group.emits):
+        return None
+    out = _Group()
+    out.always = group.always
+    out.stays = tuple(stays)
+    out.emits = tuple((term_map[t], idx, pos) for t, idx, pos in group.emits)
     return out
 
 
@@ -767,16 +770,17 @@ class CompiledGrammar(ByteAutomaton):
         grammar's lexeme can end as several terminals, and the token then follows each)."""
         lexer = self.lexer
         lexer.sync()  # states a chain of shifts reached may be new
+        stays = []
         if len(s_idx):
             gid = lexer.completable_id[s_lex]
             low, high = int(gid.min()), int(gid.max())
             if low == high:  # the common case: every staying token can end the same ways
-                group.stays.append((lexer.completable_values[low], self._pack(s_idx)))
+                stays.append((lexer.completable_values[low], self._pack(s_idx)))
             else:
                 for g in np.flatnonzero(np.bincount(gid - low)).tolist():
-                    group.stays.append((lexer.completable_values[g + low], self._pack(s_idx[gid == g + low])))
-        for t, idx, pos in self._by_terminal(e_lex, e_idx, e_pos):
-            group.emits.append((t, read_only(idx), read_only(pos)))
+                    stays.append((lexer.completable_values[g + low], self._pack(s_idx[gid == g + low])))
+        group.stays = tuple(stays)
+        group.emits = tuple((t, read_only(idx), read_only(pos)) for t, idx, pos in self._by_terminal(e_lex, e_idx, e_pos))
 
     def _by_terminal(self, e_lex, e_idx, e_pos) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Tokens whose lexeme ended (in lexer state ``e_lex``), grouped by the terminal it ends as:
@@ -1008,11 +1012,13 @@ class CompiledGrammar(ByteAutomaton):
             flags[: len(pick)] = pick
             add(g, pick, np.packbits(flags, bitorder="little").view(np.uint32))
         out = _Group()
-        out.stays = [(bits, read_only(words)) for bits, words in stays.items() if words.any()]
+        out.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
+        joined = []
         for t in sorted(emits):
             parts = emits[t]
             idx, pos = parts[0] if len(parts) == 1 else (np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts]))
-            out.emits.append((t, read_only(idx), read_only(pos)))
+            joined.append((t, read_only(idx), read_only(pos)))
+        out.emits = tuple(joined)
         return out
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:

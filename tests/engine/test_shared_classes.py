@@ -152,7 +152,7 @@ def test_a_shared_classification_is_renumbered_for_each_grammar(default_tokenize
 
 def test_the_shared_cache_stays_under_its_limit():
     group = engine._Group()
-    group.stays = [(1, np.zeros(100, dtype=np.uint32))]
+    group.stays = ((1, np.zeros(100, dtype=np.uint32)),)
     size = group.nbytes()
     shared = engine._SharedGroups(limit=3 * size)
     for k in range(10):
@@ -166,8 +166,8 @@ def test_the_shared_cache_stays_under_its_limit():
 
 def test_renumbering_refuses_a_terminal_it_cannot_place():
     group = engine._Group()
-    group.stays = [(0b101, np.zeros(1, dtype=np.uint32))]
-    group.emits = [(3, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))]
+    group.stays = ((0b101, np.zeros(1, dtype=np.uint32)),)
+    group.emits = ((3, np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)),)
     assert engine._renumbered(group, {0: 5, 2: 6}, {3: 0}).stays[0][0] == (1 << 5) | (1 << 6)
     assert engine._renumbered(group, {0: 5}, {3: 0}) is None  # bit 2 has no number
     assert engine._renumbered(group, {0: 5, 2: 6}, {}) is None  # terminal 3 has none
