@@ -828,7 +828,6 @@ class CompiledGrammar(ByteAutomaton):
         shift = self.lexer.shift()  # read the tables after safe_closed: it may have built states
         flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
         shifting = shift != -2
-        unsafe = self._unsafe_sorted
         stay_lo, stay_hi, stay_lex = [], [], []
         ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
         # subtrees entering a state that absorbs safe characters: (rows, depth, state)
@@ -905,25 +904,29 @@ class CompiledGrammar(ByteAutomaton):
             (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
         ]
         for rows, depth, lex, before in absorbed:
-            # a token that is safe from ``depth`` on ends in shift^(its remaining characters);
-            # the others (and those whose chain stops being uniform) are walked
-            tokens = trie.order[rows]
-            settled = unsafe[rows] < depth
-            fixed = shift[lex] == lex  # a string interior: safe characters leave it where it is
-            if fixed.all():
-                final = lex
-                known = settled
-                keep = settled
-            else:
-                final = self.lexer.chain_take(lex, self._char_total[tokens] - before, self._max_chars)
-                known = settled & (final != -2)
-                keep = known & (final >= 0)
-            parts.append((tokens[keep], final[keep], *(np.zeros(0, np.int64),) * 3))
-            walk = ~known
-            if walk.any():
-                parts.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
+            parts += self._absorbed(rows, depth, lex, before, shift)
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
+
+    def _absorbed(self, rows: np.ndarray, depth: np.ndarray, lex: np.ndarray, before: np.ndarray, shift: np.ndarray) -> list[tuple]:
+        """``_walk``'s results for the tokens (trie rows) of subtrees that entered lexer states
+        ``lex`` absorbing safe characters at ``depth`` bytes, ``before`` characters in: a token
+        that is safe from there on ends in shift^(its remaining characters); the others (and those
+        whose chain stops being uniform) are walked."""
+        trie, empty = self.info.trie(), np.zeros(0, np.int64)
+        tokens = trie.order[rows]
+        settled = self._unsafe_sorted[rows] < depth
+        if (shift[lex] == lex).all():  # string interiors: safe characters leave them where they are
+            final, known, keep = lex, settled, settled
+        else:
+            final = self.lexer.chain_take(lex, self._char_total[tokens] - before, self._max_chars)
+            known = settled & (final != -2)
+            keep = known & (final >= 0)
+        out = [(tokens[keep], final[keep], empty, empty, empty)]
+        walk = ~known
+        if walk.any():
+            out.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
+        return out
 
     def _classify_state(self, state: int) -> _Group:
         """``_classify_root(state)``, split at the first byte where many tokens go the same way.
@@ -947,11 +950,10 @@ class CompiledGrammar(ByteAutomaton):
         u = int(targets[int(weight.argmax())])
         if weight.max() * 2 < total or u == state or lexer.eager[u]:
             return self._classify_root(state)  # most tokens would be walked anyway
-        common = [u]  # (sharing the less common successors too measured slower: more of them)
-        code = np.full(257, -1, dtype=np.int64)  # first byte -> index in ``common`` (257: no bytes)
-        code[:256][row == u] = 0
-        rest = self._classify_root(state, np.where(code[:256] >= 0, _SKIP, row).astype(np.int32))
-        return self._merged(rest, [self._after_first_byte(u) for u in common], code[self._first_byte])
+        # (sharing the less common successors too measured slower: more first visits)
+        to_u = np.append(row == u, False)  # by first byte; 256: tokens without bytes
+        rest = self._classify_root(state, np.where(to_u[:256], _SKIP, row).astype(np.int32))
+        return self._merged(rest, self._after_first_byte(u), to_u[self._first_byte])
 
     def _after_first_byte(self, state: int) -> _Group:
         """Every token classified from its second byte on, lexer state ``state`` after its first."""
@@ -988,29 +990,21 @@ class CompiledGrammar(ByteAutomaton):
             shared.put(key, local, named + keep)
         return group
 
-    def _merged(self, group: _Group, shared: list[_Group], which: np.ndarray) -> _Group:
-        """``group`` plus, for each ``shared[k]``, its tokens with ``which[token] == k``."""
-        stays: dict[int, np.ndarray] = {}
-        emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-
-        def add(g: _Group, pick: np.ndarray | None, words_pick: np.ndarray | None) -> None:
-            for bits, words in g.stays:
-                if words_pick is not None:
-                    words = words & words_pick
-                stays[bits] = stays[bits] | words if bits in stays else words
-            for t, idx, pos in g.emits:
-                if pick is not None:
-                    sel = pick[idx]
-                    idx, pos = idx[sel], pos[sel]
-                if len(idx):
-                    emits.setdefault(t, []).append((idx, pos))
-
-        add(group, None, None)
+    def _merged(self, group: _Group, shared: _Group, pick: np.ndarray) -> _Group:
+        """``group`` plus the tokens of ``shared`` where ``pick[token]``."""
         flags = np.zeros(self.words * 32, dtype=bool)
-        for k, g in enumerate(shared):
-            pick = which == k
-            flags[: len(pick)] = pick
-            add(g, pick, np.packbits(flags, bitorder="little").view(np.uint32))
+        flags[: len(pick)] = pick
+        pick_words = np.packbits(flags, bitorder="little").view(np.uint32)
+        stays: dict[int, np.ndarray] = {}
+        for bits, words in [*group.stays, *((b, w & pick_words) for b, w in shared.stays)]:
+            stays[bits] = stays[bits] | words if bits in stays else words
+        emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for t, idx, pos in group.emits:
+            emits.setdefault(t, []).append((idx, pos))
+        for t, idx, pos in shared.emits:
+            sel = pick[idx]
+            if sel.any():
+                emits.setdefault(t, []).append((idx[sel], pos[sel]))
         out = _Group()
         out.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
         joined = []
