@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from . import fastpath
 from .kv import KVCache
 
 __all__ = ["Runner", "Forward"]
@@ -39,8 +40,12 @@ class Forward:
 class Runner:
     """The model calls of ctrldec's loop, for one causal LM."""
 
-    def __init__(self, model: Any, pad_token_id: int = 0) -> None:
+    def __init__(self, model: Any, pad_token_id: int = 0, *, fast_path: bool = True) -> None:
         self.model = model
+        # A KV buffer that grows in place and grouped KV heads read in place (``fastpath``): the
+        # same logits, bit for bit, as transformers' own path (``fast_path=False``).
+        self.fast_path = fast_path
+        self._grouped = fastpath.attention_configs(model) if fast_path else []
         self.width = int(model.get_output_embeddings().weight.shape[0])
         # A real id for padding columns: they are masked, but their embeddings must be finite.
         self.pad_token_id = pad_token_id
@@ -74,8 +79,9 @@ class Runner:
         plain = kv.plain and kv.rows == 1 and mask.dim() == 2
         ids = [[self.pad_token_id] * (width - len(f)) + list(f) for f in feeds]
         extra: dict[str, Any] = {} if plain else {"attention_mask": mask, "position_ids": positions}
-        with torch.no_grad():
-            out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: kv.cache}, use_cache=True,
+        cache = kv.cache if kv.cache is not None or not self.fast_path else fastpath.growing_cache(self.model)
+        with torch.no_grad(), fastpath.grouped_attention(self._grouped):
+            out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: cache}, use_cache=True,
                              logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
         kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
         logits = out.logits.float()

@@ -92,7 +92,8 @@ class EntropySwitch:
         """The runner of one call on ``target``'s model."""
         built = self._built.get(id(target.model))
         if built is None or built[0] is not target.model:  # (an id can be reused once its model is gone)
-            built = (target.model, Runner(self._small_model(target, tokenizer), pad_token_id=target.pad_token_id))
+            built = (target.model, Runner(self._small_model(target, tokenizer), pad_token_id=target.pad_token_id,
+                                               fast_path=target.fast_path))
             self._built[id(target.model)] = built
         return SwitchRunner(built[1], target, self)
 

@@ -1,0 +1,156 @@
+"""The runner's fast path (``ctrldec/decoding/fastpath.py``): a KV buffer that grows in place and
+grouped KV heads read in place under a mask. It must give transformers' own logits bit for bit
+through every cache operation the loop uses, and leave the model as it found it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctrldec.decoding import KVCache, Runner
+from ctrldec.decoding import fastpath
+
+transformers = pytest.importorskip("transformers")
+from transformers.cache_utils import DynamicLayer  # noqa: E402
+
+
+def _model(attn: str = "sdpa", seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=0, pad_token_id=0,
+                         attn_implementation=attn)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _model()
+
+
+def _script(runner: Runner, seed: int) -> list[torch.Tensor]:
+    """Every cache operation of the loop, in turn; the logits of each pass."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(1, 64, (n,), generator=g).tolist()
+
+    out: list[torch.Tensor] = []
+
+    def step(kv: KVCache, feeds, parents=None) -> None:
+        f = runner.forward(kv, feeds, [len(x) for x in feeds], parents=parents)
+        out.extend(f.logits)
+
+    kv = KVCache(2)
+    step(kv, [ids(300), ids(7)])  # rows of different lengths: padding holes; the buffer grows past 256 columns
+    step(kv, [ids(1), ids(1)])
+    step(kv, [ids(4), ids(2)])  # a verification pass under a mask
+    kv.crop(0, kv.length(0) - 3)  # a rejected draft
+    step(kv, [ids(2), ids(1)])
+    step(kv, [ids(5), ids(1)], parents=[[-1, 0, 0, 1, -1], None])  # a draft tree
+    kv.forget(0, [-5, -3, -2])  # its rejected branches (the kept path 0 -> 1 -> 3 stays)
+    step(kv, [ids(1), ids(3)])
+    kv.place_rows([1, 1])  # a beam step: row 1 forks, row 0 leaves
+    step(kv, [ids(1), ids(2)])
+    kv.select_rows([1, 0, 0])  # SMC resampling: reordered and duplicated
+    step(kv, [ids(2), ids(1), ids(1)])
+    kv.compact()
+    step(kv, [ids(1), ids(1), ids(1)])
+    other = kv.fork()
+    step(other, [ids(3), ids(1), ids(2)])
+    step(kv, [ids(1), ids(1), ids(1)])  # the original is untouched by its fork
+    alone = KVCache(1)
+    step(alone, [ids(20)])
+    step(alone, [ids(1)])  # a plain row: no mask, no position ids
+    step(alone, [ids(6)])
+    return out
+
+
+def test_fast_path_gives_transformers_logits_bit_for_bit(model):
+    fast, plain = _script(Runner(model), 1), _script(Runner(model, fast_path=False), 1)
+    assert len(fast) == len(plain)
+    for i, (a, b) in enumerate(zip(fast, plain)):
+        assert torch.equal(a, b), f"pass output {i} differs by {(a - b).abs().max().item()}"
+
+
+def test_fast_path_is_on_where_it_claims(model):
+    kv = KVCache(1)
+    seen = []
+    hook = model.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, *_: seen.append(module.config._attn_implementation))
+    try:
+        Runner(model).forward(kv, [[1, 2, 3]], [1])
+    finally:
+        hook.remove()
+    assert seen == [fastpath.ATTENTION]
+    assert model.config._attn_implementation == "sdpa"  # undone after the pass
+    assert all(isinstance(layer, fastpath.GrowingLayer) for layer in kv.cache.layers)
+    plain = KVCache(1)
+    Runner(model, fast_path=False).forward(plain, [[1, 2, 3]], [1])
+    assert all(type(layer) is DynamicLayer for layer in plain.cache.layers)
+
+
+def test_the_switch_is_undone_after_an_error_and_counts_nested_passes(model):
+    configs = fastpath.attention_configs(model)
+    assert configs == [model.config]
+    with pytest.raises(RuntimeError):
+        with fastpath.grouped_attention(configs):
+            raise RuntimeError("a pass that fails")
+    assert model.config._attn_implementation == "sdpa"
+    with fastpath.grouped_attention(configs):
+        with fastpath.grouped_attention(configs):
+            pass
+        assert model.config._attn_implementation == fastpath.ATTENTION  # the outer pass still runs
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_model_on_another_attention_is_left_alone():
+    eager = _model("eager")
+    kv = KVCache(1)
+    seen = []
+    hook = eager.model.layers[0].self_attn.register_forward_pre_hook(
+        lambda module, *_: seen.append(module.config._attn_implementation))
+    try:
+        Runner(eager).forward(kv, [[1, 2, 3, 4]], [2])
+    finally:
+        hook.remove()
+    assert seen == ["eager"] and eager.config._attn_implementation == "eager"
+
+
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("update"), st.integers(1, 70)),
+    st.tuples(st.just("crop"), st.integers(1, 40)),
+    st.tuples(st.just("select"), st.lists(st.integers(0, 2), min_size=3, max_size=3)),
+    st.tuples(st.just("fork"), st.just(0)),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_ops, st.integers(0, 2**16))
+def test_growing_layer_holds_what_a_dynamic_layer_holds(ops, seed):
+    g = torch.Generator().manual_seed(seed)
+    grow, plain = fastpath.GrowingLayer(), DynamicLayer()
+    for op, arg in ops:
+        if op == "update":
+            k, v = torch.randn(3, 2, arg, 4, generator=g), torch.randn(3, 2, arg, 4, generator=g)
+            a, b = grow.update(k, v), plain.update(k, v)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        elif op == "crop" and plain.get_seq_length():
+            grow.crop(-min(arg, plain.get_seq_length()))
+            plain.crop(-min(arg, plain.get_seq_length()))
+        elif op == "select" and plain.get_seq_length():
+            grow.batch_select_indices(torch.tensor(arg))
+            plain.batch_select_indices(torch.tensor(arg))
+        elif op == "fork":
+            kept = copy.deepcopy(grow)
+            grow.update(torch.ones(3, 2, 1, 4), torch.ones(3, 2, 1, 4))  # the copy must not see this
+            grow.crop(-1)
+            grow = kept
+        assert grow.get_seq_length() == plain.get_seq_length()
+        if plain.get_seq_length():
+            assert torch.equal(grow.keys, plain.keys) and torch.equal(grow.values, plain.values)
