@@ -46,9 +46,12 @@ def _copy_rows(cache: Any, dst: torch.Tensor, src: torch.Tensor) -> bool:
     if not layers or not all(isinstance(getattr(layer, name, None), torch.Tensor) and getattr(layer, name).dim() == 4
                              for layer in layers for name in ("keys", "values")):
         return False
+    pairs = list(zip(dst.tolist(), src.tolist()))  # dst rows are never src rows (place_rows): any order
     for layer in layers:
-        layer.keys[dst] = layer.keys[src]
-        layer.values[dst] = layer.values[src]
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            for d, s in pairs:
+                t[d].copy_(t[s])  # row by row: no gathered copy in between
     return True
 
 
