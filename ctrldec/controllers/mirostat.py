@@ -171,7 +171,7 @@ class Mirostat:
             return scores, MirostatStep(logp, logp, state.mu, n, True)
         if self.version == 2:
             keep = -logp / LN2 <= state.mu + _TIE_BITS
-            keep[int(logp.argmax())] = True
+            keep[int(scores.argmax())] = True  # the scores' own argmax: logp can tie where scores do not
         else:
             k = mirostat_k(zipf_exponent(np.exp(logp[allowed]), self.m), state.mu, n)
             kth = -np.partition(-logp, k - 1)[k - 1]

@@ -254,3 +254,10 @@ def test_one_processor_serves_interleaved_generations():
             s = scores[2 * step + (name == "b")]
             assert torch.equal(shared(ids, s), alone[name](ids, s)), (step, name)
             rows[name].append(int(s.argmax()))
+
+
+def test_truncation_keeps_the_scores_own_argmax_where_log_probabilities_tie():
+    # -1.2e-38 and 0 are one log-probability in float64; the argmax (what greedy picks) is token 1
+    scores = torch.tensor([-1.1755e-38, 0.0])
+    out, _ = Mirostat(3.0, version=2).warp(scores, MirostatState(0.5))
+    assert torch.isfinite(out[1])
