@@ -16,10 +16,9 @@ and make the loop's passes cheaper on a CPU.
   itself. The switch holds only during ctrldec's own passes and is undone after them (counted
   across threads); a model that is not on ``"sdpa"`` is left as it is.
 
-On this CPU (default model, 500 tokens of context, median of 7): a pass of 4 tokens 55.7 ->
-50.5 ms, 8 rows of 1 token 86.0 -> 71.4 ms, 6 rows of 2 tokens 106.6 -> 80.0 ms, 1 token
-35.3 -> 34.6 ms. ``tests/decoding/test_fastpath.py`` checks the logits equal, bit for bit, to
-transformers' own path through every cache operation the loop uses.
+What each saves per pass shape: ``python examples/pass_width.py`` (figures in docs/decoding.md,
+"What a pass costs"). ``tests/decoding/test_fastpath.py`` checks the logits equal, bit for bit,
+to transformers' own path through every cache operation the loop uses.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ __all__ = ["ATTENTION", "growing_cache", "attention_configs", "grouped_attention
 
 ATTENTION = "ctrldec_sdpa"
 
-try:  # transformers >= 4.48 has the interfaces; without them both changes are off
+try:  # a transformers without these interfaces gets neither change
     from transformers import AttentionInterface
     from transformers.cache_utils import DynamicCache, DynamicLayer
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -63,7 +62,8 @@ if DynamicLayer is not None:
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the masks are sdpa's
 
     class GrowingLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose ``keys``/``values`` are views of the filled columns of a buffer; ``update`` writes in place and doubles the buffer when it is full."""
+        """A ``DynamicLayer`` whose ``keys``/``values`` are views of the filled columns of a
+        buffer; ``update`` writes in place and doubles the buffer when it is full."""
 
         _ROOM = 256  # columns allocated at least
 
@@ -145,7 +145,7 @@ def attention_configs(model: Any) -> list[Any]:
 
 
 _lock = threading.Lock()
-_switched: dict[int, list[Any]] = {}  # id(config) -> [config, passes inside, switched by us]
+_switched: dict[int, list[Any]] = {}  # id(config) -> [config (held: ids stay unique), passes inside, switched by us]
 
 
 @contextmanager
