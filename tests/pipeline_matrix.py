@@ -78,7 +78,9 @@ def column_options(column: str, draft_model=None) -> dict:
     base = {"constraint": ctrldec.Regex(REGEX)}
     if column in DRAFTERS:
         names = ["forced", *DRAFTERS[column]]
-        return {**base, "speculative": ctrldec.Speculative(names, early_exit_layers=1,
+        # adaptive=False: the sizer cuts drafts by measured pass times, so on a slower or busier
+        # machine it may score none of them and the cell would test nothing (a CI run did so)
+        return {**base, "speculative": ctrldec.Speculative(names, early_exit_layers=1, adaptive=False,
                                                            draft_model=draft_model if "model" in names else None)}
     if column == "EAD":
         # the tiny model's entropies are all near 5.83 nats: a one-pass window flips between the models
