@@ -41,7 +41,8 @@ class JSONSchema(Constraint):
             other properties anywhere between them, no key twice. ``"any"``: any order (objects
             are unordered in JSON), with every required key present; a listed key may then
             repeat (the values stay valid; parsers keep the last). Objects with more required
-            keys than ``limits.max_any_order_required`` (6) keep the schema's order.
+            keys than ``limits.max_any_order_required`` (6) keep the schema's order, with a warning
+            (any order would take 2^r states).
         lenient: approximate what cannot be enforced exactly (each relaxation is warned, once
             per instance at its first compile, and listed in ``relaxations``) instead of raising
             ``SchemaError``.
