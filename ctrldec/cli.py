@@ -3,7 +3,7 @@
     ctrldec generate PROMPT [--grammar FILE.lark | --regex RE | --schema FILE.json [--lenient]
                             [--extra-properties forbid|allow] [--max-string-length N] [--max-items N]]
                             [--model PATH] [--max-new-tokens N [--no-budget-aware]] [--temperature T] [--seed S]
-                            [--sampler mask|awrs|smc [--particles N] [--ess-threshold R]]
+                            [--sampler mask|awrs|smc [--particles N] [--ess-threshold R] [--weights estimate|exact]]
                             [--sampler asap --samples K [--batch B] [--oracle FILE]]
                             [--mirostat TAU [--mirostat-eta ETA] [--mirostat-version 1|2]]
                             [--entropy-temperature T_MIN:T_MAX[:EXP]]
@@ -122,6 +122,8 @@ def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any
         raise CtrldecError(f"--temperature must be >= 0, got {args.temperature}")
     if args.sampler != "asap" and (args.samples != 1 or args.oracle or args.batch != 1):
         raise CtrldecError("--samples, --batch and --oracle need --sampler asap")
+    if args.sampler not in ("awrs", "smc") and args.weights != "estimate":
+        raise CtrldecError(f"--weights {args.weights} needs --sampler awrs or smc (the samplers that weigh their draws)")
     if args.sampler == "asap":
         if controllers:
             raise CtrldecError("--sampler asap samples at temperature 1 without controllers (its oracle learns the model's "
@@ -134,7 +136,7 @@ def _sampling(args: argparse.Namespace, controllers: list[Any]) -> dict[str, Any
         return {"greedy": greedy, "temperature": args.temperature or 1.0, "controllers": controllers}
     if args.temperature == 0:
         raise CtrldecError(f"--sampler {args.sampler} samples: give --temperature > 0 (default 1, the model's own distribution)")
-    awrs = AWRS(args.temperature or 1.0, controllers=controllers)
+    awrs = AWRS(args.temperature or 1.0, controllers=controllers, weights=args.weights)
     if args.sampler == "awrs":
         if args.particles is not None:
             raise CtrldecError("--particles needs --sampler smc")
@@ -670,6 +672,9 @@ def _generate_parser(g: argparse.ArgumentParser) -> None:
     g.add_argument("--oracle", metavar="FILE",
                    help="with --sampler asap: the oracle file to start from (when it exists) and to save to (.npz)")
     g.add_argument("--particles", type=int, metavar="N", help="with --sampler smc: how many particles (default 8)")
+    g.add_argument("--weights", choices=["estimate", "exact"], default="estimate",
+                   help="with --sampler awrs or smc: each step's weight, AWRS's estimate of the allowed mass from its checks "
+                        "(default) or the exact mass from the full mask (fewer particles for the same fidelity)")
     g.add_argument("--ess-threshold", type=float, default=0.5, metavar="R",
                    help="with --sampler smc: resample when the effective sample size falls below R * particles")
     g.add_argument("--seed", type=int)
@@ -823,7 +828,8 @@ def _model_bench_parsers(bsub: Any) -> None:
     fi.add_argument("--model", metavar="PATH")
     fi.add_argument("--out", metavar="results.json")
     fi.add_argument("--plot", metavar="F.png", help="KL against particles, and the biased constraint's outputs side by side")
-    fi.add_argument("--methods", default="masking,awrs,smc,asap", help="comma-separated subset of masking,awrs,smc,asap")
+    fi.add_argument("--methods", default="masking,awrs,smc,smc-exact,asap",
+                    help="comma-separated subset of masking,awrs,smc,smc-exact (SMC weighted by the exact allowed mass),asap")
     fi.add_argument("--asap-samples", default="10,100,1000,10000",
                     help="ASAp's curve: comma-separated sample counts at which its exact distribution is measured ('' for none)")
     fi.add_argument("--asap-batch", type=int, default=8, help="samples per round of ASAp's batched schedule")

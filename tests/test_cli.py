@@ -79,6 +79,7 @@ def test_bad_numbers():
     assert_one_line_error(ctrldec("generate", "hi", "--sampler", "smc", "--ess-threshold", "1.5"), "ess_threshold")
     assert_one_line_error(ctrldec("generate", "hi", "--sampler", "awrs", "--temperature", "0"), "--temperature > 0")
     assert_one_line_error(ctrldec("generate", "hi", "--particles", "4"), "--particles needs --sampler smc")
+    assert_one_line_error(ctrldec("generate", "hi", "--weights", "exact"), "--weights exact needs --sampler awrs or smc")
 
 
 def test_asap_arguments_are_checked_before_the_model_loads(tmp_path):
@@ -109,11 +110,11 @@ def test_generate_with_asap_prints_k_outputs_and_keeps_its_oracle(tmp_path):
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("sampler", ["awrs", "smc"])
-def test_generate_with_awrs_and_smc(sampler):
+@pytest.mark.parametrize("sampler,weights", [("awrs", "estimate"), ("smc", "estimate"), ("smc", "exact")])
+def test_generate_with_awrs_and_smc(sampler, weights):
     particles = ["--particles", "4"] if sampler == "smc" else []
     result = ctrldec("generate", "Is water wet? Answer yes or no.", "--regex", "(yes|no)", "--sampler", sampler,
-                     *particles, "--seed", "3")
+                     *particles, "--weights", weights, "--seed", "3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in {"yes", "no"}
     assert ("particles complete" in result.stderr) == (sampler == "smc")

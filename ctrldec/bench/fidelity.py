@@ -51,7 +51,7 @@ SHOWN_OUTPUTS = 12  # outputs per constraint kept in the report for the side-by-
 LIMIT = 10_000  # token sequences a constraint's language may have
 # Run i of a bench with --seed s uses seed s * SEED_STRIDE + i: different --seed values never share runs.
 SEED_STRIDE = 1_000_000_007
-METHODS = ("masking", "awrs", "smc", "asap")  # what run() can be restricted to
+METHODS = ("masking", "awrs", "smc", "smc-exact", "asap")  # what run() can be restricted to
 ASAP_SAMPLES = (10, 100, 1_000, 10_000)  # the points of ASAp's curve (the GAD paper's x axis)
 ASAP_BATCH = 8  # samples per round of ASAp's batched schedule
 
@@ -233,13 +233,16 @@ def sample_single(prep: _Prepared, n: int, seed: int, sampler: Any = None) -> Dr
     return draws
 
 
-def sample_smc(prep: _Prepared, particles: int, runs: int, seed: int) -> Draws:
-    """``runs`` SMC runs (seed ``seed + r``); each run's complete particles, weighted."""
+def sample_smc(prep: _Prepared, particles: int, runs: int, seed: int, weights: str = "estimate") -> Draws:
+    """``runs`` SMC runs (seed ``seed + r``); each run's complete particles, weighted
+    (``weights``: AWRS's estimate of each step's allowed mass, or the exact mass)."""
+    from ..samplers.awrs import AWRS
     from ..search.smc import SMC
 
     draws = Draws(prep.exact.index())
     for r in range(runs):
-        report = prep.decoder.generate(prep.prompt, seed=seed + r, sampler=SMC(particles=particles),
+        smc = SMC(particles=particles, sampler=AWRS(weights=weights))
+        report = prep.decoder.generate(prep.prompt, seed=seed + r, sampler=smc,
                                        **prep.generate_options()).smc
         draws.add([(p.token_ids, w) for p, w in zip(report.particles, report.log_weights)
                    if p.finish_reason == "eos" and math.isfinite(w)])
@@ -247,10 +250,10 @@ def sample_smc(prep: _Prepared, particles: int, runs: int, seed: int) -> Draws:
     return draws
 
 
-def _smc_evidence(draws: Draws, particles: int, exact: Exact) -> dict[str, Any]:
+def _smc_evidence(draws: Draws, name: str, particles: int, exact: Exact) -> dict[str, Any]:
     lml = np.array(draws.log_ml)
     finite = lml[np.isfinite(lml)]
-    return {"particles": particles, "runs": len(lml), "mean_log_ml": float(finite.mean()) if len(finite) else -math.inf,
+    return {"method": name, "particles": particles, "runs": len(lml), "mean_log_ml": float(finite.mean()) if len(finite) else -math.inf,
             "log_mean_ml": float(np.logaddexp.reduce(lml) - math.log(len(lml))), "log_p_language": exact.log_p_language}
 
 
@@ -267,6 +270,8 @@ def _methods(prep: _Prepared, samples: int, particles: Sequence[int], seed: int,
         plan.append(("AWRS", lambda: sample_single(prep, samples, base, AWRS()), 1))
     if "smc" in methods:
         plan += [(f"SMC-{n}", lambda n=n: sample_smc(prep, n, -(-samples // n), base), n) for n in particles]
+    if "smc-exact" in methods:
+        plan += [(f"SMC-{n} exact", lambda n=n: sample_smc(prep, n, -(-samples // n), base, "exact"), n) for n in particles]
     for name, go, n in plan:
         started = time.perf_counter()
         draws = go()
@@ -294,7 +299,7 @@ def run_case(prep: _Prepared, *, samples: int, particles: Sequence[int], seed: i
             base = floor(exact.q_mask, len(draws.output), rng)
             check = {**divergences(shown[name], exact.q_mask), "kl_floor": base["kl"], "tv_floor": base["tv"]}
         if draws.log_ml:
-            evidence.append(_smc_evidence(draws, n, exact))
+            evidence.append(_smc_evidence(draws, name, n, exact))
     e_star = float(np.sum(exact.p_star * exact.log_p))
     rows.append({"method": "P* draws (floor)", "kind": "floor", **floor(exact.p_star, samples, rng),
                  "e_log_p": e_star, "e_log_p_se": 0.0})
@@ -458,7 +463,7 @@ def format_case(c: dict[str, Any]) -> str:
         lines.append(f"  over its {c['strings']} strings (tokenizations merged), KL(Q||P*): "
                      + ", ".join(f"{name} {kl:.4f}" for name, kl in c["string_kl"].items()))
     for e in c["smc"]:
-        lines.append(f"  SMC-{e['particles']} log P(L) estimate over {e['runs']} runs: mean of log {e['mean_log_ml']:.3f}, "
+        lines.append(f"  {e.get('method', 'SMC-' + str(e['particles']))} log P(L) estimate over {e['runs']} runs: mean of log {e['mean_log_ml']:.3f}, "
                      f"log of mean {e['log_mean_ml']:.3f} (exact {e['log_p_language']:.3f})")
     lines += _format_asap(c)
     return "\n".join(lines)
@@ -505,10 +510,15 @@ def figure(report: dict[str, Any]) -> Any:
     for k, c in enumerate(report["cases"]):
         color = f"C{k}"
         rows = {r["method"]: r for r in c["rows"]}
-        points = [(1, rows["AWRS"])] + [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-")]
-        left.errorbar([n for n, _ in points], [r["kl"] for _, r in points], yerr=[r["kl_se"] for _, r in points],
-                      marker="o", color=color, capsize=3, label=f"{c['name']}: AWRS (N=1), SMC")
-        left.plot([n for n, _ in points], [r["kl_floor"] for _, r in points], marker="x", linestyle="none", color=color)
+        for exact in (False, True):
+            smc = [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-") and r["method"].endswith(" exact") == exact]
+            points = ([(1, rows["AWRS"])] if "AWRS" in rows and not exact else []) + smc
+            if not points:
+                continue
+            left.errorbar([n for n, _ in points], [r["kl"] for _, r in points], yerr=[r["kl_se"] for _, r in points],
+                          marker="s" if exact else "o", linestyle=":" if exact else "-", color=color, capsize=3,
+                          label=f"{c['name']}: SMC, exact weights" if exact else f"{c['name']}: AWRS (N=1), SMC")
+            left.plot([n for n, _ in points], [r["kl_floor"] for _, r in points], marker="x", linestyle="none", color=color)
         left.axhline(rows["masking (exact)"]["kl"], color=color, linestyle="--", linewidth=1)
     ticks = [1, *report["particles"]]
     left.set(xscale="log", yscale="log", xlabel="particles N", ylabel="KL(Q || P*)",

@@ -24,12 +24,14 @@ def report():
 
 def test_every_method_has_a_row_and_smc_its_evidence(report):
     case = report["cases"][0]
-    assert [r["method"] for r in case["rows"]] == ["masking (exact)", "masking", "AWRS", "SMC-2", "SMC-8", "P* draws (floor)"]
+    assert [r["method"] for r in case["rows"]] == ["masking (exact)", "masking", "AWRS", "SMC-2", "SMC-8", "SMC-2 exact",
+                                                   "SMC-8 exact", "P* draws (floor)"]
     runs = {r["method"]: r.get("runs") for r in case["rows"]}
-    assert runs["masking"] == runs["AWRS"] == 240 and runs["SMC-2"] == 120 and runs["SMC-8"] == 30
+    assert runs["masking"] == runs["AWRS"] == 240 and runs["SMC-2"] == runs["SMC-2 exact"] == 120 and runs["SMC-8"] == 30
     for r in case["rows"]:
         assert r["kl"] >= 0 and 0 <= r["tv"] <= 1
-    assert [e["particles"] for e in case["smc"]] == [2, 8]
+    assert [(e["method"], e["particles"]) for e in case["smc"]] == [("SMC-2", 2), ("SMC-8", 8), ("SMC-2 exact", 2),
+                                                                    ("SMC-8 exact", 8)]
     for e in case["smc"]:
         assert e["log_mean_ml"] == pytest.approx(case["log_p_language"], abs=1.5)
         assert e["mean_log_ml"] <= e["log_mean_ml"] + 1e-9  # Jensen
@@ -52,6 +54,7 @@ def test_smc_moves_towards_the_target(report):
     assert rows["SMC-8"]["kl"] < rows["masking (exact)"]["kl"] / 2
     assert rows["P* draws (floor)"]["kl"] < rows["SMC-8"]["kl"] and rows["SMC-8"]["kl_floor"] < rows["SMC-8"]["kl"]
     assert rows["SMC-8"]["ess"] < rows["masking"]["ess"] == 240
+    assert rows["SMC-8 exact"]["kl"] < rows["masking (exact)"]["kl"] / 2
 
 
 def test_report_prints_and_plots(report, tmp_path):

@@ -61,6 +61,20 @@ def test_weights_are_unbiased_and_samples_exact(variant, kind, record_property):
     record_property("mean_checks", checks / n)
 
 
+@pytest.mark.parametrize("variant", ["recursive", "geometric"])
+@pytest.mark.parametrize("kind", ["flat", "peaked"])
+def test_exact_weights_are_the_allowed_mass_and_leave_the_draws_alone(variant, kind):
+    logits = _logits(kind)
+    z, _ = _exact(logits)
+    estimated, exact = AWRS(variant=variant), AWRS(variant=variant, weights="exact")
+    a, b = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    for _ in range(200):
+        ce, cx = estimated.choose(logits, ALLOWED.matcher(INFO), a), exact.choose(logits, ALLOWED.matcher(INFO), b)
+        assert (cx.token, cx.checks) == (ce.token, ce.checks)  # the same draws, the same checks
+        assert cx.log_w == pytest.approx(math.log(z), abs=1e-9) and cx.full_mask
+    assert "weights='exact'" in repr(exact) and "weights" not in repr(estimated)
+
+
 def test_exact_fallback_after_max_checks_keeps_the_weight_proper():
     """With room for two checks only, most draws fall back to the mask: the weight is then the
     exact Z, and the mean stays Z."""
@@ -95,6 +109,8 @@ def test_bad_parameters():
         AWRS(temperature=0)
     with pytest.raises(ValueError, match="max_checks"):
         AWRS(max_checks=1)
+    with pytest.raises(ValueError, match="weights must be 'estimate' or 'exact'"):
+        AWRS(weights="mask")
 
 
 def test_warpers_shape_the_potential_before_the_constraint():

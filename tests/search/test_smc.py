@@ -61,8 +61,9 @@ def _exact(model, tok, constraint):
 REGEX = ctrldec.Regex("(a|bbbb|cc)")  # alternatives of different lengths: masking is badly biased
 
 
-def test_smc_corrects_masking_and_estimates_p_of_l_without_bias(tok, model):
-    """300 runs of SMC with 16 particles. The weighted particles, averaged over runs, are within
+@pytest.mark.parametrize("weights", ["estimate", "exact"])
+def test_smc_corrects_masking_and_estimates_p_of_l_without_bias(tok, model, weights):
+    """300 runs of SMC with 16 particles, AWRS's estimated or exact weights. The weighted particles, averaged over runs, are within
     KL 0.05 of P(w | L) while masking is at 1.27 (exact); the mean of the estimates of P(L) is
     within 3 standard errors of the exact P(L) (fixed seeds; a 0.27% false-failure rate)."""
     sequences, log_p, log_mask = _exact(model, tok, REGEX)
@@ -74,7 +75,8 @@ def test_smc_corrects_masking_and_estimates_p_of_l_without_bias(tok, model):
     q = np.zeros(len(sequences))
     estimates = []
     for seed in range(300):
-        out = decoder.generate(PROMPT, constraint=REGEX, sampler=ctrldec.SMC(particles=16), seed=seed, max_new_tokens=8)
+        smc = ctrldec.SMC(particles=16, sampler=ctrldec.AWRS(weights=weights))
+        out = decoder.generate(PROMPT, constraint=REGEX, sampler=smc, seed=seed, max_new_tokens=8)
         report = out.smc
         w = np.exp(np.array(report.log_weights) - report.log_marginal_likelihood) / len(report.log_weights)
         for p, wi in zip(report.particles, w):
