@@ -25,16 +25,16 @@ against the exact ``Z`` over 100,000 draws):
   before each fresh draw is geometric).
 
 Past ``max_checks`` rejections the full mask is computed: the sample is drawn from it and the
-weight is the exact ``Z``, which is a proper weight too.
+weight is the exact ``Z``, which is a proper weight too. A step where no allowed token has
+positive potential (top-k cut every allowed token) returns ``log_w = -inf``: the particle is dead.
 
 ``weights="exact"`` keeps the mask-free draw but weighs every step by the exact ``Z`` (one full
 mask and a sum over the allowed tokens). The estimate's own variance then leaves the weights,
 so SMC needs fewer particles for the same fidelity: in ``ctrldec bench fidelity``'s binary case
 (parity decided by the last digit, where the last step's weight is the only correction) SMC-16
-went from a KL to the target of 0.52 to 0.17, SMC-64 from 0.25 to 0.05 (docs/fidelity.md).
-ctrldec's masks are cached per state, so on a CPU the exact weight costs little beside a
-forward pass; the estimate is what a mask-free engine can afford. A step where no allowed token has
-positive potential (top-k cut every allowed token) returns ``log_w = -inf``: the particle is dead.
+went from a KL to the target of 0.50 to 0.18, SMC-64 from 0.27 to 0.05 (docs/fidelity.md).
+ctrldec's masks are cached per state, so on a CPU the exact weight costs nothing measurable
+beside a forward pass; the estimate is what an engine without cheap masks can afford.
 """
 
 from __future__ import annotations
