@@ -88,8 +88,10 @@ def allowed_tokens(matcher: Matcher, width: int) -> torch.Tensor:
     """The matcher's full mask as ``bool[width]`` (raises ``DeadEndError`` when nothing is allowed)."""
     from ..engine.bitmask import to_bool_tensor
 
-    matcher.check_not_dead()
-    return to_bool_tensor(matcher.mask(), width)
+    mask = matcher.mask()
+    if not mask.any():  # computed once: a budget matcher's mask is not cached (check_not_dead would build it again)
+        matcher.check_not_dead()
+    return to_bool_tensor(mask, width)
 
 
 def masked(logits: torch.Tensor, matcher: Matcher) -> torch.Tensor:
