@@ -123,7 +123,9 @@ class _Run(Sampling):
         for group in self.groups:
             self._resample(group)
         live = [p for g in self.groups for p in g.particles if not p.finished]
-        batch.reassign(live, [p.row for p in live])
+        # any order: a resampled particle's row is copied in place into a dropped one's
+        # (KVCache.place_rows), not the whole cache gathered anew
+        batch.reassign(live, [p.row for p in live], any_order=True)
 
     def _plan(self, seq: Sequence) -> _Plan:
         plan = super()._plan(seq)
