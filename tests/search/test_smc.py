@@ -63,9 +63,10 @@ REGEX = ctrldec.Regex("(a|bbbb|cc)")  # alternatives of different lengths: maski
 
 @pytest.mark.parametrize("weights", ["estimate", "exact"])
 def test_smc_corrects_masking_and_estimates_p_of_l_without_bias(tok, model, weights):
-    """300 runs of SMC with 16 particles, AWRS's estimated or exact weights. The weighted particles, averaged over runs, are within
-    KL 0.05 of P(w | L) while masking is at 1.27 (exact); the mean of the estimates of P(L) is
-    within 3 standard errors of the exact P(L) (fixed seeds; a 0.27% false-failure rate)."""
+    """300 runs of SMC with 16 particles, with AWRS's estimated or exact weights. The weighted
+    particles, averaged over runs, are within KL 0.05 of P(w | L) while masking is at 1.27
+    (exact); the mean of the estimates of P(L) is within 3 standard errors of the exact P(L)
+    (fixed seeds; a 0.27% false-failure rate each)."""
     sequences, log_p, log_mask = _exact(model, tok, REGEX)
     log_pl = np.logaddexp.reduce(log_p)
     p_star = np.exp(log_p - log_pl)
