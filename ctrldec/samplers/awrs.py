@@ -46,7 +46,7 @@ import torch
 
 from ..controllers.base import Controls, StepStats
 from ..engine.matcher import Matcher
-from ..numeric import LN2, entropy_bits, log_softmax
+from ..numeric import LN2, entropy_bits, log_softmax, log_sum_exp
 from .base import Choice, SamplingParams, allowed_tokens
 from .full_mask import transformers_warpers
 from .sampling import MAX_CHECKS
@@ -184,7 +184,7 @@ class AWRS:
 
     def _exact(self, logp: np.ndarray, matcher: Matcher, rng: torch.Generator | None, sample: int | None, checks: int):
         """The full mask: the exact allowed mass as the weight; a sample from it unless one is given."""
-        mask = allowed_tokens(matcher, len(logp)).numpy() & np.isfinite(logp)
+        mask = _allowed(logp, matcher)
         if not mask.any():
             return None, checks, -math.inf, True
         z = np.logaddexp.reduce(logp[mask])
@@ -194,15 +194,15 @@ class AWRS:
         return sample, checks, float(z), True
 
 
-def _log_sum_exp(x: np.ndarray) -> float:
-    top = float(x.max())
-    return top + math.log(float(np.exp(x - top).sum()))
+def _allowed(logp: np.ndarray, matcher: Matcher) -> np.ndarray:
+    """The tokens the constraint allows and the potential does not rule out (``bool[V]``)."""
+    return allowed_tokens(matcher, len(logp)).numpy() & np.isfinite(logp)
 
 
 def _log_allowed_mass(logp: np.ndarray, matcher: Matcher) -> float:
     """``log Z``: the potential's log mass on the tokens the constraint allows (-inf if none)."""
-    mask = allowed_tokens(matcher, len(logp)).numpy() & np.isfinite(logp)
-    return _log_sum_exp(logp[mask]) if mask.any() else -math.inf
+    mask = _allowed(logp, matcher)
+    return log_sum_exp(logp[mask]) if mask.any() else -math.inf
 
 
 def _uniform(rng: torch.Generator | None) -> float:
