@@ -828,8 +828,9 @@ def _model_bench_parsers(bsub: Any) -> None:
     fi.add_argument("--model", metavar="PATH")
     fi.add_argument("--out", metavar="results.json")
     fi.add_argument("--plot", metavar="F.png", help="KL against particles, and the biased constraint's outputs side by side")
-    fi.add_argument("--methods", default="masking,awrs,smc,smc-exact,asap",
-                    help="comma-separated subset of masking,awrs,smc,smc-exact (SMC weighted by the exact allowed mass),asap")
+    fi.add_argument("--methods", default="masking,awrs,smc,smc-exact,is,asap",
+                    help="comma-separated subset of masking,awrs,smc,smc-exact (SMC weighted by the exact allowed mass),"
+                         "is (importance sampling from masking's exact distribution: SMC's reference),asap")
     fi.add_argument("--asap-samples", default="10,100,1000,10000",
                     help="ASAp's curve: comma-separated sample counts at which its exact distribution is measured ('' for none)")
     fi.add_argument("--asap-batch", type=int, default=8, help="samples per round of ASAp's batched schedule")

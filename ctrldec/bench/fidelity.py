@@ -9,8 +9,12 @@ steps of p(x | prefix) / Z(prefix). The samplers are run through ctrldec's own l
 trie, looked up), which makes 10,000 samples per method a matter of seconds to minutes.
 
 Methods: masking (``ctrldec``'s default sampler; exact, and sampled as a check of the
-machinery), AWRS alone (same distribution as masking), and SMC with N particles (AWRS-weighted;
-each run's weighted particle set, complete particles only, estimates its output distribution).
+machinery), AWRS alone (same distribution as masking), SMC with N particles (AWRS-weighted;
+each run's weighted particle set, complete particles only, estimates its output distribution),
+with AWRS's estimated or the exact step weights, and, as a reference for SMC, importance
+sampling with N draws from masking's exact distribution and exact weights (``sample_is``: no
+decoding, no resampling; where SMC-N sits on IS-N, it is importance sampling from masking's
+proposal, whatever its weights).
 Every method runs with fast-forward off: forced text is committed in its canonical tokenization,
 a different (smaller) language; see docs/fidelity.md. Reported per method: KL(Q || P*) (exact for
 masking; the plug-in estimate from the samples otherwise, with a bootstrap standard error over
@@ -51,9 +55,10 @@ SHOWN_OUTPUTS = 12  # outputs per constraint kept in the report for the side-by-
 LIMIT = 10_000  # token sequences a constraint's language may have
 # Run i of a bench with --seed s uses seed s * SEED_STRIDE + i: different --seed values never share runs.
 SEED_STRIDE = 1_000_000_007
-METHODS = ("masking", "awrs", "smc", "smc-exact", "asap")  # what run() can be restricted to
+METHODS = ("masking", "awrs", "smc", "smc-exact", "is", "asap")  # what run() can be restricted to
 ASAP_SAMPLES = (10, 100, 1_000, 10_000)  # the points of ASAp's curve (the GAD paper's x axis)
 ASAP_BATCH = 8  # samples per round of ASAp's batched schedule
+KL_SHOWN = 1e-3  # the figure's log scale stops here: smaller KLs (0 within the floor) sit at the bottom
 
 
 def _binary_even_ones() -> Any:
@@ -250,6 +255,27 @@ def sample_smc(prep: _Prepared, particles: int, runs: int, seed: int, weights: s
     return draws
 
 
+def sample_is(prep: _Prepared, particles: int, runs: int, seed: int) -> Draws:
+    """``runs`` runs of importance sampling from masking's exact distribution: ``particles``
+    outputs drawn i.i.d. from Q_mask, each weighted by P(w) / Q_mask(w) exactly, no resampling.
+
+    SMC whose proposal is masking's (AWRS's) and whose weights are exact ends with these weights;
+    it can only do better where the weights of the steps before the end carry information that
+    resampling acts on. This row is what SMC reaches without that information: where SMC-N sits
+    on IS-N, its distance to P* is importance sampling's from this proposal. Computed from the
+    tables alone (no decoding), in milliseconds."""
+    exact = prep.exact
+    support = exact.q_mask > 0
+    log_w = np.full(len(exact.outputs), -math.inf)
+    log_w[support] = exact.log_p[support] - np.log(exact.q_mask[support])
+    rng = np.random.default_rng(seed)
+    draws = Draws(exact.index())
+    for picks in rng.choice(len(exact.outputs), size=(runs, particles), p=exact.q_mask):
+        draws.add([(exact.outputs[i], float(log_w[i])) for i in picks])
+        draws.log_ml.append(float(np.logaddexp.reduce(log_w[picks]) - math.log(particles)))
+    return draws
+
+
 def _smc_evidence(draws: Draws, name: str, particles: int, exact: Exact) -> dict[str, Any]:
     lml = np.array(draws.log_ml)
     finite = lml[np.isfinite(lml)]
@@ -272,6 +298,8 @@ def _methods(prep: _Prepared, samples: int, particles: Sequence[int], seed: int,
         plan += [(f"SMC-{n}", lambda n=n: sample_smc(prep, n, -(-samples // n), base), n) for n in particles]
     if "smc-exact" in methods:
         plan += [(f"SMC-{n} exact", lambda n=n: sample_smc(prep, n, -(-samples // n), base, "exact"), n) for n in particles]
+    if "is" in methods:
+        plan += [(f"IS-{n}", lambda n=n: sample_is(prep, n, -(-samples // n), base), n) for n in particles]
     for name, go, n in plan:
         started = time.perf_counter()
         draws = go()
@@ -501,31 +529,49 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def figure(report: dict[str, Any]) -> Any:
-    """KL against particles for every case, and the biased case's outputs under P*, masking and
+    """KL against particles for every case (SMC with estimated and exact weights, importance
+    sampling from masking, masking itself), and the biased case's outputs under P*, masking and
     SMC side by side (a matplotlib ``Figure``)."""
+    from matplotlib.lines import Line2D
+
     from .plots import figure as new_figure
 
     fig = new_figure(12, 4.5)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    styles = {"SMC (N=1: AWRS)": ("o", "-"), "SMC, exact weights": ("s", ":"), "IS from masking": ("d", "-.")}
+    shown: set[str] = set()
     for k, c in enumerate(report["cases"]):
         color = f"C{k}"
         rows = {r["method"]: r for r in c["rows"]}
-        for exact in (False, True):
-            smc = [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-") and r["method"].endswith(" exact") == exact]
-            points = ([(1, rows["AWRS"])] if "AWRS" in rows and not exact else []) + smc
+        curves = {
+            "SMC (N=1: AWRS)": ([(1, rows["AWRS"])] if "AWRS" in rows else [])
+            + [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-") and not r["method"].endswith(" exact")],
+            "SMC, exact weights": [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-")
+                                   and r["method"].endswith(" exact")],
+            "IS from masking": [(r["particles"], r) for r in c["rows"] if r["method"].startswith("IS-")],
+        }
+        for name, points in curves.items():
             if not points:
                 continue
-            left.errorbar([n for n, _ in points], [r["kl"] for _, r in points], yerr=[r["kl_se"] for _, r in points],
-                          marker="s" if exact else "o", linestyle=":" if exact else "-", color=color, capsize=3,
-                          label=f"{c['name']}: SMC, exact weights" if exact else f"{c['name']}: AWRS (N=1), SMC")
-            left.plot([n for n, _ in points], [r["kl_floor"] for _, r in points], marker="x", linestyle="none", color=color)
+            shown.add(name)
+            marker, line = styles[name]
+            left.errorbar([n for n, _ in points], [max(r["kl"], KL_SHOWN) for _, r in points],
+                          yerr=[r["kl_se"] for _, r in points], marker=marker, linestyle=line, color=color, capsize=3,
+                          alpha=0.6 if name == "IS from masking" else 1.0)
+            if name != "IS from masking":
+                left.plot([n for n, _ in points], [max(r["kl_floor"], KL_SHOWN) for _, r in points], marker="x",
+                          linestyle="none", color=color)
         left.axhline(rows["masking (exact)"]["kl"], color=color, linestyle="--", linewidth=1)
     ticks = [1, *report["particles"]]
     left.set(xscale="log", yscale="log", xlabel="particles N", ylabel="KL(Q || P*)",
-             title="KL to the target (dashed: masking, exact; x: floor at the ESS)")
+             title="KL to the target (dashed: masking; x: floor at the ESS)")
+    left.set_ylim(bottom=KL_SHOWN / 2)
     left.set_xticks(ticks, [str(n) for n in ticks])
     left.minorticks_off()
-    left.legend(fontsize=8)
+    handles = [Line2D([], [], color=f"C{k}", linewidth=3, label=c["name"]) for k, c in enumerate(report["cases"])]
+    handles += [Line2D([], [], color="gray", marker=styles[name][0], linestyle=styles[name][1], label=name)
+                for name in styles if name in shown]
+    left.legend(handles=handles, fontsize=8, ncol=2, loc="lower left")
     _bars(right, report)
     return fig
 

@@ -25,13 +25,14 @@ def report():
 def test_every_method_has_a_row_and_smc_its_evidence(report):
     case = report["cases"][0]
     assert [r["method"] for r in case["rows"]] == ["masking (exact)", "masking", "AWRS", "SMC-2", "SMC-8", "SMC-2 exact",
-                                                   "SMC-8 exact", "P* draws (floor)"]
+                                                   "SMC-8 exact", "IS-2", "IS-8", "P* draws (floor)"]
     runs = {r["method"]: r.get("runs") for r in case["rows"]}
-    assert runs["masking"] == runs["AWRS"] == 240 and runs["SMC-2"] == runs["SMC-2 exact"] == 120 and runs["SMC-8"] == 30
+    assert runs["masking"] == runs["AWRS"] == 240 and runs["SMC-2"] == runs["SMC-2 exact"] == runs["IS-2"] == 120
+    assert runs["SMC-8"] == runs["IS-8"] == 30
     for r in case["rows"]:
         assert r["kl"] >= 0 and 0 <= r["tv"] <= 1
     assert [(e["method"], e["particles"]) for e in case["smc"]] == [("SMC-2", 2), ("SMC-8", 8), ("SMC-2 exact", 2),
-                                                                    ("SMC-8 exact", 8)]
+                                                                    ("SMC-8 exact", 8), ("IS-2", 2), ("IS-8", 8)]
     for e in case["smc"]:
         assert e["log_mean_ml"] == pytest.approx(case["log_p_language"], abs=1.5)
         assert e["mean_log_ml"] <= e["log_mean_ml"] + 1e-9  # Jensen
@@ -55,6 +56,20 @@ def test_smc_moves_towards_the_target(report):
     assert rows["P* draws (floor)"]["kl"] < rows["SMC-8"]["kl"] and rows["SMC-8"]["kl_floor"] < rows["SMC-8"]["kl"]
     assert rows["SMC-8"]["ess"] < rows["masking"]["ess"] == 240
     assert rows["SMC-8 exact"]["kl"] < rows["masking (exact)"]["kl"] / 2
+
+
+def test_importance_sampling_reference_is_exact_in_its_weights(report, tok):
+    """IS-N draws from masking's exact distribution with weights P/Q_mask: its mean weight is
+    P(L) (unbiased), and with many particles its output distribution reaches P*."""
+    case = report["cases"][0]
+    rows = {r["method"]: r for r in case["rows"]}
+    assert rows["IS-8"]["kl"] < rows["masking (exact)"]["kl"] / 2
+    prep = fidelity.prepare(tiny_llama(len(tok), seed=1), tok, CASE)
+    draws = fidelity.sample_is(prep, 4, 20_000, seed=3)
+    weights = np.exp(np.array(draws.log_ml) - prep.exact.log_p_language)  # each run's mean weight / P(L)
+    assert abs(weights.mean() - 1) < 4 * weights.std(ddof=1) / len(weights) ** 0.5  # 4 SE: false failure < 1e-4
+    wide = fidelity.sample_is(prep, 2_000, 20, seed=4).distribution(len(prep.exact.outputs))
+    assert fidelity.divergences(wide, prep.exact.p_star)["tv"] < 0.05
 
 
 def test_report_prints_and_plots(report, tmp_path):
