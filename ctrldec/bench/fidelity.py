@@ -543,13 +543,12 @@ def figure(report: dict[str, Any]) -> Any:
     for k, c in enumerate(report["cases"]):
         color = f"C{k}"
         rows = {r["method"]: r for r in c["rows"]}
-        curves = {
-            "SMC (N=1: AWRS)": ([(1, rows["AWRS"])] if "AWRS" in rows else [])
-            + [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-") and not r["method"].endswith(" exact")],
-            "SMC, exact weights": [(r["particles"], r) for r in c["rows"] if r["method"].startswith("SMC-")
-                                   and r["method"].endswith(" exact")],
-            "IS from masking": [(r["particles"], r) for r in c["rows"] if r["method"].startswith("IS-")],
-        }
+        def rows_of(prefix: str, exact: bool = False) -> list[tuple[int, dict[str, Any]]]:
+            return [(r["particles"], r) for r in c["rows"]
+                    if r["method"].startswith(prefix) and r["method"].endswith(" exact") == exact]
+
+        curves = {"SMC (N=1: AWRS)": ([(1, rows["AWRS"])] if "AWRS" in rows else []) + rows_of("SMC-"),
+                  "SMC, exact weights": rows_of("SMC-", exact=True), "IS from masking": rows_of("IS-")}
         for name, points in curves.items():
             if not points:
                 continue
