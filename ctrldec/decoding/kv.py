@@ -39,20 +39,30 @@ def crop_cache(cache: Any, length: int) -> Any:
     return cache
 
 
-def _copy_rows(cache: Any, dst: torch.Tensor, src: torch.Tensor) -> bool:
-    """Overwrite rows ``dst`` of every layer of a Hugging Face cache with rows ``src``, in place;
-    False (nothing done) for a cache whose layers are not plain ``keys``/``values`` tensors."""
+def _copy_rows(cache: Any, dst: Sequence[int], src: Sequence[int], start: Sequence[int]) -> bool:
+    """Overwrite rows ``dst`` of every layer of a Hugging Face cache with rows ``src``, in place,
+    from column ``start[i]`` on (the columns before it already hold the same values); False
+    (nothing done) for a cache whose layers are not plain ``keys``/``values`` tensors."""
     layers = getattr(cache, "layers", None)
     if not layers or not all(isinstance(getattr(layer, name, None), torch.Tensor) and getattr(layer, name).dim() == 4
                              for layer in layers for name in ("keys", "values")):
         return False
-    pairs = list(zip(dst.tolist(), src.tolist()))  # dst rows are never src rows (place_rows): any order
+    triples = list(zip(dst, src, start))  # dst rows are never src rows (place_rows): any order
     for layer in layers:
         for name in ("keys", "values"):
             t = getattr(layer, name)
-            for d, s in pairs:
-                t[d].copy_(t[s])  # row by row: no gathered copy in between
+            for d, s, a in triples:
+                t[d, :, a:].copy_(t[s, :, a:])  # row by row: no gathered copy in between
     return True
+
+
+_ALL = np.iinfo(np.int64).max
+
+
+def _unshared(rows: int) -> np.ndarray:
+    shared = np.zeros((rows, rows), dtype=np.int64)
+    np.fill_diagonal(shared, _ALL)
+    return shared
 
 
 class KVCache:
@@ -62,6 +72,9 @@ class KVCache:
         self.cache: Any = None
         self.positions = np.zeros((rows, 0), dtype=np.int64)  # [row, column] -> position, -1 = hole
         self.lengths = np.zeros(rows, dtype=np.int64)  # tokens stored per row
+        # [a, b] -> how many leading columns rows a and b hold the same keys and values in (a row
+        # copied from another, and not cut back since): a copy skips them. The diagonal is _ALL.
+        self.shared = _unshared(rows)
 
     @property
     def rows(self) -> int:
@@ -176,6 +189,7 @@ class KVCache:
                 idx = index[:, None, :, None].expand(t.shape[0], t.shape[1], width, t.shape[3])
                 setattr(layer, name, t.gather(2, idx).contiguous())
         self.positions = positions
+        self.shared = _unshared(self.rows)
 
     def select_rows(self, indices: Sequence[int]) -> None:
         """Keep rows ``indices``, in that order (an index may repeat: a row is duplicated)."""
@@ -184,6 +198,8 @@ class KVCache:
             return
         self.positions = self.positions[idx]
         self.lengths = self.lengths[idx]
+        self.shared = np.minimum(self.shared[idx][:, idx], self.columns)  # duplicates: every column so far
+        np.fill_diagonal(self.shared, _ALL)
         if self.cache is not None:
             if len(idx):
                 self.cache.batch_select_indices(torch.from_numpy(idx))
@@ -213,12 +229,18 @@ class KVCache:
         slots[copies] = free[: len(copies)]
         if len(copies):
             dst, src = slots[copies], idx[copies]
-            if not _copy_rows(self.cache, torch.from_numpy(dst), torch.from_numpy(src)):
+            start = np.minimum(self.shared[dst, src], self.columns)
+            if not _copy_rows(self.cache, dst.tolist(), src.tolist(), start.tolist()):
                 order = np.arange(self.rows)
                 order[dst] = src
                 self.cache.batch_select_indices(torch.from_numpy(order))
             self.positions[dst] = self.positions[src]
             self.lengths[dst] = self.lengths[src]
+            for d, s in zip(dst, src):  # d now holds what s holds, so it shares what s shares
+                self.shared[d, :] = self.shared[s, :]
+                self.shared[:, d] = self.shared[:, s]
+                self.shared[d, s] = self.shared[s, d] = self.columns
+                self.shared[d, d] = _ALL
             self._trim()
         return slots
 
@@ -227,6 +249,7 @@ class KVCache:
         other.cache = fork_cache(self.cache)
         other.positions = self.positions.copy()
         other.lengths = self.lengths.copy()
+        other.shared = self.shared.copy()
         return other
 
     def _trim(self) -> None:
@@ -238,6 +261,8 @@ class KVCache:
         keep = int(np.flatnonzero(used)[-1]) + 1 if used.any() else 0
         if keep < self.columns:
             self.positions = self.positions[:, :keep]
+            np.minimum(self.shared, keep, out=self.shared)  # the columns past keep are written anew
+            np.fill_diagonal(self.shared, _ALL)
             if self.cache is not None and keep == 0:
                 self.cache = None  # nothing left; an empty HF cache also ignores batch_select_indices
             elif self.cache is not None:

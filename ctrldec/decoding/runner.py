@@ -85,8 +85,9 @@ class Runner:
                              logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
         kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
         logits = out.logits.float()
-        broken = torch.isnan(logits) | torch.isposinf(logits)
-        if bool(broken.any()):
+        # a finite sum rules out NaN and inf in one read; only otherwise are the logits searched
+        broken = None if bool(torch.isfinite(logits.sum())) else torch.isnan(logits) | torch.isposinf(logits)
+        if broken is not None and bool(broken.any()):
             row, at, token = (int(i) for i in broken.nonzero()[0])
             raise ModelError(f"the model returned a {'NaN' if torch.isnan(logits[row, at, token]) else 'inf'} logit "
                              f"(row {row}, token {token}): no distribution to decode from (check the weights and dtype)")

@@ -18,6 +18,7 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..controllers.base import Controls, StepStats
@@ -161,13 +162,14 @@ class Sequence:
 
     # -- committing ------------------------------------------------------------------------------------
 
-    def commit(self, choice: Choice, logits: torch.Tensor) -> None:
-        """Commit a sampled token; ``logits``: the step's raw row, for its log-probability."""
+    def commit(self, choice: Choice, logits: torch.Tensor, *, logp: np.ndarray | None = None) -> None:
+        """Commit a sampled token; ``logits``: the step's raw row, for its log-probability (or
+        ``logp``, its ``numeric.log_softmax`` when the caller has it: children of one beam)."""
         self.log_weight += choice.log_w
         if choice.token in self.eos:
             self._finish("eos")
             return
-        x = log_softmax(logits)
+        x = log_softmax(logits) if logp is None else logp
         self._append(choice.token, "sampled", float(x[choice.token]) if choice.token < len(x) else float("-inf"),
                      choice.stats, choice.controls)
         self.checks.append(choice.checks)

@@ -61,12 +61,14 @@ import math
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..controllers.base import Controls
 from ..decoding.loop import Batch
 from ..decoding.sequence import GenerationResult, Sequence
 from ..errors import CtrldecError
+from ..numeric import log_softmax
 from ..samplers.base import Choice
 from ..speculative.drafters import Drafter
 from .common import certain_drafters, constrained_logp, fast_forward
@@ -222,6 +224,13 @@ class _Run:
         beams: list[_Beam] = []
         claimed: set[bytes] = set()  # the next beams' texts (recombination)
         data: dict[int, bytes] = {}
+        normalized: dict[int, np.ndarray] = {}  # a parent's model log-probabilities, for all its children
+
+        def model_logp(seq: Sequence) -> np.ndarray:
+            if id(seq) not in normalized:
+                normalized[id(seq)] = log_softmax(logp[id(seq)][0])
+            return normalized[id(seq)]
+
         for rank, (_, beam, token, score) in enumerate(self._candidates(group, logp, chosen)):
             seq = beam.seq
             if token is None:  # out of room after forced text: the beam ends as it is
@@ -230,7 +239,7 @@ class _Run:
             if token in seq.eos or len(seq.ids) + 1 >= seq.max_new_tokens:
                 if rank < self.size:
                     child = seq.fork()
-                    child.commit(Choice(token), logp[id(seq)][0])
+                    child.commit(Choice(token), logp[id(seq)][0], logp=model_logp(seq))
                     child.finish("eos" if token in seq.eos else "length")
                     self._keep(group, child, score, len(seq.ids) + 1)
                 continue
@@ -242,7 +251,7 @@ class _Run:
                     continue
                 claimed.add(text)
             child = seq.fork()  # keeps the parent's KV row until the batch is reassigned
-            child.commit(Choice(token), logp[id(seq)][0])
+            child.commit(Choice(token), logp[id(seq)][0], logp=model_logp(seq))
             fast_forward(child, self.drafters)
             if child.finished:  # a stop string
                 self._keep(group, child, score, len(child.ids))
@@ -266,10 +275,10 @@ class _Run:
                 continue
             lp = logp[id(beam.seq)][1]
             key = lp - penalty if len(penalty) else lp
-            k = min(top, int(torch.isfinite(key).sum()))
-            values, tokens = torch.topk(key, k)
+            values, tokens = torch.topk(key, min(top, key.numel()))
             for v, t in zip(values.tolist(), tokens.tolist()):
-                out.append((beam.score + v, beam, t, beam.score + float(lp[t])))
+                if v != float("-inf"):  # fewer than ``top`` tokens allowed
+                    out.append((beam.score + v, beam, t, beam.score + float(lp[t])))
         out.sort(key=lambda c: -c[0])
         return out[:top]
 

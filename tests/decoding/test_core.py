@@ -7,11 +7,14 @@ import functools
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers import tiny_llama
 
 import ctrldec
 from ctrldec.controllers import Controls, Mirostat
 from ctrldec.decoding import Batch, KVCache, Runner, Sequence, run
+from ctrldec.decoding import kv as kv_module
 from ctrldec.decoding.kv import crop_cache, fork_cache
 from ctrldec.samplers import FullMask, Greedy, Multinomial, SamplingParams
 from ctrldec.search import Sampling
@@ -267,6 +270,37 @@ def test_kv_place_rows_is_select_rows_in_another_order(model, indices):
     expected = runner.forward(before, [[16]] * 4, [1] * 4).logits
     for i, row in enumerate(indices):
         torch.testing.assert_close(out.logits[slots[i]], expected[row], atol=1e-4, rtol=1e-4)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["pass", "beam", "beam", "crop", "trim", "select"]), st.lists(st.integers(0, 3), min_size=4, max_size=4)),
+                min_size=8, max_size=20))
+def test_kv_place_rows_copies_only_what_differs(model, ops):
+    """``place_rows`` copies a row only from the first column where the two rows' keys and values
+    may differ (``KVCache.shared``): through passes, beam steps, crops and duplicating selections the
+    cache holds, bit for bit, what full-row copies give."""
+    runner = Runner(model)
+    kv, full = KVCache(1), KVCache(1)
+    for cache in (kv, full):
+        runner.forward(cache, [[1, 2, 3]], [1])
+        cache.select_rows([0, 0, 0, 0])
+    for step, (op, args) in enumerate(ops):
+        for cache in (kv, full):
+            if op == "pass":
+                runner.forward(cache, [[20 + 4 * step + a] * (1 + a % 2) for a in args], [1] * 4)
+            elif op == "beam":
+                cache.place_rows(args)
+            elif op == "crop":
+                cache.crop(args[0], max(1, cache.length(args[0]) - args[1]))
+            elif op == "trim":  # every row drops its tail: trailing columns leave the cache
+                for row in range(cache.rows):
+                    cache.crop(row, max(1, cache.length(row) - 1 - args[0] % 2))
+            else:
+                cache.select_rows(sorted(args))
+        full.shared = kv_module._unshared(full.rows)  # the reference always copies whole rows
+        assert (kv.positions == full.positions).all() and (kv.shared == kv.shared.T).all()
+        for a, b in zip(kv.cache.layers, full.cache.layers):
+            assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
 def test_cache_fork_and_crop(tok, model):
