@@ -18,6 +18,7 @@ the whole tree, or the paper's 80 nodes, pays off.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence as Seq
 
 import numpy as np
@@ -56,6 +57,7 @@ class TokenRecycling:
         self.ranks = [p[-1] for p in paths]
         self.k = k
         self.table: np.ndarray | None = None  # [V, k] successor ids, -1 unknown
+        self._lock = threading.Lock()  # readers go without: a half-written row still holds token ids, and drafts are verified
 
     def __repr__(self) -> str:
         return f"TokenRecycling({len(self.paths)} nodes, depth {max(len(p) for p in self.paths)})"
@@ -65,13 +67,14 @@ class TokenRecycling:
         if not len(tokens):
             return
         width = rows.shape[-1]
-        if self.table is None or self.table.shape[0] < width:
-            table = np.full((width, self.k), -1, dtype=np.int64)
-            if self.table is not None:
-                table[: self.table.shape[0]] = self.table
-            self.table = table
         top = torch.topk(rows, self.k, dim=-1).indices.numpy()
-        self.table[np.asarray(tokens, dtype=np.int64)] = top
+        with self._lock:  # one drafter serves every thread of a Decoder: a table grown twice would lose rows
+            if self.table is None or self.table.shape[0] < width:
+                table = np.full((width, self.k), -1, dtype=np.int64)
+                if self.table is not None:
+                    table[: self.table.shape[0]] = self.table
+                self.table = table
+            self.table[np.asarray(tokens, dtype=np.int64)] = top
 
     def propose(self, seq: Sequence, k: int) -> Draft:
         if k <= 0 or self.table is None or not seq.tokens:
