@@ -14,8 +14,11 @@ from .bytedfa import check_budget
 __all__ = ["slr_tables"]
 
 
+Rules = list[tuple[str, list[str]]]
+
+
 def slr_tables(
-    rules: list[tuple[str, list[str]]], terminals: set[str], start: str
+    rules: Rules, terminals: set[str], start: str
 ) -> tuple[list[dict[str, list[tuple[str, object]]]], int, int, list[tuple[str, list[str]]]]:
     """Build the action/goto rows of an SLR(1) automaton with every conflict kept.
 
@@ -26,9 +29,6 @@ def slr_tables(
     end-of-input terminal.
     """
     nts = sorted({lhs for lhs, _ in rules})
-    by_lhs: dict[str, list[int]] = {}
-    for i, (lhs, _) in enumerate(rules):
-        by_lhs.setdefault(lhs, []).append(i)
     aug = len(rules)
     all_rules = rules + [("$root", [start])]
     offsets = []
@@ -48,25 +48,7 @@ def slr_tables(
         d = item_dot[item]
         return rhs[d] if d < len(rhs) else None
 
-    # nonterminal -> the initial items of every rule reachable through leftmost nonterminals
-    closure_of: dict[str, frozenset[int]] = {}
-    steps = 0
-    for nt in nts:
-        seen = {nt}
-        stack = [nt]
-        items: set[int] = set()
-        while stack:
-            steps += 1
-            if steps % 4096 == 0:  # quadratic for long chains of optional members: metered
-                check_budget()
-            x = stack.pop()
-            for r in by_lhs.get(x, []):
-                items.add(offsets[r])
-                rhs = rules[r][1]
-                if rhs and rhs[0] not in terminals and rhs[0] not in seen:
-                    seen.add(rhs[0])
-                    stack.append(rhs[0])
-        closure_of[nt] = frozenset(items)
+    closure_of = _leftmost_closures(rules, terminals, nts, offsets)
 
     def closure(kernel: frozenset[int]) -> set[int]:
         out = set(kernel)
@@ -76,55 +58,8 @@ def slr_tables(
                 out |= closure_of[x]
         return out
 
-    # FIRST / nullable / FOLLOW
-    nullable: set[str] = set()
-    first: dict[str, set[str]] = {nt: set() for nt in nts}
-    changed = True
-    while changed:
-        changed = False
-        for lhs, rhs in rules:
-            before = (lhs in nullable, len(first[lhs]))
-            all_null = True
-            for sym in rhs:
-                if sym in terminals:
-                    first[lhs].add(sym)
-                    all_null = False
-                    break
-                first[lhs] |= first.get(sym, set())
-                if sym not in nullable:
-                    all_null = False
-                    break
-            if all_null:
-                nullable.add(lhs)
-            if (lhs in nullable, len(first[lhs])) != before:
-                changed = True
-    # FOLLOW: each rule adds FIRST of what comes after a nonterminal, and where that is nullable,
-    # FOLLOW of its lhs (an edge lhs -> nonterminal, propagated with a worklist)
-    follow: dict[str, set[str]] = {nt: set() for nt in nts}
-    follow.setdefault(start, set()).add("$END")
-    feeds: dict[str, set[str]] = {}
-    for lhs, rhs in rules:
-        trailer: set[str] = set()
-        open_end = True  # FOLLOW(lhs) still reaches this point
-        for sym in reversed(rhs):
-            if sym in terminals:
-                trailer, open_end = {sym}, False
-                continue
-            follow[sym] |= trailer
-            if open_end and sym != lhs:
-                feeds.setdefault(lhs, set()).add(sym)
-            if sym in nullable:
-                trailer = trailer | first[sym]
-            else:
-                trailer, open_end = set(first[sym]), False
-    work = list(follow)
-    while work:
-        x = work.pop()
-        for y in feeds.get(x, ()):
-            size = len(follow[y])
-            follow[y] |= follow[x]
-            if len(follow[y]) != size:
-                work.append(y)
+    nullable, first = _nullable_and_first(rules, terminals, nts)
+    follow = _follow(rules, terminals, nts, start, nullable, first)
 
     start_kernel = frozenset([offsets[aug]])
     index: dict[frozenset[int], int] = {start_kernel: 0}
@@ -158,3 +93,87 @@ def slr_tables(
     end_state = next(a for kind, a in rows[0][start] if kind == "shift")
     items = [sorted((item_rule[i], item_dot[i]) for i in kernel) for kernel in kernels]
     return rows, 0, end_state, items  # type: ignore[return-value]
+
+
+def _leftmost_closures(rules: Rules, terminals: set[str], nts: list[str], offsets: list[int]) -> dict[str, frozenset[int]]:
+    """Nonterminal -> the initial items of every rule reachable through leftmost nonterminals."""
+    by_lhs: dict[str, list[int]] = {}
+    for i, (lhs, _) in enumerate(rules):
+        by_lhs.setdefault(lhs, []).append(i)
+    closure_of: dict[str, frozenset[int]] = {}
+    steps = 0
+    for nt in nts:
+        seen = {nt}
+        stack = [nt]
+        items: set[int] = set()
+        while stack:
+            steps += 1
+            if steps % 4096 == 0:  # quadratic for long chains of optional members: metered
+                check_budget()
+            x = stack.pop()
+            for r in by_lhs.get(x, []):
+                items.add(offsets[r])
+                rhs = rules[r][1]
+                if rhs and rhs[0] not in terminals and rhs[0] not in seen:
+                    seen.add(rhs[0])
+                    stack.append(rhs[0])
+        closure_of[nt] = frozenset(items)
+    return closure_of
+
+
+def _nullable_and_first(rules: Rules, terminals: set[str], nts: list[str]) -> tuple[set[str], dict[str, set[str]]]:
+    """The nullable nonterminals, and each nonterminal's FIRST set (a fixed point)."""
+    nullable: set[str] = set()
+    first: dict[str, set[str]] = {nt: set() for nt in nts}
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            before = (lhs in nullable, len(first[lhs]))
+            all_null = True
+            for sym in rhs:
+                if sym in terminals:
+                    first[lhs].add(sym)
+                    all_null = False
+                    break
+                first[lhs] |= first.get(sym, set())
+                if sym not in nullable:
+                    all_null = False
+                    break
+            if all_null:
+                nullable.add(lhs)
+            if (lhs in nullable, len(first[lhs])) != before:
+                changed = True
+    return nullable, first
+
+
+def _follow(rules: Rules, terminals: set[str], nts: list[str], start: str, nullable: set[str],
+            first: dict[str, set[str]]) -> dict[str, set[str]]:
+    """FOLLOW sets: each rule adds FIRST of what comes after a nonterminal, and where that is
+    nullable, FOLLOW of its lhs (an edge lhs -> nonterminal, propagated with a worklist)."""
+    follow: dict[str, set[str]] = {nt: set() for nt in nts}
+    follow.setdefault(start, set()).add("$END")
+    feeds: dict[str, set[str]] = {}
+    for lhs, rhs in rules:
+        trailer: set[str] = set()
+        open_end = True  # FOLLOW(lhs) still reaches this point
+        for sym in reversed(rhs):
+            if sym in terminals:
+                trailer, open_end = {sym}, False
+                continue
+            follow[sym] |= trailer
+            if open_end and sym != lhs:
+                feeds.setdefault(lhs, set()).add(sym)
+            if sym in nullable:
+                trailer = trailer | first[sym]
+            else:
+                trailer, open_end = set(first[sym]), False
+    work = list(follow)
+    while work:
+        x = work.pop()
+        for y in feeds.get(x, ()):
+            size = len(follow[y])
+            follow[y] |= follow[x]
+            if len(follow[y]) != size:
+                work.append(y)
+    return follow
