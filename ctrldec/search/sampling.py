@@ -64,8 +64,10 @@ class Sampling:
         self.verifier = verifier or Verifier()
         self.sizer = sizer  # cuts drafts to the size with the most expected tokens per second (None: whole drafts)
         self.learners = [d for d in self.drafters if callable(getattr(d, "learn", None))]
+        self._rows = 1  # live sequences in the current step
 
     def step(self, batch: Batch) -> None:
+        self._rows = len(batch.live)
         plans = [self._plan(seq) for seq in batch.live]
         if not any(p.feed for p in plans):
             return  # every sequence finished with nothing left to score
@@ -99,7 +101,12 @@ class Sampling:
         for drafter in self.drafters:
             if seq.finished:
                 break
+            if self.speculative and self.sizer is not None and not self.sizer.worth_asking(drafter.name, self._rows, len(seq.unfed)):
+                continue  # its drafts have not paid for the time they take
+            started = time.perf_counter()
             draft = drafter.propose(seq, seq.room)
+            if not draft.certain and self.sizer is not None:
+                self.sizer.drafted(drafter.name, time.perf_counter() - started, len(draft.tokens))
             if draft.certain:
                 seq.commit_forced(draft.tokens)
             elif self.speculative and draft.tokens:

@@ -68,3 +68,25 @@ def test_unmeasured_widths_interpolate_between_and_extrapolate_optimistically():
 def test_the_cut_is_within_the_draft(costs, seen, length):
     s = _sizer({w + 1: c for w, c in enumerate(costs)}, kept=seen // 2, seen=seen)
     assert 0 <= s.cut(Draft(list(range(length))), "d", rows=1, fed=1, width=1) <= length
+
+
+def test_a_drafter_whose_drafts_cost_more_than_they_keep_is_not_asked():
+    """A pass costs 1.0 (1.05 one token wider); a draft model's one-token draft takes 0.3 and is
+    kept 25% of the time: (1 + 0.25) / 1.35 < 1 / 1.0, so it is skipped; kept 60% of the time
+    (1.6 / 1.35 > 1) it is asked. A lookup that takes no time is always asked."""
+    s = _sizer({1: 1.0, 2: 1.05, 3: 1.1}, kept=25, seen=100, n=1)
+    s.drafted("d", 0.3, 1)
+    s.drafted("lookup", 0.001, 4)
+    assert not s.worth_asking("d", rows=1, fed=1)
+    assert s.worth_asking("lookup", rows=1, fed=1)
+    assert s.worth_asking("new", rows=1, fed=1)  # nothing measured yet: tried
+    good = _sizer({1: 1.0, 2: 1.05, 3: 1.1}, kept=60, seen=100, n=1)
+    good.drafted("d", 0.3, 1)
+    assert good.worth_asking("d", rows=1, fed=1)
+
+
+def test_a_skipped_drafter_is_asked_again_after_16_32_64_skips():
+    s = _sizer({1: 1.0, 2: 1.05}, kept=0, seen=100, n=1)
+    s.drafted("d", 0.5, 1)
+    asked = [i + 1 for i in range(100) if s.worth_asking("d", rows=1, fed=1)]
+    assert asked == [16, 32, 64]
