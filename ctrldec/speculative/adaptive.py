@@ -15,7 +15,9 @@ step). A drafter that runs a model (early exit, a draft model) also costs the ti
 draft, measured per drafter: it is not asked at all while even its best cut, with that time
 added, would give fewer tokens per second than no draft (``worth_asking``; it is asked anyway
 after 16, 32, 64, ... skipped chances, so that its figures can recover at a cost that fades).
-Its draft's time is spent before the cut, so only this question saves it. On a CPU, where a pass of 4 tokens costs 1.6x a pass of 1 but one of 3 barely more, this
+Its draft's time is spent before the cut, so only this question saves it.
+
+On a CPU, where a pass of 4 tokens costs 1.6x a pass of 1 but one of 3 barely more, this
 keeps drafts short unless they are very likely kept; on a GPU, where width is nearly free, it
 keeps them whole. SpecDec++ stops on a rejection-risk threshold alone; the cost curve is what
 makes the same rule right on both.
