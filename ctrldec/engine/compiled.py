@@ -190,6 +190,7 @@ class _Run:
         self.acceptable_bits: dict[int, int] = {}
         self.masks: dict[int, np.ndarray] = {}  # node * n_lex + lex -> token mask
         self.next_bytes_bits: dict[int, int] = {}
+        self.byte_groups: dict[tuple, list[tuple[int, int]]] = {}  # (lexer state, start states after it) -> ``_byte_groups``
         self.distances: dict[int, int] = {}  # node * n_lex + lex -> completion bound (``distance``)
         self.exact: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
         self.budget_tables: dict[int, _BudgetTable] = {}
@@ -197,7 +198,7 @@ class _Run:
     def memory_size_bytes(self) -> int:
         """Estimated: interned stacks and cache entries (the masks themselves are pooled)."""
         s = self.stacks
-        entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(s._feeds) + len(s._feeds_all)
+        entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(self.byte_groups) + len(s._feeds) + len(s._feeds_all)
         tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
         return (len(s) + entries + len(self.distances) + len(self.exact)) * ENTRY_BYTES + tables
 
@@ -354,11 +355,46 @@ class _Run:
         if bits is None:
             with self.lock:
                 bits = 0
-                for b in range(256):
+                for b, members in self._byte_groups(node, lex):  # the first byte of a group decides for it
                     if any(self.viable(*c) for c in self.step_all(((node, lex),), (b,))):
-                        bits |= 1 << b
+                        bits |= members
                 self.next_bytes_bits[key] = bits
         return bits
+
+    def _byte_groups(self, node: int, lex: int) -> list[tuple[int, int]]:
+        """The bytes that may lead anywhere from (node, lex), in groups whose bytes lead where the
+        others of their group do: (the first byte, the group's bitset). A byte only picks the
+        lexer state to move to (``step``/``_byte``): within the lexeme, or, where no lexeme
+        continues, from the start state after each way the lexeme can end; so the groups depend
+        on the lexer state and those start states alone, and are shared by every stack that
+        shares them. Each byte alone in a folded or unbuilt state."""
+        lexer = self.a.lexer
+        if lex >= VIRTUAL or not lexer.built[lex]:
+            return [(b, 1 << b) for b in range(256)]
+        start, state = lexer.start, self.stacks.state
+        if self.glr:
+            nodes = [n for t in lexer.accepts[lex] for n in self.after(node, t)]
+        else:
+            t = lexer.accept[lex]
+            ended = -1 if t < 0 else node if self.a._ignore[t] else self.stacks.feed(node, t)
+            nodes = [ended] if ended >= 0 else []
+        key = (lex, tuple(start[state[n]] for n in nodes))
+        groups = self.byte_groups.get(key)
+        if groups is None:
+            # a byte's class: the state it moves to within the lexeme, else those after the lexeme ends
+            table = np.array([lexer.trans_list[lex], *(lexer.trans_list[s] for s in key[1])], dtype=np.int64)
+            within = table[0] >= 0
+            table[1:, within] = -1
+            alive = np.flatnonzero(within | (table[1:] >= 0).any(axis=0))
+            groups = []
+            if alive.size:
+                _, first, which = np.unique(table[:, alive].T, axis=0, return_index=True, return_inverse=True)
+                for g, i in enumerate(first):
+                    members = np.zeros(256, dtype=bool)
+                    members[alive[which.reshape(-1) == g]] = True
+                    groups.append((int(alive[i]), int.from_bytes(np.packbits(members, bitorder="little").tobytes(), "little")))
+            self.byte_groups[key] = groups
+        return groups
 
     def completion(self, node: int, lex: int, max_states: int) -> bytes | None:
         """A shortest byte suffix reaching a complete sentence (breadth-first), or None."""
