@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ATTENTION", "growing_cache", "attention_configs", "grouped_attention"]
+__all__ = ["ATTENTION", "attend", "growing_cache", "attention_configs", "grouped_attention"]
 
 ATTENTION = "ctrldec_sdpa"
 
@@ -55,6 +55,15 @@ def _grouped_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
         return out.transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, **kwargs)
+
+
+def attend(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+           ) -> tuple[torch.Tensor, None]:
+    """What ``module`` (an attention module of a model on ``"sdpa"``) computes through its attention
+    interface: ``"ctrldec_sdpa"`` while ``grouped_attention`` holds its config, else ``"sdpa"``."""
+    if module.config._attn_implementation == ATTENTION:
+        return _grouped_sdpa(module, query, key, value, attention_mask, scaling=module.scaling)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=module.scaling)
 
 
 if DynamicLayer is not None:

@@ -23,6 +23,7 @@ import torch
 from ..errors import ModelError
 from . import fastpath
 from .kv import KVCache
+from .llama import llama_pass
 
 __all__ = ["Runner", "Forward"]
 
@@ -46,6 +47,8 @@ class Runner:
         # same logits, bit for bit, as transformers' own path (``fast_path=False``).
         self.fast_path = fast_path
         self._grouped = fastpath.attention_configs(model) if fast_path else []
+        # and, for a plain transformers Llama, its pass without the module machinery (``llama``)
+        self._llama = llama_pass(model) if fast_path else None
         self.width = int(model.get_output_embeddings().weight.shape[0])
         # A real id for padding columns: they are masked, but their embeddings must be finite.
         self.pad_token_id = pad_token_id
@@ -80,18 +83,23 @@ class Runner:
         ids = [[self.pad_token_id] * (width - len(f)) + list(f) for f in feeds]
         extra: dict[str, Any] = {} if plain else {"attention_mask": mask, "position_ids": positions}
         cache = kv.cache if kv.cache is not None or not self.fast_path else fastpath.growing_cache(self.model)
+        out, logits = None, None
         with torch.no_grad(), fastpath.grouped_attention(self._grouped):
-            out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: cache}, use_cache=True,
-                             logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
-        kv.appended(new, getattr(out, "cache", None) or out.past_key_values)
-        logits = out.logits.float()
+            if self._llama is not None and hidden is False and cache is not None:
+                logits = self._llama(torch.tensor(ids), cache, max(max(keep), 1), **extra)
+            if logits is None:
+                out = self.model(input_ids=torch.tensor(ids), **{self._cache_arg: cache}, use_cache=True,
+                                 logits_to_keep=max(max(keep), 1), output_hidden_states=hidden is not False, **extra)
+                cache, logits = getattr(out, "cache", None) or out.past_key_values, out.logits
+        kv.appended(new, cache)
+        logits = logits.float()
         # a finite sum rules out NaN and inf in one read; only otherwise are the logits searched
         broken = None if bool(torch.isfinite(logits.sum())) else torch.isnan(logits) | torch.isposinf(logits)
         if broken is not None and bool(broken.any()):
             row, at, token = (int(i) for i in broken.nonzero()[0])
             raise ModelError(f"the model returned a {'NaN' if torch.isnan(logits[row, at, token]) else 'inf'} logit "
                              f"(row {row}, token {token}): no distribution to decode from (check the weights and dtype)")
-        states = out.hidden_states[-1] if hidden is not False else None
+        states = out.hidden_states[-1] if out is not None and hidden is not False else None
         held = keep if hidden is True else hidden
         return Forward(
             logits=[logits[r, logits.shape[1] - k:] for r, k in enumerate(keep)],

@@ -13,18 +13,19 @@ from hypothesis import strategies as st
 
 from ctrldec.decoding import KVCache, Runner
 from ctrldec.decoding import fastpath
+from ctrldec.decoding.llama import LlamaPass, llama_pass
 
 transformers = pytest.importorskip("transformers")
 from transformers.cache_utils import DynamicLayer  # noqa: E402
 
 
-def _model(attn: str = "sdpa", seed: int = 0):
+def _model(attn: str = "sdpa", seed: int = 0, **config_options):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    options = {"num_key_value_heads": 2, **config_options}
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=0, pad_token_id=0,
-                         attn_implementation=attn)
+                         max_position_embeddings=1024, eos_token_id=0, pad_token_id=0, attn_implementation=attn, **options)
     return LlamaForCausalLM(config).eval()
 
 
@@ -76,6 +77,69 @@ def test_fast_path_gives_transformers_logits_bit_for_bit(model):
     assert len(fast) == len(plain)
     for i, (a, b) in enumerate(zip(fast, plain)):
         assert torch.equal(a, b), f"pass output {i} differs by {(a - b).abs().max().item()}"
+
+
+def _llama_calls(monkeypatch) -> list[bool]:
+    """Records, per pass, whether ``LlamaPass`` ran it (True) or handed it to the model (False)."""
+    calls: list[bool] = []
+    original = LlamaPass.__call__
+
+    def counted(self, *args, **kwargs):
+        logits = original(self, *args, **kwargs)
+        calls.append(logits is not None)
+        return logits
+
+    monkeypatch.setattr(LlamaPass, "__call__", counted)
+    return calls
+
+
+@pytest.mark.parametrize("variant", ["plain", "biases", "bfloat16", "no grouped heads"])
+def test_the_llama_pass_gives_transformers_logits_bit_for_bit(variant, monkeypatch):
+    options = {"biases": {"attention_bias": True, "mlp_bias": True}, "no grouped heads": {"num_key_value_heads": 4}}
+    model = _model(seed=3, **options.get(variant, {}))
+    if variant == "bfloat16":
+        model = model.to(torch.bfloat16)
+    calls = _llama_calls(monkeypatch)
+    fast = _script(Runner(model), 2)
+    assert len(calls) == 14 and all(calls)  # every pass of the script went through LlamaPass
+    plain = _script(Runner(model, fast_path=False), 2)
+    for i, (a, b) in enumerate(zip(fast, plain)):
+        assert torch.equal(a, b), f"pass output {i} differs by {(a - b).abs().max().item()}"
+
+
+def test_a_hook_or_a_patched_forward_sends_the_pass_through_the_model(model, monkeypatch):
+    calls = _llama_calls(monkeypatch)
+
+    def logits(fast: bool = True) -> torch.Tensor:
+        return Runner(model, fast_path=fast).forward(KVCache(1), [[1, 2, 3]], [1]).logits[0]
+
+    unsteered = logits()
+    handle = model.model.layers[1].mlp.register_forward_hook(lambda module, args, out: out + 1.0)  # steering
+    try:
+        steered = logits()
+        assert calls == [True, False] and torch.equal(steered, logits(fast=False))
+    finally:
+        handle.remove()
+    assert not torch.equal(steered, unsteered)
+    norm = model.model.layers[0].post_attention_layernorm
+    monkeypatch.setattr(norm, "forward", lambda hidden: torch.zeros_like(hidden), raising=False)
+    patched = logits()
+    assert calls[-1] is False and torch.equal(patched, logits(fast=False)) and not torch.equal(patched, unsteered)
+    monkeypatch.delattr(norm, "forward")
+    assert torch.equal(logits(), unsteered) and calls[-1] is True
+
+
+def test_the_llama_pass_serves_only_transformers_own_llama():
+    from transformers import LlamaForCausalLM
+
+    class Custom(LlamaForCausalLM):
+        pass
+
+    assert llama_pass(_model()) is not None
+    assert llama_pass(Custom(_model().config)) is None
+    training = _model().train()
+    assert llama_pass(training) is not None and llama_pass(training)._layers() is None  # checked per pass
+    assert llama_pass(_model("eager"))._layers() is None
 
 
 def test_fast_path_is_on_where_it_claims(model):
