@@ -26,7 +26,7 @@ from ..decoding.loop import Batch
 from ..decoding.sequence import GenerationResult, Sequence
 from ..samplers.base import TokenSampler
 from ..speculative.adaptive import DraftSizer
-from ..speculative.drafters import NO_DRAFT, Draft, Drafter
+from ..speculative.drafters import NO_DRAFT, Draft, Drafter, ForcedText
 from ..speculative.verifier import Verifier
 
 __all__ = ["Sampling"]
@@ -64,6 +64,7 @@ class Sampling:
         self.verifier = verifier or Verifier()
         self.sizer = sizer  # cuts drafts to the size with the most expected tokens per second (None: whole drafts)
         self.learners = [d for d in self.drafters if callable(getattr(d, "learn", None))]
+        self._forced = any(isinstance(d, ForcedText) for d in self.drafters)  # forced text is committed each step
         self._rows = 1  # live sequences in the current step
 
     def step(self, batch: Batch) -> None:
@@ -136,7 +137,7 @@ class Sampling:
             return
         fed = seq.fed
         draft = plan.draft
-        path = self.verifier.verify(seq, rows[plan.scored:], draft, self.sampler)
+        path = self.verifier.verify(seq, rows[plan.scored:], draft, self.sampler, forced=self._forced)
         kept = len(path)
         if draft.tokens:
             _count(seq, "drafted", len(draft.tokens), plan.drafter.name)  # type: ignore[union-attr]

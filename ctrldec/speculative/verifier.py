@@ -39,16 +39,20 @@ class Verifier:
     def __init__(self) -> None:
         self._targets: dict[int, tuple[Any, FullMask | None]] = {}  # id(sampler) -> (sampler, its FullMask form)
 
-    def verify(self, seq: Sequence, rows: torch.Tensor, draft: Draft, sampler: TokenSampler) -> list[int]:
+    def verify(self, seq: Sequence, rows: torch.Tensor, draft: Draft, sampler: TokenSampler, *, forced: bool = False,
+               ) -> list[int]:
         """Commit the kept draft tokens and the token drawn after them; return the kept draft
         indices (a path from the root: ``[0, 1, ..., k-1]`` for a chain).
 
         ``rows[0]`` is the distribution after the committed tokens, ``rows[j + 1]`` the one after
-        draft token ``j`` (and its ancestors)."""
+        draft token ``j`` (and its ancestors). ``forced``: the loop commits forced text at each
+        step (the ``forced`` drafter); a draw after which the constraint fixes text then ends the
+        walk, as that loop would commit the text (tokenized canonically) rather than draw the
+        next token: the draw is committed and fed with that text in the next pass."""
         target = self._target(sampler) if draft.q is not None and draft.parents is None else None
         if target is not None:
-            return self._speculative_sampling(seq, rows, draft, target, sampler)
-        return self._sample_and_compare(seq, rows, draft, sampler)
+            return self._speculative_sampling(seq, rows, draft, target, sampler, forced)
+        return self._sample_and_compare(seq, rows, draft, sampler, forced)
 
     def _target(self, sampler: TokenSampler) -> FullMask | None:
         """``sampler``'s distribution in closed form (None: known only by sampling it)."""
@@ -59,7 +63,8 @@ class Verifier:
             known = self._targets[id(sampler)] = (sampler, full)
         return known[1]
 
-    def _sample_and_compare(self, seq: Sequence, rows: torch.Tensor, draft: Draft, sampler: TokenSampler) -> list[int]:
+    def _sample_and_compare(self, seq: Sequence, rows: torch.Tensor, draft: Draft, sampler: TokenSampler,
+                            forced: bool) -> list[int]:
         children = draft.children()
         path: list[int] = []
         node = -1
@@ -68,6 +73,8 @@ class Verifier:
             choice = sampler.choose(row, seq.matcher, seq.rng, seq.state)
             seq.commit(choice, row)
             nxt = children.get(node, {}).get(choice.token) if choice.token not in seq.eos else None
+            if nxt is not None and forced and _fixes_text(seq):
+                return path  # the draw stays unfed, as after a mismatch: the forced text follows it
             if nxt is not None:
                 path.append(nxt)
                 node = nxt
@@ -75,7 +82,7 @@ class Verifier:
                 return path
 
     def _speculative_sampling(self, seq: Sequence, rows: torch.Tensor, draft: Draft, full: FullMask,
-                              sampler: TokenSampler) -> list[int]:
+                              sampler: TokenSampler, forced: bool) -> list[int]:
         assert draft.q is not None
         for i, token in enumerate(draft.tokens):
             target = full.target(rows[i], seq.matcher, seq.state)
@@ -88,6 +95,8 @@ class Verifier:
                     return list(range(i))
                 if seq.finished:
                     return list(range(i + 1))
+                if forced and _fixes_text(seq):
+                    return list(range(i))
                 continue
             residual = (p - q).clamp_(min=0)
             if float(residual.sum()) <= 0:
@@ -98,6 +107,11 @@ class Verifier:
         n = len(draft.tokens)
         seq.commit(sampler.choose(rows[n], seq.matcher, seq.rng, seq.state), rows[n])
         return list(range(n))
+
+
+def _fixes_text(seq: Sequence) -> bool:
+    """The constraint fixes the next tokens: the loop's ``forced`` drafter would commit them."""
+    return not seq.finished and seq.room > 0 and bool(seq.matcher.forced_tokens())
 
 
 def _widen(q: Any, width: int) -> torch.Tensor:

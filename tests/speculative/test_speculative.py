@@ -169,6 +169,37 @@ def test_speculative_sampling_keeps_more_than_sample_and_compare(tok, model, dra
 
 # -- pieces -------------------------------------------------------------------------------------------
 
+class _Oracle:
+    """Drafts the next tokens of a known output (while the sequence follows it)."""
+
+    name = "oracle"
+
+    def __init__(self, tokens):
+        self.tokens = list(tokens)
+
+    def propose(self, seq, k):
+        n = len(seq.ids)
+        return Draft(self.tokens[n: n + k]) if seq.ids == self.tokens[:n] else Draft([])
+
+    def observe(self, seq, draft, accepted):
+        return None
+
+
+@pytest.mark.parametrize("literal", [" forced literal text ", " the lazy dog jumps "])
+def test_a_draft_stops_where_the_constraint_fixes_text(tok, model, literal):
+    # Without drafts the loop commits fixed text tokenized canonically, never a draw; a draft
+    # kept up to where text becomes fixed must stop there, or the verifier would draw the fixed
+    # positions (a draw may pick another split of the same bytes). The oracle drafts the
+    # reference output itself, fixed text included, so every token but the fixed ones is kept.
+    constraint = ctrldec.Regex("[a-z]{1,3}" + literal + "[a-z]{1,6}[.]")
+    prompt = tok(PROMPT)["input_ids"]
+    plain = ctrldec.generate(model, tok, prompt, constraint=constraint, greedy=True, max_new_tokens=30, lookahead=0)
+    assert "forced" in plain.kinds
+    spec = ctrldec.Speculative(["forced", _Oracle(plain.token_ids)], adaptive=False)
+    out = ctrldec.generate(model, tok, prompt, constraint=constraint, greedy=True, max_new_tokens=30, speculative=spec)
+    assert out.token_ids == plain.token_ids and out.timing["draft_accepted"] > 0
+
+
 def test_a_tree_draft_is_cut_to_what_the_constraint_allows(tok):
     info = ctrldec.vocab.tokenizer_info(tok)
     matcher = ctrldec.Regex("abc|abd|x").compile(info).matcher()
