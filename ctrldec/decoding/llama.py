@@ -107,7 +107,7 @@ class LlamaPass:
         cos, sin = inner.rotary_emb(hidden, position_ids=position_ids)
         cos, sin = cos.unsqueeze(1), _signed_halves(sin.unsqueeze(1))
         shape = hidden.shape[:-1]
-        for index, (norm1, attn, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, down, act) in enumerate(layers):
+        for norm1, attn, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, down, act in layers:
             residual = hidden
             x = _rms_norm(hidden, norm1)
             heads = (*shape, -1, attn.head_dim)
@@ -116,7 +116,7 @@ class LlamaPass:
             value = F.linear(x, v_proj.weight, v_proj.bias).view(heads).transpose(1, 2)
             query = query * cos + _swap_halves(query) * sin
             key = key * cos + _swap_halves(key) * sin
-            key, value = cache.update(key, value, index)
+            key, value = cache.update(key, value, attn.layer_idx)
             out, _ = fastpath.attend(attn, query, key, value, mask)
             out = out.reshape(*shape, -1).contiguous()
             hidden = residual + F.linear(out, o_proj.weight, o_proj.bias)
