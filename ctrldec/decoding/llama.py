@@ -11,8 +11,8 @@ It serves only what it reproduces exactly: transformers' ``LlamaForCausalLM`` wi
 modules (not subclasses, not a PEFT or quantized ``Linear``), on ``"sdpa"`` attention, in eval
 mode, with no hook on any module and no ``forward`` patched onto one (checked at every pass, so
 a hook registered later, e.g. to steer activations, is honoured: the pass then goes through
-``model(...)``). Anything else, and
-every pass that asks for hidden states, goes through the model as before.
+``model(...)``). Anything else, and every pass that asks for hidden states, goes through the
+model as before.
 """
 
 from __future__ import annotations
