@@ -129,6 +129,30 @@ def test_a_hook_or_a_patched_forward_sends_the_pass_through_the_model(model, mon
     assert torch.equal(logits(), unsteered) and calls[-1] is True
 
 
+def test_the_llama_pass_reads_weights_as_they_are_now(monkeypatch):
+    """Transposed weights are kept from pass to pass; a weight changed in place, replaced, or
+    given new memory must be read anew, as the model reads it."""
+    model = _model(seed=4)
+    calls = _llama_calls(monkeypatch)
+    runners = {True: Runner(model), False: Runner(model, fast_path=False)}  # one LlamaPass throughout
+
+    def logits(fast: bool = True) -> torch.Tensor:
+        return runners[fast].forward(KVCache(1), [[1, 2, 3, 4]], [2]).logits[0]
+
+    before = logits()
+    attn = model.model.layers[0].self_attn
+    with torch.no_grad():
+        attn.q_proj.weight.mul_(2.0)  # in place: same memory
+        assert torch.equal(logits(), logits(fast=False)) and not torch.equal(logits(), before)
+        attn.k_proj.weight = torch.nn.Parameter(attn.k_proj.weight * 0.5)  # a new Parameter
+        assert torch.equal(logits(), logits(fast=False))
+        attn.o_proj.weight.data = attn.o_proj.weight.data.t().contiguous()  # new memory, same Parameter
+        assert torch.equal(logits(), logits(fast=False))
+        attn.o_proj.weight.data = attn.o_proj.weight.data.t()  # same memory, other strides (a square weight)
+        assert torch.equal(logits(), logits(fast=False))
+    assert calls and all(calls)
+
+
 def test_the_llama_pass_serves_only_transformers_own_llama():
     from transformers import LlamaForCausalLM
 
