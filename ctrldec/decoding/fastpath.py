@@ -24,13 +24,13 @@ to transformers' own path through every cache operation the loop uses.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-__all__ = ["ATTENTION", "attend", "growing_cache", "attention_configs", "grouped_attention"]
+__all__ = ["ATTENTION", "attention", "growing_cache", "attention_configs", "grouped_attention"]
 
 ATTENTION = "ctrldec_sdpa"
 
@@ -57,13 +57,11 @@ def _grouped_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
                                   is_causal=is_causal, **kwargs)
 
 
-def attend(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
-           ) -> tuple[torch.Tensor, None]:
-    """What ``module`` (an attention module of a model on ``"sdpa"``) computes through its attention
-    interface: ``"ctrldec_sdpa"`` while ``grouped_attention`` holds its config, else ``"sdpa"``."""
-    if module.config._attn_implementation == ATTENTION:
-        return _grouped_sdpa(module, query, key, value, attention_mask, scaling=module.scaling)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=module.scaling)
+def attention(config: Any) -> Callable[..., tuple[torch.Tensor, None]]:
+    """The function attention modules reading ``config`` (a model on ``"sdpa"``) reach through
+    their attention interface: ``"ctrldec_sdpa"``'s while ``grouped_attention`` holds the config,
+    else ``"sdpa"``'s. Called as ``f(module, query, key, value, mask, scaling=module.scaling)``."""
+    return _grouped_sdpa if config._attn_implementation == ATTENTION else sdpa_attention_forward
 
 
 if DynamicLayer is not None:

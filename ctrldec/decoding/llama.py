@@ -32,10 +32,13 @@ __all__ = ["LlamaPass", "llama_pass"]
 
 try:
     from torch.nn.modules import module as _torch_module
+    from transformers.activations import SiLUActivation
     from transformers.masking_utils import create_causal_mask
     from transformers.models.llama import modeling_llama as _llama
 except ImportError:  # pragma: no cover - a transformers without Llama
     _llama = None  # type: ignore[assignment]
+else:  # activations whose forward is ``F.silu`` as imported (not since swapped for another kernel)
+    _SILU = {torch.nn.SiLU: torch.nn.SiLU.forward, SiLUActivation: SiLUActivation.forward}
 
 _LAYER_PARTS = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 
@@ -83,6 +86,7 @@ class LlamaPass:
             return None
         linear = torch.nn.Linear
         rows = []
+        config = None  # the one config every attention module reads (transformers gives them the model's)
         for layer in inner.layers[: inner.config.num_hidden_layers]:
             if not _plain(layer, _llama.LlamaDecoderLayer):
                 return None
@@ -95,7 +99,11 @@ class LlamaPass:
                     and all(_plain(p, linear) for p in (q, k, v, o, gate, up, down))
                     and _plain(act, None)):
                 return None
-            rows.append((attn, _norm(norm1), _norm(norm2), *(self._projection(p, projections) for p in (q, k, v, o, gate, up, down)), act))
+            config = attn.config if config is None else config
+            if attn.config is not config:
+                return None
+            rows.append((attn, _norm(norm1), _norm(norm2), *(self._projection(p, projections) for p in (q, k, v, o, gate, up, down)),
+                         F.silu if _SILU.get(type(act), 0) is type(act).forward and not getattr(act, "inplace", False) else act.forward))
         return rows
 
     def _projection(self, linear: Any, last: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -136,6 +144,7 @@ class LlamaPass:
         hidden = hidden.view(rows * tokens, width)
         head_dim = layers[0][0].head_dim
         half, heads = head_dim // 2, layers[0][3][2].shape[0] // head_dim  # query heads: q_proj's rows
+        attend = fastpath.attention(layers[0][0].config)  # for the whole pass: the switch holds during passes
         for attn, norm1, norm2, q_proj, k_proj, v_proj, o_proj, gate, up, down, act in layers:
             residual = hidden
             x = _rms_norm(hidden, *norm1)
@@ -144,11 +153,11 @@ class LlamaPass:
             query, key = qk[:, :, :heads].transpose(1, 2), qk[:, :, heads:].transpose(1, 2)
             value = _linear(x, v_proj).view(rows, tokens, -1, head_dim).transpose(1, 2)
             key, value = cache.update(key, value, attn.layer_idx)
-            out, _ = fastpath.attend(attn, query, key, value, mask)
+            out, _ = attend(attn, query, key, value, mask, scaling=attn.scaling)
             hidden = residual + _linear(out.reshape(rows * tokens, -1), o_proj)
             residual = hidden
             x = _rms_norm(hidden, *norm2)
-            hidden = residual + _linear(act.forward(_linear(x, gate)) * _linear(x, up), down)
+            hidden = residual + _linear(act(_linear(x, gate)) * _linear(x, up), down)
         hidden = _rms_norm(hidden, *_norm(inner.norm)).view(rows, tokens, width)
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:, :]

@@ -127,6 +127,10 @@ def test_a_hook_or_a_patched_forward_sends_the_pass_through_the_model(model, mon
     assert calls[-1] is False and torch.equal(patched, logits(fast=False)) and not torch.equal(patched, unsteered)
     monkeypatch.delattr(norm, "forward")
     assert torch.equal(logits(), unsteered) and calls[-1] is True
+    act = type(model.model.layers[0].mlp.act_fn)  # a kernel swapped in for the activation's class
+    monkeypatch.setattr(act, "forward", lambda self, x: torch.nn.functional.silu(x) * 2.0)
+    swapped = logits()
+    assert calls[-1] is True and torch.equal(swapped, logits(fast=False)) and not torch.equal(swapped, unsteered)
 
 
 def test_the_llama_pass_reads_weights_as_they_are_now(monkeypatch):
