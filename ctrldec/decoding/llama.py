@@ -21,6 +21,7 @@ model as before.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -87,7 +88,7 @@ class LlamaPass:
         linear = torch.nn.Linear
         rows = []
         config = None  # the one config every attention module reads (transformers gives them the model's)
-        for layer in inner.layers[: inner.config.num_hidden_layers]:
+        for layer in itertools.islice(inner.layers._modules.values(), inner.config.num_hidden_layers):  # a slice would build a ModuleList
             if not _plain(layer, _llama.LlamaDecoderLayer):
                 return None
             norm1, attn, norm2, mlp = (layer._modules[name] for name in _LAYER_PARTS)
