@@ -208,7 +208,22 @@ class _Run:
                 if not group.done:
                     self._extend(prompt, group, logp, chosen)
                     survivors.extend(b.seq for b in group.beams)
+        ended = [s for prompt in self.prompts for group in prompt.groups for _, s in group.kept if s.unscored]
+        if ended:
+            self._score_ended(batch, survivors, ended)
         batch.reassign(survivors, [s.row for s in survivors], any_order=True)
+
+    @staticmethod
+    def _score_ended(batch: Batch, survivors: list[Sequence], ended: list[Sequence]) -> None:
+        """Hypotheses that ended in this step on forced text (a stop string, the length limit)
+        were never fed it: one more pass, on their parents' rows, scores those tokens. Rare: it
+        takes forced text that ends the output."""
+        batch.reassign(survivors + ended, [s.row for s in survivors + ended], any_order=True)
+        out = batch.forward([s.unfed[:-1] if s.unscored else [] for s in batch.live],
+                            [s.unscored if s.unscored else 0 for s in batch.live])
+        for seq, rows in zip(batch.live, out.logits):
+            if seq.unscored:
+                seq.score(rows[: seq.unscored])
 
     def _start(self, batch: Batch) -> None:
         for root in batch.live:

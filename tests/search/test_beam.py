@@ -110,6 +110,22 @@ def test_fast_forward_saves_passes_and_scores_forced_tokens(decoder):
     assert all(lp == lp and lp <= 0 for h in fast.search.hypotheses for lp in h.logprobs)  # no NaN left
 
 
+@pytest.mark.parametrize("room", [2, 4, 6, 9])
+def test_hypotheses_ended_by_forced_text_are_scored(decoder, room):
+    """A beam whose forced text runs into the length limit (or completes the constraint) ends in
+    the step that committed it; its forced tokens still get their log-probabilities."""
+    constraint = ctrldec.Regex(r"(yes|no), and that is the whole answer to the question")
+    out = decoder.generate([1, 2, 3], constraint=constraint, search=ctrldec.BeamSearch(2), max_new_tokens=room,
+                             budget_aware=False)  # the text cannot finish in time: cut at the limit
+    assert "forced" in out.kinds
+    for h in out.search.hypotheses:
+        assert h.logprobs and all(lp == lp and lp <= 0 for lp in h.logprobs), h.logprobs  # no NaN
+        with torch.no_grad():  # and they are the model's: one pass over the prompt and the output
+            logits = decoder.model(torch.tensor([[1, 2, 3, *h.token_ids]])).logits[0, 2:-1]
+        expected = torch.log_softmax(logits.double(), dim=-1)[torch.arange(len(h.token_ids)), h.token_ids]
+        assert torch.allclose(torch.tensor(h.logprobs, dtype=torch.float64), expected, atol=1e-4)
+
+
 def test_groups_choose_different_tokens(decoder):
     """With a large penalty, no two groups take the same first token (the model has plenty)."""
     out = decoder.generate([4, 5, 6], search=ctrldec.DiverseBeamSearch(3, 3, 1e6), max_new_tokens=6)
