@@ -170,8 +170,6 @@ def _norm(norm: Any) -> tuple[torch.Tensor, float]:
     return norm._parameters["weight"], norm.variance_epsilon
 
 
-
-
 def _linear(x: torch.Tensor, projection: tuple[Any, ...]) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` on a matrix ``x``: without a bias that is ``x @ weight.T``,
     the one ``mm`` ``F.linear`` would call, without its dispatch through ``matmul``."""
@@ -196,5 +194,3 @@ def _signed_halves(sin: torch.Tensor) -> torch.Tensor:
     between the factors of a product), one negation per pass instead of one per layer."""
     half = sin.shape[-1] // 2
     return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
-
-
