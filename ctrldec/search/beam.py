@@ -219,11 +219,11 @@ class _Run:
         were never fed it: one more pass, on their parents' rows, scores those tokens. Rare: it
         takes forced text that ends the output."""
         batch.reassign(survivors + ended, [s.row for s in survivors + ended], any_order=True)
-        out = batch.forward([s.unfed[:-1] if s.unscored else [] for s in batch.live],
-                            [s.unscored if s.unscored else 0 for s in batch.live])
-        for seq, rows in zip(batch.live, out.logits):
-            if seq.unscored:
-                seq.score(rows[: seq.unscored])
+        scored = [s.unscored if s.finished else 0 for s in batch.live]  # the live beams wait for the next step
+        out = batch.forward([s.unfed[:-1] if n else [] for s, n in zip(batch.live, scored)], scored)
+        for seq, rows, n in zip(batch.live, out.logits, scored):
+            if n:
+                seq.score(rows[:n])
 
     def _start(self, batch: Batch) -> None:
         for root in batch.live:
