@@ -194,11 +194,13 @@ class _Run:
         self.distances: dict[int, int] = {}  # node * n_lex + lex -> completion bound (``distance``)
         self.exact: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
         self.budget_tables: dict[int, _BudgetTable] = {}
+        self.member_completions: dict[int, list[int] | None] = {}  # stack -> ``_with_members``
 
     def memory_size_bytes(self) -> int:
         """Estimated: interned stacks and cache entries (the masks themselves are pooled)."""
         s = self.stacks
         entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(self.byte_groups) + len(s._feeds) + len(s._feeds_all)
+        entries += len(self.member_completions)
         tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
         return (len(s) + entries + len(self.distances) + len(self.exact)) * ENTRY_BYTES + tables
 
@@ -490,9 +492,69 @@ class _Run:
         best: tuple[float, bytes] | None = None
         for tail, after in options:
             cost, terminals = comp.stack(self.stacks.states(after))
+            if cost < UNBOUNDED and self.stacks.required is not None:
+                members = self._with_members(after, comp)
+                cost, terminals = (UNBOUNDED, []) if members is None else (comp.cost(tuple(members)), members)
             if cost < UNBOUNDED and (best is None or len(tail) + cost < best[0]):
                 best = (len(tail) + cost, tail + comp.text(terminals))
         return None if best is None else best[1]
+
+    def _with_members(self, node: int, comp: Completions) -> list[int] | None:
+        """The terminals of the grammar's shortest completion of the stack ``node`` with the
+        required members that a frame lacks (``lalr.RequiredMembers``: the grammar's completion
+        does not see them) written before its closer, in the frame's order; None if that fails.
+        Cached per stack: from a stack after an inserted member it goes on the same way."""
+        req = self.stacks.required
+        assert req is not None
+        known = self.member_completions
+        chain: list[tuple[int, list[int]]] = []  # (stack, its completion's terminals up to the next stack's)
+        result: list[int] | None = None
+        while True:
+            if node in known:
+                result = known[node]
+                break
+            cost, terminals = comp.stack(self.stacks.states(node))
+            if cost == UNBOUNDED:
+                break
+            nodes, i = (node,), 0
+            while i < len(terminals) and (nxt := self._fed(nodes, terminals[i:i + 1])):
+                nodes, i = nxt, i + 1
+            if i == len(terminals):
+                if any(self.completes(n) for n in nodes):
+                    result = terminals
+                break
+            lack = next((m for n in nodes if (m := self.stacks.missing(n)) is not None), None) if terminals[i] == req.closer else None
+            if lack is None or len(chain) > len(self.stacks.state):
+                break
+            frame, bits = lack
+            whole: list[int] = []  # every member the frame lacks, each its grammar's shortest way
+            for j, unit in enumerate(req.units[frame]):
+                if bits >> j & 1:
+                    whole += [req.separator, *comp.witness((-1 - unit,))]
+            # where a member's shortest way holds a frame that lacks members itself, only the
+            # first member's key: the next round finishes it (the grammar's way, then members)
+            key = [req.separator, comp.witness((-1 - req.units[frame][(bits & -bits).bit_length() - 1],))[0]]
+            for members in (whole, whole[1:], key, key[1:]):  # no separator before a first member
+                nxt = self._fed(nodes, members)
+                if nxt:
+                    break
+            else:
+                break
+            chain.append((node, terminals[:i] + members))
+            node = nxt[0]
+        known[node] = result
+        for n, head in reversed(chain):
+            result = None if result is None else head + result
+            known[n] = result
+        return result
+
+    def _fed(self, nodes: tuple[int, ...], terminals: list[int]) -> tuple[int, ...]:
+        """The stacks after the terminals ``terminals`` from any of ``nodes``."""
+        for t in terminals:
+            nodes = tuple(dict.fromkeys(n for m in nodes for n in self.after(m, t)))
+            if not nodes:
+                break
+        return nodes
 
     def _lexeme_tails(self, lex: int, usable: int, acceptable: int) -> list[tuple[int, bytes]]:
         """(terminal, shortest bytes that end the current lexeme as it) for each terminal the

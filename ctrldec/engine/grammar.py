@@ -22,18 +22,30 @@ from lark.parsers.lalr_analysis import LALR_Analyzer, Shift
 from ..errors import GrammarError
 from ..limits import DEFAULT_LIMITS, Limits
 from .bytedfa import ByteDFA, RegexCompileError, check_budget, compile_regex, literal
-from .lalr import ROOT, ParseTables
+from .lalr import ROOT, ParseTables, RequiredMembers
 from .deep import deep
 from .lexer import LexerAutomaton, Terminal
 from .slr import slr_tables
 
-__all__ = ["GrammarTables", "compile_lark"]
+__all__ = ["GrammarTables", "MemberFrames", "compile_lark"]
 
 _LINE = re.compile(r"\bline (\d+)")
 # Estimated bytes of one cache or table entry keyed by an int (or of one interned stack), for the
 # ``memory_size_bytes`` estimates: tracemalloc over replaying 60 JSONSchemaBench Github schemas'
 # instances with json.lark counted 231 KB for 1,312 new stacks and 1,592 new cache entries.
 ENTRY_BYTES = 80
+
+
+@dataclass(frozen=True)
+class MemberFrames:
+    """Rules whose required members the parser tracks (``lalr.RequiredMembers``), by name: the
+    terminals of ``{``, ``}`` and ``,``, and each frame rule's required unit rules (a unit:
+    one member, ``key : value``). A frame may close only once each unit was reduced in it."""
+
+    opener: str
+    closer: str
+    separator: str
+    units: dict[str, list[str]]
 
 
 @dataclass
@@ -139,9 +151,12 @@ def _check_productive(text: str, rules, terminal_ok: set[str], start: str) -> No
         )
 
 
-def _prune(rules: list[tuple[str, list[str]]], terminal_ok: set[str], terminals: set[str], start: str) -> list[tuple[str, list[str]]]:
+def _prune(
+    rules: list[tuple[str, list[str]]], terminal_ok: set[str], terminals: set[str], start: str, units: dict[str, list[str]] | None = None
+) -> list[tuple[str, list[str]]]:
     """Drop every alternative that can never finish (it uses a rule with no finite derivation, or
-    a terminal matching nothing) and every rule unreachable from ``start``.
+    a terminal matching nothing) and every rule unreachable from ``start``. A frame
+    (``MemberFrames``) finishes only if each of its required units does.
 
     LR parsing alone would happily shift into such a dead end; removing them keeps "the parser
     can shift this terminal" equivalent to "the text can still be completed".
@@ -150,15 +165,16 @@ def _prune(rules: list[tuple[str, list[str]]], terminal_ok: set[str], terminals:
     def ok(sym: str, productive: set[str]) -> bool:
         return sym in terminal_ok if sym in terminals else sym in productive
 
+    units = units or {}
     productive: set[str] = set()
     changed = True
     while changed:
         changed = False
         for lhs, rhs in rules:
-            if lhs not in productive and all(ok(x, productive) for x in rhs):
+            if lhs not in productive and all(ok(x, productive) for x in rhs) and all(u in productive for u in units.get(lhs, ())):
                 productive.add(lhs)
                 changed = True
-    live = [(lhs, rhs) for lhs, rhs in rules if all(ok(x, productive) for x in rhs)]
+    live = [(lhs, rhs) for lhs, rhs in rules if lhs in productive and all(ok(x, productive) for x in rhs)]
     by_lhs: dict[str, list[list[str]]] = {}
     for lhs, rhs in live:
         by_lhs.setdefault(lhs, []).append(rhs)
@@ -250,18 +266,24 @@ def compile_lark(
 
 
 def compile_rules(
-    rules: dict[str, list[list[str]]], terminals: dict[str, ByteDFA], start: str = "start", *, ambiguous: bool = True
+    rules: dict[str, list[list[str]]],
+    terminals: dict[str, ByteDFA],
+    start: str = "start",
+    *,
+    ambiguous: bool = True,
+    frames: MemberFrames | None = None,
 ) -> GrammarTables:
     """Compile grammar rules built in Python: ``{lhs: [[symbol, ...], ...]}`` with terminal
     automata by name (a symbol is a terminal iff it is in ``terminals``). No rules at all gives
-    the empty language: every matcher starts at a dead end."""
+    the empty language: every matcher starts at a dead end. ``frames``: objects whose required
+    members the parser tracks (their rules must not be aliases, which are inlined)."""
     if not rules:
         parse = ParseTables([], 0, [{}], [{}], [], [], 0, -1, ambiguous=True)
         return GrammarTables("", parse, LexerAutomaton([], [[]], ambiguous=True))
     rules = _inline_units(rules, set(terminals), start)
     plain = [(lhs, list(alt)) for lhs, alts in rules.items() for alt in alts]
     terms = [Terminal(name, dfa, 0, False, False, (0, 1, 0, 0, name)) for name, dfa in terminals.items()]
-    return build_tables("", plain, terms, start, ambiguous=ambiguous)
+    return build_tables("", plain, terms, start, ambiguous=ambiguous, frames=frames)
 
 
 def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[dict, int, int, list]:
@@ -312,11 +334,13 @@ def _coded_items(rules: list[tuple[str, list[str]]], kernels: list | None, term_
     return coded, [tuple((dot, *with_root[r]) for r, dot in items) for items in kernels]
 
 
-def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool) -> GrammarTables:
+def build_tables(
+    source: str, rules: list[tuple[str, list[str]]], terminals: list[Terminal], start: str, *, ambiguous: bool, frames: MemberFrames | None = None
+) -> GrammarTables:
     """Parse tables (Lark's LALR(1), or for an ambiguous grammar SLR(1) with every conflict kept)
     and the lexer automaton."""
     term_names = {t.name for t in terminals}
-    rules = _prune(rules, {t.name for t in terminals if not t.dfa.empty}, term_names, start)
+    rules = _prune(rules, {t.name for t in terminals if not t.dfa.empty}, term_names, start, frames.units if frames else None)
     if not any(lhs == start for lhs, _ in rules):
         raise GrammarError("the grammar's language is empty")
     used = {x for _, rhs in rules for x in rhs if x in term_names}
@@ -374,5 +398,28 @@ def build_tables(source: str, rules: list[tuple[str, list[str]]], terminals: lis
         rules=coded,
         kernels=kernel_items,
     )
+    if frames is not None:
+        parse.required = _required_members(frames, rules, rule_index, term_id, nonterms, kernel_items)
     contexts = [[t for t in row if t != end] for row in actions]
     return GrammarTables(source, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))
+
+
+def _required_members(frames: MemberFrames, rules: list[tuple[str, list[str]]], rule_index: dict[object, int], term_id: dict[str, int],
+                      nonterms: dict[str, int], kernels: list | None) -> RequiredMembers | None:
+    """``MemberFrames`` in the tables' integer form; None if no frame is left after pruning."""
+    live = {lhs for lhs, _ in rules}
+    units = {nonterms[f]: tuple(nonterms.setdefault(u, len(nonterms)) for u in us) for f, us in frames.units.items() if f in live and f in nonterms}
+    if not units:
+        return None
+    if kernels is None or frames.closer not in term_id:
+        raise GrammarError("tracked object members need parse tables with kernel items")  # SLR tables have them
+    bit = {u: 1 << i for us in units.values() for i, u in enumerate(us)}
+    need = {f: (1 << len(us)) - 1 for f, us in units.items()}
+    opener, closer = term_id.get(frames.opener, -1), term_id[frames.closer]
+    opens = frozenset(r for key, r in rule_index.items() if frames.opener in key[1])  # type: ignore[index]
+    close_needs = {}
+    for state, items in enumerate(kernels):
+        needs = tuple((lhs if lhs in need else -1, need.get(lhs, 0)) for dot, lhs, rhs in items if dot < len(rhs) and rhs[dot] == closer)
+        if any(n for _, n in needs):
+            close_needs[state] = needs
+    return RequiredMembers(opener, closer, term_id.get(frames.separator, -1), units, bit, need, opens, close_needs)

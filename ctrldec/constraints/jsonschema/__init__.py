@@ -40,9 +40,10 @@ class JSONSchema(Constraint):
         property_order: ``"schema"`` (default): listed properties appear in the schema's order,
             other properties anywhere between them, no key twice. ``"any"``: any order (objects
             are unordered in JSON), with every required key present; a listed key may then
-            repeat (the values stay valid; parsers keep the last). Objects with more required
-            keys than ``limits.max_any_order_required`` (6) keep the schema's order, with a warning
-            (any order would take 2^r states).
+            repeat (the values stay valid; parsers keep the last). Past
+            ``limits.max_any_order_required`` (6) required keys the parser tracks the keys seen
+            (rules would take 2^r states); only such an object that also has ``maxProperties``
+            keeps the schema's order, with a warning.
         lenient: approximate what cannot be enforced exactly (each relaxation is warned, once
             per instance at its first compile, and listed in ``relaxations``) instead of raising
             ``SchemaError``.
@@ -189,7 +190,7 @@ class JSONSchema(Constraint):
     def _compile(self, policy: Policy) -> GrammarTables:
         any_order = self.property_order == "any"
         compiled = compile_schema(self.schema, whitespace=self.whitespace, lenient=self.lenient, any_order=any_order, limits=self.limits, policy=policy)
-        tables = compile_rules(compiled.rules, compiled.terminals, compiled.start, ambiguous=True)
+        tables = compile_rules(compiled.rules, compiled.terminals, compiled.start, ambiguous=True, frames=compiled.frames)
         # kept with the cached tables: every JSONSchema of this schema reports them
         tables.relaxations, tables.notes = tuple(compiled.warnings), tuple(compiled.notes)
         tables.annotations = tuple(compiled.annotations)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urljoin
 
+from ...engine.grammar import MemberFrames
 from ...engine.bytedfa import ByteDFA, LazyDFA, LazyUnion, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
 from ...errors import SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
@@ -121,6 +122,7 @@ class CompiledSchema:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # restrictions (nothing invalid admitted), warned
     annotations: list[str] = field(default_factory=list)  # keywords that assert nothing (unknown formats)
+    frames: MemberFrames | None = None  # objects whose required keys the parser tracks (any order)
 
 
 class _Compiler:
@@ -138,6 +140,7 @@ class _Compiler:
         self.annotations: list[str] = []
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, ByteDFA] = {}
+        self.frames: dict[str, list[str]] = {}  # object rule -> its required members' rules, tracked by the parser
         self._literal_names: dict[bytes, str] = {}
         self._dfa_names: dict[bytes | tuple, str] = {}
         self._ref_rules: dict[int, str | None] = {}
@@ -613,8 +616,8 @@ class _Compiler:
 
     def _literal_rule(self, v: Any, pointer: str) -> str | None:
         """One JSON value as rules: its punctuation through ``lit`` (so flexible whitespace applies),
-        an object's members in any order (up to ``limits.max_any_order_required`` keys; past that,
-        in the value's order: see ``_keep_order``), numbers in every equal spelling (``2``, ``2.0``)."""
+        an object's members in any order (with ``property_order="any"``, else up to
+        ``limits.max_any_order_required`` keys), numbers in every equal spelling (``2``, ``2.0``)."""
         if isinstance(v, list):
             seq: list[str | None] = [self.lit(b"[")]
             for i, x in enumerate(v):
@@ -622,23 +625,21 @@ class _Compiler:
             return self.rule([seq + [self.lit(b"]")]])
         if isinstance(v, dict):
             members = [(k, self._literal_rule(x, pointer), True) for k, x in v.items()]
-            if len(members) <= self.limits.max_any_order_required:
+            if len(members) <= self.limits.max_any_order_required or self.any_order:
                 return self._object_any_order(members, None, (0, None))
-            if self.any_order:
-                self._keep_order(pointer, len(members), "an enum/const object")
             return self._object_rules(members, None)
         return self.term(_spelled(v))
 
-    def _keep_order(self, pointer: str, n_required: int, what: str = "this object") -> None:
+    def _keep_order(self, pointer: str, n_required: int) -> None:
         """``property_order="any"`` is not kept for an object with more required keys than the
-        limit (2^r rule states): it keeps the schema's order. Not a relaxation (nothing invalid
-        gets in) but a restriction (a valid instance with its keys in another order is rejected),
-        warned. An error instead refuses 76 of the 1,000 JSONSchemaBench sample's schemas, 75 of
-        them passing (their instances follow the schema's order); the exact fix is a side
-        condition on the matcher (the keys seen), which the engine does not have."""
+        limit (2^r rule states) *and* a ``maxProperties``: it keeps the schema's order. (Without
+        a maximum, the parser tracks the keys seen instead: ``_object_any_order``; with one, a
+        repeated key could use up the count before every required key is written.) Not a
+        relaxation (nothing invalid gets in) but a restriction (a valid instance with its keys in
+        another order is rejected), warned."""
         limit = self.limits.max_any_order_required
-        self.notes.append(f"keeps the schema's property order at {pointer or '/'}: property_order='any' tracks up "
-                          f"to {limit} required keys, {what} has {n_required}")
+        self.notes.append(f"keeps the schema's property order at {pointer or '/'}: property_order='any' with maxProperties "
+                          f"tracks up to {limit} required keys, this object has {n_required}")
 
     def _value_ok(self, v: Any, s: dict, pointer: str = "") -> bool:
         """Does ``v`` satisfy the other keywords of ``s``? (enum values are filtered by them).
@@ -973,7 +974,7 @@ class _Compiler:
         elif max(lo, hi or 0) > self.limits.max_count:
             self.relax(f"{pointer}", f"minProperties/maxProperties beyond {self.limits.max_count} (not enforced)")
             counts = (0, None)
-        if self.any_order and n_required <= self.limits.max_any_order_required:
+        if self.any_order and (n_required <= self.limits.max_any_order_required or counts[1] is None):
             return self._object_any_order(members, extra, counts)
         if self.any_order:
             self._keep_order(pointer, n_required)
@@ -1117,8 +1118,11 @@ class _Compiler:
         return self.rule([[open_, first[0], close]])
 
     def _object_any_order(self, members: list[tuple[str, str | None, bool]], extra: str | None, counts: tuple) -> str | None:
-        """Members in any order; the rules track which required keys were seen (2^r of them)
-        and, under minProperties/maxProperties, how many members were written.
+        """Members in any order; the rules track, under minProperties/maxProperties, how many
+        members were written, and which required keys were seen: up to
+        ``limits.max_any_order_required`` of them in the rules (2^r states), past that on the
+        parser's stacks (the object's rule is a frame of ``MemberFrames``: it closes only once
+        each required member's rule was reduced in it; no maxProperties then).
 
         A known key may repeat (every value is still valid, and JSON parsers keep the last one).
         """
@@ -1126,6 +1130,12 @@ class _Compiler:
         lo, hi = counts
         units = [(None if rule is NEVER else self.rule([[self.lit(_dumps(key)), colon, rule]]), req) for key, rule, req in members]
         required = [i for i, (_, _, req) in enumerate(members) if req]
+        tracked = [units[i][0] for i in required] if len(required) > self.limits.max_any_order_required else []
+        if tracked:
+            assert hi is None, "a tracked object has no maxProperties"  # ``object`` keeps the order then
+            if any(u is None for u in tracked):
+                return NEVER
+            required = []
         bit = {i: 1 << j for j, i in enumerate(required)}
         full = (1 << len(required)) - 1
         top = hi if hi is not None else max(lo, 1)  # counts past lo are all alike when unbounded
@@ -1149,7 +1159,10 @@ class _Compiler:
                 first.append([open_, unit, seq[(bit.get(i, 0), 1)], close])
             if extra is not None:
                 first.append([open_, extra, seq[(0, 1)], close])
-        return self.rule(first)
+        name = self.rule(first)
+        if tracked and name is not NEVER:
+            self.frames[name] = tracked  # type: ignore[assignment]
+        return name
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -1601,4 +1614,5 @@ def compile_schema(
         if ws is not None and not c.terminals[ws].accepting[0]:
             start_alts += [[ws, top], [top, ws], [ws, top, ws]]
     c.rules["start"] = start_alts
-    return CompiledSchema("start", c.rules, c.terminals, c.warnings, c.notes, c.annotations)
+    frames = MemberFrames(c.lit(b"{"), c.lit(b"}"), c.lit(b","), c.frames) if c.frames else None
+    return CompiledSchema("start", c.rules, c.terminals, c.warnings, c.notes, c.annotations, frames)
