@@ -9,7 +9,8 @@ Three checks, each comparing ctrldec with a reference it does not share code wit
   equal the ``jsonschema`` validator of the schema's own draft with that draft's format checker.
   Instances are written compactly with keys in the schema's order (every generated schema lists
   its properties sorted, so sorted keys are the schema's order) or, for a schema compiled with
-  ``property_order="any"``, shuffled. Valid instances are also replayed token by token under a
+  ``property_order="any"``, shuffled (in a third of the rounds, with every object's required keys
+  tracked by the parser rather than by rule states). Valid instances are also replayed token by token under a
   random non-canonical tokenization (``is_accepting`` at the end) and, with flexible whitespace,
   with random whitespace around every ``{ } [ ] , :``.
 * **Grammars.** Random Lark grammars (LALR(1) without conflicts: the ones Lark's strict mode
@@ -271,6 +272,19 @@ def mutate(value: Any, rng: random.Random, json_value: Callable[[], Any]) -> Any
     return json_value()
 
 
+def _keywords(options: dict) -> dict:
+    """A case's options (JSON, as the corpus keeps them) as ``JSONSchema`` keywords:
+    ``tracked_from`` is ``limits.max_any_order_required`` (1: the parser tracks the required
+    keys of every object that has two or more, ``engine.lalr.RequiredMembers``, instead of rule
+    states)."""
+    from ..limits import Limits
+
+    out = dict(options)
+    if "tracked_from" in out:
+        out["limits"] = Limits(max_any_order_required=out.pop("tracked_from"))
+    return out
+
+
 def schema_verdicts(schema: Any, text: str, *, options: dict | None = None) -> tuple[bool | None, bool]:
     """(ctrldec's verdict or None if the schema does not compile in strict mode, the reference's)."""
     import ctrldec
@@ -280,7 +294,7 @@ def schema_verdicts(schema: Any, text: str, *, options: dict | None = None) -> t
     except ValueError:
         reference = False
     try:
-        ours = ctrldec.JSONSchema(schema, extra_properties="allow", **(options or {})).matches(text)
+        ours = ctrldec.JSONSchema(schema, extra_properties="allow", **_keywords(options or {})).matches(text)
     except ctrldec.SchemaError:
         return None, reference
     return ours, reference
@@ -595,7 +609,7 @@ class _SchemaCase:
         if expect:
             spaced = _spaced(text, rng, 4)
             flexible = {**self.options, "whitespace": "flexible"}
-            if not ctrldec.JSONSchema(self.schema, extra_properties="allow", **flexible).matches(spaced):
+            if not ctrldec.JSONSchema(self.schema, extra_properties="allow", **_keywords(flexible)).matches(spaced):
                 report.disagree({**case, "text": spaced, "options": flexible, "ctrldec": False, "what": "flexible whitespace"})
         if tokens is not None and (expect or rng.random() < 0.3):
             report.counts["token_replays"] += 1
@@ -618,10 +632,10 @@ def _schema_round(report: _Report, tokens: _Tokens | None, seed: int, examples: 
     @given(schema=schemas, data=st.data())
     def one(schema: dict, data: Any) -> None:
         report.counts["schemas"] += 1
-        order = data.draw(st.sampled_from(["schema", "any"]))
-        options = {"property_order": order}
+        order = data.draw(st.sampled_from(["schema", "any", "tracked"]))
+        options: dict[str, Any] = {"property_order": order} if order != "tracked" else {"property_order": "any", "tracked_from": 1}
         try:
-            constraint = ctrldec.JSONSchema(schema, extra_properties="allow", max_seconds=5.0, **options)
+            constraint = ctrldec.JSONSchema(schema, extra_properties="allow", max_seconds=5.0, **_keywords(options))
             constraint.tables()
         except ctrldec.SchemaError:
             return
@@ -638,7 +652,7 @@ def _schema_round(report: _Report, tokens: _Tokens | None, seed: int, examples: 
         values += [data.draw(json_values) for _ in range(3)]
         for value in values:
             try:
-                text = dumps(_ordered(value, rng if order == "any" else None))
+                text = dumps(_ordered(value, rng if order != "schema" else None))
             except ValueError:
                 continue
             case.run(report, text, rng, tokens)
