@@ -524,7 +524,7 @@ class _Run:
                     result = terminals
                 break
             lack = next((m for n in nodes if (m := self.stacks.missing(n)) is not None), None) if terminals[i] == req.closer else None
-            if lack is None or len(chain) > len(self.stacks.state):
+            if lack is None or len(chain) > self.a.limits.max_completion_states:  # each round writes a member
                 break
             frame, bits = lack
             whole: list[int] = []  # every member the frame lacks, each its grammar's shortest way

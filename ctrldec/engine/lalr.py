@@ -99,7 +99,7 @@ class Stacks:
         self._n_symbols = len(tables.terminal_names) + 1
         self.required = tables.required
         if self.required is not None:
-            self._feed, self._feed_all = self._feed_required, self._feed_all_required  # type: ignore[method-assign]
+            self._shift, self._reduce = self._shift_required, self._reduce_required  # type: ignore[method-assign]
 
     def __len__(self) -> int:
         return len(self.state)
@@ -137,19 +137,28 @@ class Stacks:
 
     def _feed(self, node: int, terminal: int) -> int:
         t = self.tables
-        actions, goto, rule_lhs, rule_len, state, parent = t.actions, t.goto, t.rule_lhs, t.rule_len, self.state, self.parent
+        actions, state = t.actions, self.state
         while True:
             code = actions[state[node]].get(terminal)
             if code is None:
                 return REJECT
             if code >= 0:
-                return self.push(node, code)
-            rule = -1 - code
-            for _ in range(rule_len[rule]):
-                node = parent[node]
-            node = self.push(node, goto[state[node]][rule_lhs[rule]])
+                return self._shift(node, terminal, code)
+            node = self._reduce(node, -1 - code)
+            if node < 0:
+                return REJECT
             if terminal == t.end and state[node] == t.end_state:
                 return ACCEPT
+
+    def _shift(self, node: int, terminal: int, target: int) -> int:
+        return self.push(node, target)
+
+    def _reduce(self, node: int, rule: int) -> int:
+        """The stack after reducing ``rule`` on top of ``node`` (REJECT where a side condition refuses)."""
+        t = self.tables
+        for _ in range(t.rule_len[rule]):
+            node = self.parent[node]
+        return self.push(node, t.goto[self.state[node]][t.rule_lhs[rule]])
 
     def feed_all(self, node: int, terminal: int) -> tuple[int, ...]:
         """Every stack reachable by shifting ``terminal`` (ACCEPT for a completed sentence).
@@ -169,25 +178,21 @@ class Stacks:
 
     def _feed_all(self, node: int, terminal: int) -> tuple[int, ...]:
         t = self.tables
-        actions, goto, rule_lhs, rule_len, state, parent = t.actions, t.goto, t.rule_lhs, t.rule_len, self.state, self.parent
         out: dict[int, None] = {}
         seen = {node}
         todo = [node]
         while todo:
             n = todo.pop()
-            codes = actions[state[n]].get(terminal)
+            codes = t.actions[self.state[n]].get(terminal)
             if codes is None:
                 continue
             for code in (codes,) if isinstance(codes, int) else codes:
-                if code >= 0:
-                    out[self.push(n, code)] = None
+                m = self._shift(n, terminal, code) if code >= 0 else self._reduce(n, -1 - code)
+                if m < 0:
                     continue
-                rule = -1 - code
-                m = n
-                for _ in range(rule_len[rule]):
-                    m = parent[m]
-                m = self.push(m, goto[state[m]][rule_lhs[rule]])
-                if terminal == t.end and state[m] == t.end_state:
+                if code >= 0:
+                    out[m] = None
+                elif terminal == t.end and self.state[m] == t.end_state:
                     out[ACCEPT] = None
                 elif m not in seen:  # a reduction cycle (A -> B -> A with no input) ends here
                     seen.add(m)
@@ -204,7 +209,7 @@ class Stacks:
     # reduces only with all its bits; the closer shifts only where some item of the state may
     # close (so no shift is allowed that every reduction after it refuses).
 
-    def _shift(self, node: int, terminal: int, target: int) -> int:
+    def _shift_required(self, node: int, terminal: int, target: int) -> int:
         req = self.required
         seen = self.seen[node]
         if terminal == req.closer:  # type: ignore[union-attr]
@@ -213,7 +218,7 @@ class Stacks:
                 return REJECT
         return self.push(node, target, 0 if terminal == req.opener else seen)  # type: ignore[union-attr]
 
-    def _reduce(self, node: int, rule: int) -> int:
+    def _reduce_required(self, node: int, rule: int) -> int:
         t, req = self.tables, self.required
         seen = self.seen[node]
         for _ in range(t.rule_len[rule]):
@@ -224,47 +229,6 @@ class Stacks:
             return REJECT
         after = self.seen[node] if rule in req.opens else seen | req.bit.get(lhs, 0)  # type: ignore[union-attr]
         return self.push(node, t.goto[self.state[node]][lhs], after)
-
-    def _feed_required(self, node: int, terminal: int) -> int:
-        t = self.tables
-        actions, state = t.actions, self.state
-        while True:
-            code = actions[state[node]].get(terminal)
-            if code is None:
-                return REJECT
-            if code >= 0:
-                return self._shift(node, terminal, code)
-            node = self._reduce(node, -1 - code)
-            if node < 0:
-                return REJECT
-            if terminal == t.end and state[node] == t.end_state:
-                return ACCEPT
-
-    def _feed_all_required(self, node: int, terminal: int) -> tuple[int, ...]:
-        t = self.tables
-        out: dict[int, None] = {}
-        seen = {node}
-        todo = [node]
-        while todo:
-            n = todo.pop()
-            codes = t.actions[self.state[n]].get(terminal)
-            if codes is None:
-                continue
-            for code in (codes,) if isinstance(codes, int) else codes:
-                if code >= 0:
-                    m = self._shift(n, terminal, code)
-                    if m >= 0:
-                        out[m] = None
-                    continue
-                m = self._reduce(n, -1 - code)
-                if m < 0:
-                    continue
-                if terminal == t.end and self.state[m] == t.end_state:
-                    out[ACCEPT] = None
-                elif m not in seen:
-                    seen.add(m)
-                    todo.append(m)
-        return tuple(out)
 
     def missing(self, node: int) -> tuple[int, int] | None:
         """(frame, bits it lacks) for the first frame that refuses to close on the closer fed at
@@ -287,7 +251,7 @@ class Stacks:
                     need = req.need.get(lhs)
                     if need is not None and need & ~self.seen[n]:
                         return lhs, need & ~self.seen[n]
-                    m = self._reduce(n, -1 - code)
+                    m = self._reduce_required(n, -1 - code)
                     if m >= 0 and m not in seen:
                         seen.add(m)
                         todo.append(m)
