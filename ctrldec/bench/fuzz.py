@@ -160,6 +160,13 @@ def _strategies() -> Any:
             out["additionalProperties"] = draw(child)
         if draw(st.integers(0, 5)) == 0:
             out["patternProperties"] = {"^x": draw(child)}
+        if draft != "4" and draw(st.integers(0, 5)) == 0:
+            out["propertyNames"] = draw(st.one_of(
+                string(), st.builds(lambda v: {"not": v}, string()),
+                st.builds(lambda v: {"enum": v}, st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)),
+                st.builds(lambda v: {"not": {"const": v}}, st.sampled_from(NAMES)),
+                st.sampled_from([{"type": "integer"}, {"anyOf": [{"const": "a"}, {"pattern": "^x"}]}]),
+            ))
         if draw(st.integers(0, 4)) == 0:
             out["minProperties"] = draw(st.integers(0, 2))
         if draw(st.integers(0, 4)) == 0:
@@ -239,6 +246,35 @@ def _spaced(text: str, rng: random.Random, most: int) -> str:
         else:
             out.append(ch)
             in_string = ch == '"'
+    return "".join(out)
+
+
+def _respelled(text: str, rng: random.Random, share: float = 0.3) -> str:
+    """``text`` (JSON) with about ``share`` of the raw characters in its strings, keys included,
+    written another way JSON allows: ``\\uXXXX`` with hex letters in either case (a surrogate
+    pair past U+FFFF), or ``\\/``. The value is the same; only the spelling differs."""
+
+    def other(ch: str) -> str:
+        if ch == "/" and rng.random() < 0.5:
+            return "\\/"
+        cp = ord(ch)
+        units = [cp] if cp < 0x10000 else [0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF)]
+        return "".join("\\u" + "".join(d.upper() if rng.random() < 0.5 else d for d in f"{u:04x}") for u in units)
+
+    out, i, in_string = [], 0, False
+    while i < len(text):
+        ch = text[i]
+        if in_string and ch == "\\":  # an escape stays as it is
+            width = 6 if text[i + 1] == "u" else 2
+            out.append(text[i : i + width])
+            i += width
+            continue
+        if in_string and ch != '"' and rng.random() < share:
+            out.append(other(ch))
+        else:
+            out.append(ch)
+            in_string = in_string != (ch == '"')
+        i += 1
     return "".join(out)
 
 
@@ -548,7 +584,7 @@ class _Report:
         self.counts = {
             "schemas": 0, "schemas_compiled": 0, "instances": 0, "instances_valid": 0, "token_replays": 0,
             "grammars": 0, "grammars_compiled": 0, "texts": 0, "texts_valid": 0, "mask_probes": 0,
-            "skipped": 0, "narrower_format": 0, "unresolved": 0,
+            "skipped": 0, "narrower_format": 0, "unresolved": 0, "respelled": 0,
         }
         self.disagreements: list[dict] = []
         self.unresolved: list[dict] = []  # grammar mask probes whose completion search gave up
@@ -606,6 +642,13 @@ class _SchemaCase:
         plain = dumps(json.loads(text), exponents=True)  # Python's own number forms
         if plain != text and not expect and self.constraint.matches(plain):
             report.disagree({**case, "text": plain, "ctrldec": True, "what": "verdict (exponent form)"})
+        # the same value with its strings spelled with escapes: ctrldec writes one spelling of a
+        # key or a patterned string, so it may refuse this text when valid, never accept it when not
+        respelled = _respelled(text, rng)
+        if respelled != text:
+            report.counts["respelled"] += 1
+            if not expect and self.constraint.matches(respelled):
+                report.disagree({**case, "text": respelled, "ctrldec": True, "what": "verdict (respelled)"})
         if expect:
             spaced = _spaced(text, rng, 4)
             flexible = {**self.options, "whitespace": "flexible"}
@@ -805,7 +848,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"fuzzed {report['seconds']} s (budget {report['budget_s']} s, seed {report['seed']})",
         f"  JSON Schema: {report['schemas']} schemas ({report['schemas_compiled']} compiled in strict mode), "
-        f"{report['instances']} instances ({report['instances_valid']} valid), {report['token_replays']} token replays",
+        f"{report['instances']} instances ({report['instances_valid']} valid), {report['token_replays']} token replays, "
+        f"{report['respelled']} respelled with escapes",
         f"  grammars:    {report['grammars']} grammars ({report['grammars_compiled']} LALR(1) for Lark), "
         f"{report['texts']} texts ({report['texts_valid']} valid)",
         f"  mask probes: {report['mask_probes']}; skipped {report['skipped']} instances (duplicate keys, or numbers past "
