@@ -1021,23 +1021,45 @@ class _Compiler:
         return self.rule(alts)
 
     def _key_automaton(self, names: Any, pointer: str) -> ByteDFA | None:
-        """Keys allowed by propertyNames (a string schema), as JSON strings."""
+        """Keys allowed by propertyNames, as JSON strings: the string values of that schema, with
+        every keyword it may hold (``not``, ``anyOf``, ``enum``, ...; a key is a string, so a
+        schema of other types allows none). ``Policy.max_string_length`` does not apply (a key is
+        not a value); length bounds past ``Limits.max_length_bound`` are a relaxation."""
         if names is False:
             return ByteDFA(*_empty_tables())
         if not isinstance(names, dict):
             return None
-        flat = self.flatten(names, f"{pointer}/propertyNames")
-        if "enum" in flat or "const" in flat:
-            values = [flat["const"]] if "const" in flat else flat["enum"]
-            return strings([_dumps(v) for v in values if isinstance(v, str)])
-        return self._string_automaton(flat, f"{pointer}/propertyNames", counted=False)
+        where = f"{pointer}/propertyNames"
+        flat = _merge(self.flatten(names, where), {"type": "string"}, where, self)
+        policy, self.policy = self.policy, dataclasses.replace(self.policy, max_string_length=None)
+        try:
+            dfa = self.values(flat, where).scalar
+        finally:
+            self.policy = policy
+        if dfa is None:
+            return ByteDFA(*_empty_tables())
+        dense = tabulated(dfa, self.limits.max_length_bound)
+        if dense is None:
+            self.relax(where, f"string length bounds beyond {self.limits.max_length_bound} of a property name (not enforced)")
+        return dense
 
     def _extra_members(self, keys, patterns, additional, name_dfa, pointer) -> str | None:
-        """A rule for one member whose key is not a known property (None if none may appear)."""
-        known = strings([_dumps(k) for k in keys]) if keys else None
+        """A rule for one member whose key is not a known property (None if none may appear).
+
+        A key has many spellings (``"a"``, ``"\\u0061"``, ``"\\/"`` for ``"/"``), and each
+        names the same key, so what is taken away from the extra keys must go in every spelling.
+        The known keys and the patterns' automata hold one spelling of each key, the one
+        ``json.dumps`` writes (escapes only where JSON needs them); so where anything is taken
+        away, the extra keys are left that spelling only too (``_OTHER_FORM``): exact on it, and
+        an extra key written with needless escapes is refused, never misread as a known one.
+        """
+        if additional is False and not patterns:
+            return NEVER
         base = string_dfa() if name_dfa is None else name_dfa
-        if known is not None:
-            base = product(base, known, "diff")
+        if keys or patterns:
+            base = product(base, _dfa("unwritten string"), "diff")
+        if keys:
+            base = product(base, strings([_dumps(k) for k in keys]), "diff")
         colon = self.lit(b":")
         alts = []
         pattern_dfas = {}
