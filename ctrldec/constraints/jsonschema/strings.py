@@ -383,13 +383,13 @@ def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
     return ByteDFA(trans, accepting)
 
 
-@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_bodies)
 @lru_cache(maxsize=None)
 def _format_body(name: str) -> ByteDFA:
     """A format's string body, built once per process (the URI grammars take up to a second)."""
     return _pattern_body(f"(?:{FORMATS[name]})")
 
 
+@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_bodies)
 def _pattern_body(python_regex: str) -> ByteDFA:
     try:
         return fsm_to_dfa(parse_fsm(python_regex), encode=_json_encode)
