@@ -60,6 +60,17 @@ DRAFTS = {
 # -- JSON Schema ------------------------------------------------------------------------------------
 
 
+def _property_names(st: Any, string: Any) -> Any:
+    """Schemas for ``propertyNames``: string schemas, their negations, enums and consts of
+    ``NAMES``, a union, and a type no key has."""
+    return st.one_of(
+        string, st.builds(lambda v: {"not": v}, string),
+        st.builds(lambda v: {"enum": v}, st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)),
+        st.builds(lambda v: {"not": {"const": v}}, st.sampled_from(NAMES)),
+        st.sampled_from([{"type": "integer"}, {"anyOf": [{"const": "a"}, {"pattern": "^x"}]}]),
+    )
+
+
 def _strategies() -> Any:
     """The hypothesis strategies (imported lazily: hypothesis is a test and bench dependency)."""
     from hypothesis import strategies as st
@@ -161,12 +172,7 @@ def _strategies() -> Any:
         if draw(st.integers(0, 5)) == 0:
             out["patternProperties"] = {"^x": draw(child)}
         if draft != "4" and draw(st.integers(0, 5)) == 0:
-            out["propertyNames"] = draw(st.one_of(
-                string(), st.builds(lambda v: {"not": v}, string()),
-                st.builds(lambda v: {"enum": v}, st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)),
-                st.builds(lambda v: {"not": {"const": v}}, st.sampled_from(NAMES)),
-                st.sampled_from([{"type": "integer"}, {"anyOf": [{"const": "a"}, {"pattern": "^x"}]}]),
-            ))
+            out["propertyNames"] = draw(_property_names(st, string()))
         if draw(st.integers(0, 4)) == 0:
             out["minProperties"] = draw(st.integers(0, 2))
         if draw(st.integers(0, 4)) == 0:
