@@ -437,3 +437,13 @@ def test_keys_written_with_escapes_are_never_accepted_wrongly(index, value, seed
     valid = jsonschema.Draft202012Validator(schema).is_valid(value)
     assert not c.matches(text) or valid, text
     assert c.matches(compact(value)) is valid
+
+
+def test_property_names_past_the_length_bound_keep_their_pattern_when_lenient():
+    """Only the bound is relaxed: the pattern still applies to every key (strict mode refuses)."""
+    schema = {"type": "object", "propertyNames": {"pattern": "^x", "maxLength": 1000}}
+    with pytest.warns(UserWarning, match="of a property name"):
+        c = ctrldec.JSONSchema(schema, lenient=True, extra_properties="allow")
+        assert c.matches('{"xy":1}') and not c.matches('{"y":1}')
+    with pytest.raises(SchemaError, match="of a property name"):
+        ctrldec.JSONSchema(schema, extra_properties="allow").tables()

@@ -1039,9 +1039,14 @@ class _Compiler:
         if dfa is None:
             return ByteDFA(*_empty_tables())
         dense = tabulated(dfa, self.limits.max_length_bound)
-        if dense is None:
+        if dense is not None:
+            return dense
+        # a length bound past max_length_bound: a plain string schema keeps its pattern and
+        # format (``_string_automaton`` relaxes only the bounds); anything more is not enforced
+        if set(flat) & {"not", "anyOf", "oneOf", "allOf", "if", "enum", "const"}:
             self.relax(where, f"string length bounds beyond {self.limits.max_length_bound} of a property name (not enforced)")
-        return dense
+            return None
+        return self._string_automaton(flat, where, counted=False)
 
     def _extra_members(self, keys, patterns, additional, name_dfa, pointer) -> str | None:
         """A rule for one member whose key is not a known property (None if none may appear).
