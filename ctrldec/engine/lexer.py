@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..limits import DEFAULT_LIMITS
 from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
@@ -35,34 +36,81 @@ _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list
 
 
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
+_DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
+_CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
+_KEYS_BY_CONTENT: dict[tuple[bytes, int], tuple | None] = {}  # thread-safe: a dict, values fixed
+_MISSING = object()
 
 
 def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
     """``LexerAutomaton._automaton_key`` of a dense automaton: its part reachable from ``state``
-    by content, None past ``_SHARE_STATES`` states (hashing a large automaton costs more than a
-    classification)."""
+    by content (states numbered breadth-first, successors in the order of the first byte that
+    reaches them), None past ``_SHARE_STATES`` states (hashing a large automaton costs more than
+    a classification).
+
+    Grammars build their small automata (punctuation, keywords, property names) afresh, so the
+    answer for a small automaton is also kept by the automaton's whole content, for every
+    grammar of the process (``_KEYS_BY_CONTENT``)."""
+    if len(dfa.trans) > _CONTENT_STATES:
+        return _reachable(dfa, state)
+    content = dfa.__dict__.get("_content")
+    if content is None:
+        table = dfa.trans.astype(np.int8).tobytes()  # ids < _CONTENT_STATES < 128, -1 kept
+        content = hashlib.blake2b(table + np.asarray(dfa.accepting).tobytes(), digest_size=16).digest()
+        object.__setattr__(dfa, "_content", content)
+    key = _KEYS_BY_CONTENT.get((content, state), _MISSING)
+    if key is _MISSING:
+        key = _reachable(dfa, state)
+        if len(_KEYS_BY_CONTENT) >= DEFAULT_LIMITS.max_cached_automaton_keys:
+            _KEYS_BY_CONTENT.clear()  # a fresh start costs each key one more search
+        _KEYS_BY_CONTENT[(content, state)] = key
+    return key
+
+
+def _reachable(dfa: ByteDFA, state: int) -> tuple | None:
+    """``_reachable_key`` itself, worked out."""
     successors = dfa.__dict__.get("_successors")
     if successors is None:  # per automaton object, which memoised patterns share across grammars
-        successors = {}
+        successors = _successor_lists(dfa.trans) if len(dfa.trans) <= _DENSE_SUCCESSORS else {}
         object.__setattr__(dfa, "_successors", successors)
+    dense = isinstance(successors, list)
     order = [state]
     number = {state: 0}
     for s in order:  # breadth-first; ``order`` grows as it is read
-        nxt = successors.get(s)
-        if nxt is None:
-            targets, first = np.unique(dfa.trans[s], return_index=True)
-            nxt = successors[s] = tuple(int(x) for x in targets[np.argsort(first)] if x >= 0)
+        if dense:
+            nxt = successors[s]
+        else:
+            nxt = successors.get(s)
+            if nxt is None:
+                nxt = successors[s] = [x for x in dict.fromkeys(dfa.trans[s].tolist()) if x >= 0]
         for x in nxt:
             if x not in number:
                 number[x] = len(order)
                 order.append(x)
                 if len(order) > _SHARE_STATES:
                     return None
-    renum = np.full(len(dfa.trans) + 1, -1, dtype=np.int32)
+    renum = np.full(len(dfa.trans) + 1, -1, dtype=np.int8)  # _SHARE_STATES < 128
     renum[order] = np.arange(len(order))
     table = renum[dfa.trans[order]]  # -1 stays -1 (renum[-1] is the spare last slot)
     digest = hashlib.blake2b(table.tobytes() + np.asarray(dfa.accepting)[order].tobytes(), digest_size=16)
     return ("reachable", len(order), digest.digest())
+
+
+def _successor_lists(trans: np.ndarray) -> list[list[int]]:
+    """Each state's successors (dead dropped), in the order of the first byte leading to each:
+    ``dict.fromkeys(row)`` for every row at once."""
+    n = len(trans)
+    order = np.argsort(trans, axis=1, kind="stable")
+    values = np.take_along_axis(trans, order, axis=1)
+    first = np.empty(values.shape, dtype=bool)  # the first of each run of equal targets
+    first[:, 0] = True
+    np.not_equal(values[:, 1:], values[:, :-1], out=first[:, 1:])
+    first &= values >= 0
+    rows, cols = np.nonzero(first)
+    by_byte = np.lexsort((order[rows, cols], rows))
+    targets = values[rows, cols][by_byte].tolist()
+    bounds = np.searchsorted(rows[by_byte], np.arange(n + 1)).tolist()
+    return [targets[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,14 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctrldec import JSONSchema
 from ctrldec.constraints import tokenizer_info
 from ctrldec.engine import compiled as engine
+from ctrldec.engine import lexer
+from ctrldec.engine.bytedfa import ByteDFA
 
 # Schemas whose property names share prefixes (several names alive in one lexer state), with extra
 # properties allowed (a name string that tracks which names it could still be), patterns and
@@ -171,3 +175,51 @@ def test_renumbering_refuses_a_terminal_it_cannot_place():
     assert engine._renumbered(group, {0: 5, 2: 6}, {3: 0}).stays[0][0] == (1 << 5) | (1 << 6)
     assert engine._renumbered(group, {0: 5}, {3: 0}) is None  # bit 2 has no number
     assert engine._renumbered(group, {0: 5, 2: 6}, {}) is None  # terminal 3 has none
+
+
+def random_dfa(draw, n: int) -> ByteDFA:
+    """A random n-state automaton over a few bytes (most bytes dead, as in real terminals)."""
+    trans = np.full((n, 256), -1, dtype=np.int32)
+    for state in range(n):
+        for b in draw(st.lists(st.sampled_from(b"ab\"\\\x00\xc3"), max_size=6)):
+            trans[state, b] = draw(st.integers(-1, n - 1))
+    return ByteDFA(trans, np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n))))
+
+
+def reachable_language(dfa: ByteDFA, state: int, depth: int = 6) -> set:
+    """The words of up to ``depth`` bytes from ``state`` with their acceptance, as a set."""
+    out, frontier = set(), [(state, b"")]
+    for _ in range(depth):
+        nxt = []
+        for s, word in frontier:
+            out.add((word, bool(dfa.accepting[s])))
+            nxt += [(int(t), word + bytes([b])) for b, t in enumerate(dfa.trans[s]) if t >= 0]
+        frontier = nxt
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_automaton_keys_name_the_reachable_part_by_content(data):
+    """Two automata (built separately, in either size class) give a state the same key when its
+    reachable parts are the same up to numbering, and different keys when they accept differently;
+    ``_successor_lists`` lists each row's targets as ``dict.fromkeys`` would."""
+    n = data.draw(st.integers(1, 6))
+    dfa = random_dfa(data.draw, n)
+    rows = lexer._successor_lists(dfa.trans)
+    assert rows == [[x for x in dict.fromkeys(dfa.trans[s].tolist()) if x >= 0] for s in range(n)]
+    # the same automaton with its states renumbered, and padded with unreachable states
+    pad = data.draw(st.sampled_from([0, 200]))  # 200: past the content cache and the dense lists
+    perm = np.array(data.draw(st.permutations(range(n))))
+    trans = np.full((n + pad, 256), -1, dtype=np.int32)
+    trans[perm] = np.where(dfa.trans >= 0, perm[np.maximum(dfa.trans, 0)], -1)
+    accepting = np.zeros(n + pad, dtype=bool)
+    accepting[perm] = dfa.accepting
+    other = ByteDFA(trans, accepting)
+    for s in range(n):
+        assert lexer._reachable_key(dfa, s) == lexer._reachable_key(other, int(perm[s]))
+    flipped = ByteDFA(dfa.trans.copy(), ~dfa.accepting)  # the same table, every state's acceptance turned
+    assert all(lexer._reachable_key(dfa, s) != lexer._reachable_key(flipped, s) for s in range(n))
+    a, b = data.draw(st.integers(0, n - 1)), data.draw(st.integers(0, n - 1))
+    if reachable_language(dfa, a) != reachable_language(dfa, b):
+        assert lexer._reachable_key(dfa, a) != lexer._reachable_key(dfa, b)
