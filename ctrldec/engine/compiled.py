@@ -1031,12 +1031,15 @@ class CompiledGrammar(ByteAutomaton):
 
         Inside a property name that is also a prefix of declared names, or a string whose
         automaton tracks something (a pattern, a name to avoid), each position is its own lexer
-        state, but most first bytes lead to one state shared by all of them (the plain string
-        interior). A token that begins with such a byte ends
-        exactly as it would from that successor ``U`` with its first byte already read, whatever
-        state it came from. So the tokens are classified once per ``U`` from their second byte
-        (``_after_first``), and each state walks only the tokens whose first byte leads elsewhere
-        and takes the rest from those classifications, filtered by first byte."""
+        state, but most first bytes lead where they would from one state ``U`` (the plain string
+        interior, their most common successor): to ``U`` itself for most characters, and to the
+        same escape and multi-byte-character states for the rest. A token whose first byte ``b``
+        leads to the same state from ``state`` as from ``U`` is classified exactly as from ``U``,
+        so those tokens are taken from ``U``'s own classification (built once per grammar, and
+        shared across grammars like every root classification); those whose first byte leads to
+        ``U`` but not from ``U`` take ``U``'s classification from the second byte
+        (``_after_first_byte``). Each state walks only the tokens whose first byte leads
+        elsewhere (the characters it tracks, the quote that ends it)."""
         lexer = self.lexer
         row = lexer.trans[state]
         live = row >= 0
@@ -1048,10 +1051,20 @@ class CompiledGrammar(ByteAutomaton):
         u = int(targets[int(weight.argmax())])
         if weight.max() * 2 < total or u == state or lexer.eager[u]:
             return self._classify_root(state)  # most tokens would be walked anyway
-        # (sharing the less common successors too measured slower: more first visits)
-        to_u = np.append(row == u, False)  # by first byte; 256: tokens without bytes
-        rest = self._classify_root(state, np.where(to_u[:256], _SKIP, row).astype(np.int32))
-        return self._merged(rest, self._after_first_byte(u), to_u[self._first_byte])
+        lexer.build_many(np.array([u]))
+        row = lexer.trans[state]  # re-read: building ``u`` may have grown the table
+        # bytes that go where they go from ``u``, where ``u``'s own classification is cheap (a
+        # string interior: most tokens settle at once) and the same in every such state
+        as_u = live & (row == lexer.trans[u]) if lexer.shift()[u] == u else np.zeros(256, dtype=bool)
+        to_u = live & (row == u) & ~as_u
+        skip = np.append(as_u | to_u, False)  # by first byte; 256: tokens without bytes
+        rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32))
+        parts = []
+        if as_u.any():
+            parts.append((self._root_group(u, split=False), np.append(as_u, False)[self._first_byte]))
+        if to_u.any():
+            parts.append((self._after_first_byte(u), np.append(to_u, False)[self._first_byte]))
+        return self._merged(rest, parts)
 
     def _after_first_byte(self, state: int) -> _Group:
         """Every token classified from its second byte on, lexer state ``state`` after its first."""
@@ -1088,30 +1101,44 @@ class CompiledGrammar(ByteAutomaton):
             shared.put(key, local, named + keep)
         return group
 
-    def _merged(self, group: _Group, shared: _Group, pick: np.ndarray) -> _Group:
-        """``group`` plus the tokens of ``shared`` where ``pick[token]``."""
-        flags = np.zeros(self.words * 32, dtype=bool)
-        flags[: len(pick)] = pick
-        pick_words = np.packbits(flags, bitorder="little").view(np.uint32)
-        stays: dict[int, np.ndarray] = {}
-        for bits, words in [*group.stays, *((b, w & pick_words) for b, w in shared.stays)]:
-            stays[bits] = stays[bits] | words if bits in stays else words
+    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
+        """``group`` plus, for each (shared, pick) of ``parts``, the tokens of ``shared`` where
+        ``pick[token]``."""
+        stays: dict[int, np.ndarray] = dict(group.stays)
         emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for t, idx, pos in group.emits:
             emits.setdefault(t, []).append((idx, pos))
-        for t, idx, pos in shared.emits:
-            sel = pick[idx]
-            if sel.any():
-                emits.setdefault(t, []).append((idx[sel], pos[sel]))
+        for shared, pick in parts:
+            flags = np.zeros(self.words * 32, dtype=bool)
+            flags[: len(pick)] = pick
+            pick_words = np.packbits(flags, bitorder="little").view(np.uint32)
+            for bits, words in shared.stays:
+                words = words & pick_words
+                stays[bits] = stays[bits] | words if bits in stays else words
+            for t, idx, pos in shared.emits:
+                sel = pick[idx]
+                if sel.any():
+                    emits.setdefault(t, []).append((idx[sel], pos[sel]))
         out = _Group()
         out.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
         joined = []
         for t in sorted(emits):
-            parts = emits[t]
-            idx, pos = parts[0] if len(parts) == 1 else (np.concatenate([i for i, _ in parts]), np.concatenate([p for _, p in parts]))
+            got = emits[t]
+            idx, pos = got[0] if len(got) == 1 else (np.concatenate([i for i, _ in got]), np.concatenate([p for _, p in got]))
             joined.append((t, read_only(idx), read_only(pos)))
         out.emits = tuple(joined)
         return out
+
+    def _root_group(self, key: int, split: bool = True) -> _Group:
+        """The classification of every token from table state ``key`` (kept per grammar, and
+        shared across grammars through ``_shared``); ``split=False`` builds it by walking every
+        token (``_classify_state`` itself asks for a state's group that way: no recursion)."""
+        group = self._groups.get(key)
+        if group is None:
+            build = (lambda: self._classify_state(key)) if split else (lambda: self._classify_root(key))
+            group = self._groups[key] = self._shared(key, "root", build)
+            self._group_bytes += group.nbytes()
+        return group
 
     def _mask(self, run: _Run, node: int, lex: int) -> np.ndarray:
         lexer = self.lexer
@@ -1119,10 +1146,7 @@ class CompiledGrammar(ByteAutomaton):
         if lexer.lazy:  # deep in a counted lexeme, one state stands for many
             key = lexer.canonical(lex, self._max_token_len)
             lexer.build_many(np.array([key]))
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = self._shared(key, "root", lambda: self._classify_state(key))
-            self._group_bytes += group.nbytes()
+        group = self._root_group(key)
         out = np.zeros(self.words, dtype=np.uint32)
         run.collect(group, node, out)
         if run.is_accepting(node, lex):

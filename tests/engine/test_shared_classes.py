@@ -120,11 +120,20 @@ def test_split_and_shared_classifications_equal_a_plain_walk(default_tokenizer, 
         return merged(self, *args)
 
     monkeypatch.setattr(engine.CompiledGrammar, "_merged", spy)
+    whole = []  # the common successor's own classification, taken for bytes that go alike from it
+    root_group = engine.CompiledGrammar._root_group
+
+    def root_spy(self, key, split=True):
+        whole.append(not split)
+        return root_group(self, key, split)
+
+    monkeypatch.setattr(engine.CompiledGrammar, "_root_group", root_spy)
     compared = 0
     for schema, instance in CASES + CASES:  # the second round takes classifications from the first
         compiled = JSONSchema(schema, property_order=order, extra_properties="allow").compile(info)
         compared += replay(compiled, info, json.dumps(instance, ensure_ascii=False, separators=(",", ":")))
     assert splits, "no lexer state took the first-byte split: the test no longer covers it"
+    assert any(whole), "no split took its successor's own classification: the test no longer covers it"
     assert info._classes is not None and len(info._classes.entries) > 0
     assert compared > 100
 
