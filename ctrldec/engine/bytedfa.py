@@ -294,27 +294,53 @@ class _Builder:
         return state
 
 
-def _trim(trans: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the states reachable from ``start`` that can reach an accepting state; renumber from 0."""
+def _edges(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct transitions of a table, dead ones left out: (sources, targets), sorted by
+    source then target. A row's targets come in runs of equal bytes, so only run starts are
+    sorted, not all 256 entries of every row."""
+    n = len(trans)
+    starts = np.empty(trans.shape, dtype=bool)
+    starts[:, 0] = True
+    np.not_equal(trans[:, 1:], trans[:, :-1], out=starts[:, 1:])
+    starts &= trans >= 0
+    rows, cols = np.nonzero(starts)
+    codes = np.unique(rows.astype(np.int64) * n + trans[rows, cols])
+    return codes // n, codes % n
+
+
+def _closure(sources: np.ndarray, targets: np.ndarray, seeds: list[int], n: int) -> np.ndarray:
+    """bool[n]: the states reachable from ``seeds`` along edges sorted by source (a depth-first
+    walk in Python: an automaton's depth can be its size, so a walk level by level would cost a
+    numpy pass per level)."""
+    bounds = np.searchsorted(sources, np.arange(n + 1)).tolist()
+    succ = targets.tolist()
+    seen = bytearray(n)
+    for s in seeds:
+        seen[s] = 1
+    stack = list(seeds)
+    while stack:
+        s = stack.pop()
+        for x in succ[bounds[s] : bounds[s + 1]]:
+            if not seen[x]:
+                seen[x] = 1
+                stack.append(x)
+    return np.frombuffer(bytes(seen), dtype=bool)
+
+
+def _trim(trans: np.ndarray, accepting: np.ndarray, start: int, *, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the states reachable from ``start`` that can reach an accepting state; renumber from 0
+    (the start first, the others in their order). ``reachable``: every state is known to be
+    reachable from ``start`` (a product built breadth-first), so only liveness is worked out."""
     n = len(accepting)
-    reach = np.zeros(n, dtype=bool)
-    reach[start] = True
-    frontier = [start]
-    while frontier:
-        nxt = np.unique(trans[frontier])
-        nxt = nxt[(nxt >= 0) & ~reach[np.maximum(nxt, 0)]]
-        reach[nxt] = True
-        frontier = nxt.tolist()
-    live = accepting.copy()
-    while True:
-        succ_live = np.where(trans >= 0, live[np.maximum(trans, 0)], False).any(axis=1)
-        grown = live | succ_live
-        if (grown == live).all():
-            break
-        live = grown
+    sources, targets = _edges(trans)
+    reach = np.ones(n, dtype=bool) if reachable else _closure(sources, targets, [start], n)
+    back = np.argsort(targets, kind="stable")
+    live = _closure(targets[back], sources[back], np.flatnonzero(accepting & reach).tolist(), n)
     keep = reach & live
     if not keep[start]:
         return np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)
+    if start == 0 and keep.all():  # already trim: nothing to renumber
+        return trans.astype(np.int32, copy=False), accepting
     order = [start] + [s for s in np.flatnonzero(keep).tolist() if s != start]
     renumber = np.full(n + 1, -1, dtype=np.int32)
     renumber[order] = np.arange(len(order), dtype=np.int32)
@@ -416,40 +442,42 @@ def _sinked(dfa: ByteDFA) -> tuple[np.ndarray, np.ndarray]:
     return trans.astype(np.int64), accepting
 
 
+_PRODUCT_BATCH = 256  # pairs whose rows a product computes at once (a 512 KB table of codes)
+
+
 def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
     """The intersection (``"and"``), union (``"or"``) or difference (``"diff"``, a minus b).
 
-    A breadth-first product over reachable state pairs, each row computed for all 256 bytes at
-    once; the result is trimmed. With a lazy automaton only a union is built (lazily), or an
+    A breadth-first product over reachable state pairs, the rows of a batch of pairs computed
+    at once; the result is trimmed. With a lazy automaton only a union is built (lazily), or an
     operation the first byte settles; anything else raises ``UnboundedProduct``.
     """
     if isinstance(a, LazyDFA) or isinstance(b, LazyDFA):
         return _lazy_product(a, b, op)
     ta, fa = _sinked(a)
     tb, fb = _sinked(b)
-    start = (0 if a.n_states else len(fa) - 1, 0 if b.n_states else len(fb) - 1)
-    index = {start: 0}
-    pairs = [start]
-    rows: list[np.ndarray] = []
     stride = len(fb)
-    i = 0
-    while i < len(pairs):
-        if i % 64 == 0:
-            check_budget(len(pairs))
-        p, q = pairs[i]
-        codes = ta[p] * stride + tb[q]
-        row = np.empty(256, dtype=np.int32)
-        for code in np.unique(codes).tolist():
-            pair = divmod(code, stride)
-            j = index.get(pair)
+    start = (0 if a.n_states else len(fa) - 1) * stride + (0 if b.n_states else len(fb) - 1)
+    index = {start: 0}  # a pair of states, coded p * stride + q -> its state
+    codes = [start]
+    rows: list[np.ndarray] = []
+    done = 0
+    while done < len(codes):  # breadth-first, up to _PRODUCT_BATCH pairs at a time
+        check_budget(len(codes))
+        level = np.array(codes[done : done + _PRODUCT_BATCH], dtype=np.int64)
+        done += len(level)
+        found = ta[level // stride] * stride + tb[level % stride]  # [pairs, 256]
+        distinct, inverse = np.unique(found, return_inverse=True)
+        ids = []
+        for code in distinct.tolist():
+            j = index.get(code)
             if j is None:
-                j = index[pair] = len(pairs)
-                pairs.append(pair)
-            row[codes == code] = j
-        rows.append(row)
-        i += 1
-    pa = np.array([p for p, _ in pairs])
-    pb = np.array([q for _, q in pairs])
+                j = index[code] = len(codes)
+                codes.append(code)
+            ids.append(j)
+        rows.append(np.array(ids, dtype=np.int32)[inverse.reshape(found.shape)])
+    pairs = np.array(codes, dtype=np.int64)
+    pa, pb = pairs // stride, pairs % stride
     if op == "and":
         accepting = fa[pa] & fb[pb]
     elif op == "or":
@@ -458,7 +486,7 @@ def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
         accepting = fa[pa] & ~fb[pb]
     else:
         raise ValueError(op)
-    trans, accepting = _trim(np.stack(rows), accepting, 0)
+    trans, accepting = _trim(np.concatenate(rows), accepting, 0, reachable=True)
     return ByteDFA(trans, accepting)
 
 
@@ -530,7 +558,8 @@ def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:
         for i in range(1, k):
             trans[after + i - 1, suffix[i]] = after + i
         accepting[after + k - 1] = True
-    trans, accepting = _trim(trans, accepting, 0)
+    # already trim, since ``dfa`` is: the prefix leads to its start, its states to its accepting
+    # states, and those on through the suffix
     return ByteDFA(trans, accepting)
 
 

@@ -7,7 +7,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctrldec.engine.bytedfa import compile_regex, without_empty
+import numpy as np
+
+from ctrldec.engine.bytedfa import _trim, compile_regex, concat_bytes, product, without_empty
 
 PATTERNS = [
     r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',
@@ -54,3 +56,80 @@ def test_without_empty_removes_only_the_empty_string():
     dfa = without_empty(compile_regex(r"(ab)*"))
     assert not dfa.matches(b"")
     assert dfa.matches(b"ab") and dfa.matches(b"abab")
+
+
+def _reference_trim(trans, accepting, start):
+    """``_trim`` by its definition, with Python sets: the reachable states that reach an accepting
+    one, the start first and the others in their order."""
+    n = len(accepting)
+    succ = [{int(x) for x in trans[s] if x >= 0} for s in range(n)]
+    reach, todo = {start}, [start]
+    while todo:
+        for x in succ[todo.pop()] - reach:
+            reach.add(x)
+            todo.append(x)
+    live = {s for s in reach if accepting[s]}
+    grew = True
+    while grew:
+        grew = False
+        for s in reach - live:
+            if succ[s] & live:
+                live.add(s)
+                grew = True
+    if start not in live:
+        return np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)
+    order = [start] + sorted(live - {start})
+    number = {s: i for i, s in enumerate(order)}
+    table = np.array([[number.get(int(x), -1) for x in trans[s]] for s in order], dtype=np.int32)
+    return table, np.asarray(accepting)[order]
+
+
+@st.composite
+def _tables(draw):
+    """A random automaton table over a few bytes, with some states unreachable or dead."""
+    n = draw(st.integers(1, 12))
+    trans = np.full((n, 256), -1, dtype=np.int32)
+    for s in range(n):
+        for b in draw(st.lists(st.sampled_from([0, 1, 97, 98, 255]), max_size=4, unique=True)):
+            trans[s, b] = draw(st.integers(-1, n - 1))
+        if draw(st.booleans()):  # a run of bytes to one target, like a character class
+            lo = draw(st.integers(0, 250))
+            trans[s, lo : lo + draw(st.integers(1, 5))] = draw(st.integers(0, n - 1))
+    accepting = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return trans, accepting, draw(st.integers(0, n - 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tables())
+def test_trim_keeps_the_reachable_live_states_in_order(table):
+    trans, accepting, start = table
+    got, want = _trim(trans, accepting, start), _reference_trim(trans, accepting, start)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+OPS = {"and": lambda x, y: x and y, "or": lambda x, y: x or y, "diff": lambda x, y: x and not y}
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.sampled_from(PATTERNS), b=st.sampled_from(PATTERNS), op=st.sampled_from(sorted(OPS)), texts=st.lists(st.text(alphabet=ALPHABET, max_size=8), max_size=8))
+def test_products_match_like_python_re_and_are_trim(a, b, op, texts):
+    dfa = product(compile_regex(a), compile_regex(b), op)
+    for text in texts:
+        assert dfa.matches(text.encode()) == OPS[op](bool(re.fullmatch(a, text)), bool(re.fullmatch(b, text)))
+    if dfa.empty:
+        return
+    trimmed = _trim(dfa.trans, dfa.accepting, 0)
+    assert np.array_equal(trimmed[0], dfa.trans) and np.array_equal(trimmed[1], dfa.accepting)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pattern=st.sampled_from(PATTERNS), text=st.text(alphabet=ALPHABET, max_size=8))
+def test_concat_bytes_is_trim_and_matches_the_concatenation(pattern, text):
+    body = compile_regex(pattern)
+    # a suffix whose first byte no match continues with (none where every byte may continue one)
+    ends = np.flatnonzero((body.trans[body.accepting] < 0).all(axis=0))
+    suffix = bytes([int(ends[0]), 62]) if len(ends) else b""
+    dfa = concat_bytes(b"<", body, suffix)
+    assert dfa.matches(b"<" + text.encode() + suffix) == bool(re.fullmatch(pattern, text))
+    trimmed = _trim(dfa.trans, dfa.accepting, 0)
+    assert np.array_equal(trimmed[0], dfa.trans) and np.array_equal(trimmed[1], dfa.accepting)
