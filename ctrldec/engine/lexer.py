@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
-from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, uniform_successor
+from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, _edges, check_budget, read_only, safe_multibyte_sequences, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
 
@@ -35,6 +35,7 @@ _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list sl
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
 
+_FEW_BYTES = 24  # live bytes up to which a state's combinations of next states are grouped in Python
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
@@ -94,6 +95,18 @@ def _reachable(dfa: ByteDFA, state: int) -> tuple | None:
     table = renum[dfa.trans[order]]  # -1 stays -1 (renum[-1] is the spare last slot)
     digest = hashlib.blake2b(table.tobytes() + np.asarray(dfa.accepting)[order].tobytes(), digest_size=16)
     return ("reachable", len(order), digest.digest())
+
+
+def _all_successors(dfa: ByteDFA) -> list[list[int]]:
+    """Each state's distinct successors (dead dropped), ascending; kept on the automaton object."""
+    succ = dfa.__dict__.get("_all_successors")
+    if succ is None:
+        sources, targets = _edges(dfa.trans)
+        bounds = np.searchsorted(sources, np.arange(dfa.n_states + 1)).tolist()
+        flat = targets.tolist()
+        succ = [flat[bounds[i] : bounds[i + 1]] for i in range(dfa.n_states)]
+        object.__setattr__(dfa, "_all_successors", succ)
+    return succ
 
 
 def _successor_lists(trans: np.ndarray) -> list[list[int]]:
@@ -175,6 +188,8 @@ class LexerAutomaton:
         self._level: list[int] = []  # how deep into a lazy terminal a state is (0: not lazy)
         self.built: list[bool] = []
         self._rows: list[np.ndarray | None] = []
+        self.is_start: list[bool] = []
+        self._single_ids: dict[int, np.ndarray] = {}  # for ``_build_single``
         self.start = [
             self._intern(tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty), start=True)
             for ctx in contexts
@@ -183,18 +198,29 @@ class LexerAutomaton:
         while done < len(self._members):
             if done % 64 == 0:
                 check_budget(len(self._members))
-            if not self._is_deferred(done):
-                self._rows[done] = self._successors(self._members[done])
+            members = self._members[done]
+            if self.built[done] or self._is_deferred(done):
+                pass
+            elif len(members) == 1 and not self._lazy_terms[members[0][0]] and not self.is_start[done]:
+                self._build_single(*members[0])
+            else:
+                self._rows[done] = self._successors(members)
                 self.built[done] = True
             done += 1
-        self.is_start = [key[0] for key in self._index]
+        n = len(self._members)
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
+        table = np.full((n, 256), -1, dtype=np.int32)
+        for state, row in enumerate(self._rows):
+            if row is not None:
+                table[state] = row
+        self._rows = [None] * n  # staged only: the table holds them now
         # rows are tuples: a tuple of ints leaves the cyclic GC's lists after one collection, while
         # a list stays tracked (200,000 rows after 300 schemas made each full collection 0.5 s)
-        self.trans_list: list[tuple[int, ...]] = [tuple(r.tolist()) if r is not None else _UNBUILT for r in self._rows]
-        self.eager = [b and a >= 0 and not any(x >= 0 for x in row) for a, row, b in zip(self.accept, self.trans_list, self.built)]
-        self.completable = self._completable()
+        self.trans_list: list[tuple[int, ...]] = [tuple(r) if b else _UNBUILT for r, b in zip(table.tolist(), self.built)]
+        ends = (np.array(self.accept, dtype=np.int64) >= 0) & np.array(self.built, dtype=bool) & ~(table >= 0).any(axis=1)
+        self.eager = ends.tolist()
+        self.completable = self._completable(table)
         self.completable_values = sorted(set(self.completable))  # distinct completable bitsets
         self._value_ids = {v: i for i, v in enumerate(self.completable_values)}
         self._capacity = 0
@@ -204,7 +230,7 @@ class LexerAutomaton:
         self._ready = True
         self._shift: np.ndarray | None = None
         self._chain: np.ndarray | None = None
-        self._sync()
+        self._sync(table)
         self.shift()  # part of compiling: no mask should pay for it
 
     @property
@@ -225,6 +251,8 @@ class LexerAutomaton:
             self._rows.append(None)
             if self._ready:  # a state added on demand: its entries in the per-state lists
                 self._register(members)
+            else:
+                self.is_start.append(start)
         return state
 
     def _register(self, members: tuple) -> None:
@@ -244,6 +272,33 @@ class LexerAutomaton:
         which of them the lexeme can still end as is decided over the whole automaton, so such
         states are always built.)"""
         return self._single_lazy(state) and self._level[state] > _BUILD_LEVELS
+
+    def _build_single(self, t: int, s: int) -> None:
+        """Build state ((t, s),) and every state of terminal ``t`` alone that it leads to, at once
+        (while the automaton is built; ``t`` not lazy): with one terminal alive, the lexer state
+        follows its DFA state, so the rows are the DFA's rows renumbered."""
+        dfa = self.terminals[t].dfa
+        succ = _all_successors(dfa)
+        ids = self._single_ids.get(t)  # DFA state -> lexer state, as far as known; [-1]: dead
+        if ids is None:
+            ids = self._single_ids[t] = np.full(dfa.n_states + 1, -1, dtype=np.int32)
+        todo: list[int] = []  # DFA states whose lexer state is built here
+        stack = [s]
+        ids[s] = self._intern(((t, s),))
+        while stack:
+            x = stack.pop()
+            todo.append(x)
+            for y in succ[x]:
+                if ids[y] < 0:
+                    ids[y] = state = self._intern(((t, y),))
+                    if not self.built[state]:
+                        stack.append(y)
+        rows = ids[dfa.trans[todo]]
+        for x, row in zip(todo, rows):
+            state = int(ids[x])
+            self._rows[state] = row
+            self.built[state] = True
+        check_budget(len(self._members))
 
     # -- building on demand ------------------------------------------------------------------------
 
@@ -291,10 +346,20 @@ class LexerAutomaton:
         ((t, _),) = members
         return 1 << (self.ignore_bit if self.terminals[t].ignore else t)
 
-    def _sync(self) -> None:
+    def _sync(self, table: np.ndarray | None = None) -> None:
         """Bring the numpy tables up to date with the states added or built since the last call
-        (capacity doubles, so a long lexeme costs amortised constant time per state)."""
+        (capacity doubles, so a long lexeme costs amortised constant time per state). ``table``:
+        the whole transition table, when the automaton is first built (taken as it is)."""
         n = len(self._members)
+        if table is not None:
+            self._capacity = n
+            self._trans_buf = table
+            self._accept_buf = np.array(self.accept, dtype=np.int32)
+            self._multi_buf = np.array([len(a) > 1 for a in self.accepts], dtype=bool)
+            self._eager_buf = np.array(self.eager, dtype=bool)
+            self._built_buf = np.array(self.built, dtype=bool)
+            self._cid_buf = np.array([self._value_ids[c] for c in self.completable], dtype=np.int32)
+            self._synced = n
         if n > self._capacity:
             cap = max(n, 2 * self._capacity) if self.lazy else n
             self._trans_buf = _grown(getattr(self, "_trans_buf", None), (cap, 256), -1, np.int32)
@@ -343,12 +408,31 @@ class LexerAutomaton:
             return ids[inverse.ravel()]
         nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
         live = np.flatnonzero((nxt >= 0).any(axis=0))  # few bytes extend several terminals
-        by_combo: dict[tuple, list[int]] = {}
-        for b, combo in zip(live.tolist(), nxt[:, live].T.tolist()):
-            by_combo.setdefault(tuple(combo), []).append(b)
-        for combo in sorted(by_combo):
-            alive = tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0)
-            row[by_combo[combo]] = self._intern(alive)
+        if len(live) <= _FEW_BYTES:
+            by_combo: dict[tuple, list[int]] = {}
+            for b, combo in zip(live.tolist(), nxt[:, live].T.tolist()):
+                by_combo.setdefault(tuple(combo), []).append(b)
+            for combo in sorted(by_combo):
+                row[by_combo[combo]] = self._intern(tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0))
+            return row
+        cols = nxt[:, live].astype(np.int64)
+        # each byte's combination of next states as one number (mixed radix, renumbered densely
+        # before it could overflow), then one state per distinct combination
+        code = cols[0] + 1
+        size = int(code.max()) + 1
+        for i in range(1, len(members)):
+            radix = int(cols[i].max()) + 2
+            if size * radix >= 1 << 62:
+                _, code = np.unique(code, return_inverse=True)
+                size = int(code.max()) + 1
+            code = code * radix + cols[i] + 1
+            size *= radix
+        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        combos = [tuple(c) for c in cols[:, first].T.tolist()]
+        ids = np.empty(len(combos), dtype=np.int32)
+        for j in sorted(range(len(combos)), key=combos.__getitem__):
+            ids[j] = self._intern(tuple((t, s2) for (t, _), s2 in zip(members, combos[j]) if s2 >= 0))
+        row[live] = ids[inverse.ravel()]
         return row
 
     def _choose(self, members: tuple) -> tuple[int, ...]:
@@ -356,7 +440,7 @@ class LexerAutomaton:
         done = sorted((t for t, s in members if self.terminals[t].dfa.accepting[s]), key=lambda t: self.terminals[t].order)
         return tuple(done) if self.ambiguous else tuple(done[:1])
 
-    def _completable(self) -> list[int]:
+    def _completable(self, table: np.ndarray) -> list[int]:
         bits = []
         for s, (first, accepts) in enumerate(zip(self.is_start, self.accepts)):
             if not self.built[s]:  # deferred: no successors yet, and its bits are known
@@ -366,7 +450,10 @@ class LexerAutomaton:
             for t in accepts:
                 b |= 1 << (self.ignore_bit if self.terminals[t].ignore else t)
             bits.append(b)
-        succ = [sorted({x for x in row if x >= 0}) for row in self.trans_list]
+        sources, targets = _edges(table)
+        bounds = np.searchsorted(sources, np.arange(len(bits) + 1)).tolist()
+        flat = targets.tolist()
+        succ = [flat[bounds[i] : bounds[i + 1]] for i in range(len(bits))]
         changed = True
         while changed:
             changed = False
