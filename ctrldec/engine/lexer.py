@@ -155,6 +155,27 @@ def _grown(old: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
     return out
 
 
+class _RowTuples(dict):
+    """``LexerAutomaton.trans_list``: state -> its row as a tuple, for the scalar path, made from
+    the table of the first build when first read (most rows of a large lexer never are); states
+    added or built later are set explicitly. A state past the table raises IndexError, as a
+    list would. Rows are tuples: a tuple of ints leaves the cyclic GC's lists after one
+    collection, while a list stays tracked (200,000 rows after 300 schemas made each full
+    collection 0.5 s)."""
+
+    __slots__ = ("table",)
+
+    def __init__(self, table: np.ndarray) -> None:
+        super().__init__()
+        self.table = table
+
+    def __missing__(self, state: int) -> tuple[int, ...]:
+        if not 0 <= state < len(self.table):
+            raise IndexError(state)
+        row = self[state] = tuple(self.table[state].tolist())
+        return row
+
+
 class LexerAutomaton:
     """Lexer states over the terminals of one grammar.
 
@@ -215,9 +236,8 @@ class LexerAutomaton:
             if row is not None:
                 table[state] = row
         self._rows = [None] * n  # staged only: the table holds them now
-        # rows are tuples: a tuple of ints leaves the cyclic GC's lists after one collection, while
-        # a list stays tracked (200,000 rows after 300 schemas made each full collection 0.5 s)
-        self.trans_list: list[tuple[int, ...]] = [tuple(r) if b else _UNBUILT for r, b in zip(table.tolist(), self.built)]
+        self.trans_list = _RowTuples(table)
+        self.trans_list.update((s, _UNBUILT) for s in np.flatnonzero(~np.array(self.built, dtype=bool)).tolist())
         ends = (np.array(self.accept, dtype=np.int64) >= 0) & np.array(self.built, dtype=bool) & ~(table >= 0).any(axis=1)
         self.eager = ends.tolist()
         self.completable = self._completable(table)
@@ -259,7 +279,7 @@ class LexerAutomaton:
         self.is_start.append(False)
         self.accepts.append(self._choose(members))
         self.accept.append(self.accepts[-1][0] if self.accepts[-1] else -1)
-        self.trans_list.append(_UNBUILT)
+        self.trans_list[len(self._members) - 1] = _UNBUILT
         self.eager.append(False)
         bits = self._lazy_bits(members)
         self.completable.append(bits)
@@ -369,6 +389,8 @@ class LexerAutomaton:
             self._built_buf = _grown(getattr(self, "_built_buf", None), (cap,), False, bool)
             self._cid_buf = _grown(getattr(self, "_cid_buf", None), (cap,), 0, np.int32)
             self._capacity = cap
+            if self._ready:  # the old table holds nothing the new one lacks: let it go
+                self.trans_list.table = self._trans_buf
         for s in [*range(self._synced, n), *self._dirty]:
             row = self._rows[s]
             if row is not None:
