@@ -38,22 +38,19 @@ def slr_tables(
         total += len(rhs) + 1
     item_rule = [0] * total
     item_dot = [0] * total
+    item_next: list[str | None] = [None] * total  # the symbol after the dot
     for r, (_, rhs) in enumerate(all_rules):
         for d in range(len(rhs) + 1):
             item_rule[offsets[r] + d] = r
             item_dot[offsets[r] + d] = d
-
-    def next_symbol(item: int) -> str | None:
-        rhs = all_rules[item_rule[item]][1]
-        d = item_dot[item]
-        return rhs[d] if d < len(rhs) else None
+            item_next[offsets[r] + d] = rhs[d] if d < len(rhs) else None
 
     closure_of = _leftmost_closures(rules, terminals, nts, offsets)
 
     def closure(kernel: frozenset[int]) -> set[int]:
         out = set(kernel)
         for item in kernel:
-            x = next_symbol(item)
+            x = item_next[item]
             if x is not None and x not in terminals:
                 out |= closure_of[x]
         return out
@@ -73,7 +70,7 @@ def slr_tables(
         moves: dict[str, set[int]] = {}
         row: dict[str, list[tuple[str, object]]] = {}
         for item in items:
-            x = next_symbol(item)
+            x = item_next[item]
             if x is None:
                 r = item_rule[item]
                 if r != aug:
