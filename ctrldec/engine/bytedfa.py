@@ -276,11 +276,21 @@ class _Builder:
 
     def fill(self, row: np.ndarray, entries: list[tuple[tuple[tuple[int, int], ...], int]]) -> None:
         """Set ``row`` so that each (byte-range sequence, target) entry leads to its target."""
-        cuts = sorted({c for seq, _ in entries for c in (seq[0][0], seq[0][1] + 1)})
+        # sweep the first byte: between two consecutive cuts an entry's first range either
+        # covers the whole interval or misses it
+        opens: dict[int, list[int]] = {}
+        closes: dict[int, list[int]] = {}
+        for i, (seq, _) in enumerate(entries):
+            opens.setdefault(seq[0][0], []).append(i)
+            closes.setdefault(seq[0][1] + 1, []).append(i)
+        cuts = sorted(opens.keys() | closes.keys())
+        active: set[int] = set()
         for lo, hi in zip(cuts, cuts[1:]):
-            here = [(seq, t) for seq, t in entries if seq[0][0] <= lo and hi - 1 <= seq[0][1]]
-            if not here:
+            active.difference_update(closes.get(lo, ()))
+            active.update(opens.get(lo, ()))
+            if not active:
                 continue
+            here = [entries[i] for i in sorted(active)]
             if len(here[0][0]) == 1:
                 row[lo:hi] = here[0][1]
             else:
