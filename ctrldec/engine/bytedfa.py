@@ -591,6 +591,12 @@ def uniform_successor(trans: np.ndarray, idx: np.ndarray, built: np.ndarray | No
     last byte, or if a state on the way is not ``built`` (when given). -2 is always safe."""
     rows = trans[idx][:, SAFE_ASCII]
     out = np.where((rows == rows[:, :1]).all(axis=1), rows[:, 0], -2).astype(np.int32)
+    if len(idx) > 64:  # where the ASCII characters disagree, the answer is -2 already
+        agree = np.flatnonzero(out != -2)
+        if len(agree) < len(idx):
+            full = np.full(len(idx), -2, dtype=np.int32)
+            full[agree] = uniform_successor(trans, idx[agree], built)
+            return full
     known = np.ones(len(idx), dtype=bool) if built is None else built[idx].copy()
     for seq in safe_multibyte_sequences():
         cur = idx.copy()

@@ -265,7 +265,7 @@ class LexerAutomaton:
         if state is None:
             state = self._index[key] = len(self._members)
             self._members.append(members)
-            level = max((self.terminals[t].dfa.depth(s) for t, s in members if self._lazy_terms[t]), default=0)
+            level = max((self.terminals[t].dfa.depth(s) for t, s in members if self._lazy_terms[t]), default=0) if self.lazy else 0
             self._level.append(level)
             self.built.append(False)
             self._rows.append(None)
