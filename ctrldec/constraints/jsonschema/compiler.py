@@ -1062,7 +1062,7 @@ class _Compiler:
             return NEVER
         base = string_dfa() if name_dfa is None else name_dfa
         if keys or patterns:
-            base = product(base, _dfa("unwritten string"), "diff")
+            base = _written_keys() if name_dfa is None else product(base, _dfa("unwritten string"), "diff")
         if keys:
             base = product(base, strings([_dumps(k) for k in keys]), "diff")
         colon = self.lit(b":")
@@ -1270,6 +1270,12 @@ _UNWRITTEN = {"number": "unwritten number", "string": "unwritten string"}
 @lru_cache(maxsize=None)
 def _dfa(name: str) -> ByteDFA:
     return compile_regex(_REGEXES[name])
+
+
+@lru_cache(maxsize=1)
+def _written_keys() -> ByteDFA:
+    """Every key in the spelling ``json.dumps`` writes (``_extra_members``), built once."""
+    return product(string_dfa(), _dfa("unwritten string"), "diff")
 
 
 def _has(dfa: ByteDFA, kind: str) -> bool:
