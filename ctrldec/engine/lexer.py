@@ -228,6 +228,7 @@ class LexerAutomaton:
                 self._rows[done] = self._successors(members)
                 self.built[done] = True
             done += 1
+        self._single_ids.clear()  # only the first build uses them
         n = len(self._members)
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
