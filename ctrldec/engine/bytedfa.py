@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "ByteDFA", "compile_regex", "without_empty", "RegexCompileError", "BudgetExceeded", "compile_budget", "check_budget",
-    "LazyDFA", "CountedString", "CountedPattern", "UnboundedProduct", "SAFE_ASCII", "uniform_successor", "read_only",
+    "LazyDFA", "CountedString", "CountedPattern", "UnboundedProduct", "SAFE_ASCII", "uniform_successor", "successor_lists", "read_only",
 ]  # fmt: skip
 
 _MAX_CODEPOINT = 0x10FFFF
@@ -316,6 +316,14 @@ def _edges(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.nonzero(starts)
     codes = np.unique(rows.astype(np.int64) * n + trans[rows, cols])
     return codes // n, codes % n
+
+
+def successor_lists(trans: np.ndarray) -> list[list[int]]:
+    """Each state's distinct successors through ``trans`` (dead dropped), ascending."""
+    sources, targets = _edges(trans)
+    bounds = np.searchsorted(sources, np.arange(len(trans) + 1)).tolist()
+    flat = targets.tolist()
+    return [flat[bounds[i] : bounds[i + 1]] for i in range(len(trans))]
 
 
 def _closure(sources: np.ndarray, targets: np.ndarray, seeds: list[int], n: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
-from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, _edges, check_budget, read_only, safe_multibyte_sequences, uniform_successor
+from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
 
@@ -101,10 +101,7 @@ def _all_successors(dfa: ByteDFA) -> list[list[int]]:
     """Each state's distinct successors (dead dropped), ascending; kept on the automaton object."""
     succ = dfa.__dict__.get("_all_successors")
     if succ is None:
-        sources, targets = _edges(dfa.trans)
-        bounds = np.searchsorted(sources, np.arange(dfa.n_states + 1)).tolist()
-        flat = targets.tolist()
-        succ = [flat[bounds[i] : bounds[i + 1]] for i in range(dfa.n_states)]
+        succ = successor_lists(dfa.trans)
         object.__setattr__(dfa, "_all_successors", succ)
     return succ
 
@@ -473,10 +470,7 @@ class LexerAutomaton:
             for t in accepts:
                 b |= 1 << (self.ignore_bit if self.terminals[t].ignore else t)
             bits.append(b)
-        sources, targets = _edges(table)
-        bounds = np.searchsorted(sources, np.arange(len(bits) + 1)).tolist()
-        flat = targets.tolist()
-        succ = [flat[bounds[i] : bounds[i + 1]] for i in range(len(bits))]
+        succ = successor_lists(table)
         changed = True
         while changed:
             changed = False
