@@ -56,6 +56,8 @@ __all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 UNBOUNDED = 1 << 40  # a completion bound when no completion is known (none, or past the search limit)
 _SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byte are left out
+_FEW_NODES = 48  # a trie level with at most this many nodes is walked node by node (``_FewNodes``)
+_FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
 
@@ -83,9 +85,10 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 class _Group:
     """Tokens classified from one lexer state along one terminal path; see the module docstring."""
 
-    __slots__ = ("always", "stays", "emits", "children")
+    __slots__ = ("always", "stays", "emits", "children", "reused")
 
     def __init__(self) -> None:
+        self.reused = False  # taken from ``_SharedGroups`` (so its children may be there too)
         self.always: np.ndarray | None = None
         # tuples of ints and arrays: the cyclic GC stops scanning them (a process that compiled
         # many grammars holds tens of thousands of groups)
@@ -157,6 +160,79 @@ def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]
     out.stays = tuple(stays)
     out.emits = tuple((term_map[t], idx, pos) for t, idx, pos in group.emits)
     return out
+
+
+class _FewNodes:
+    """``CompiledGrammar._classify_root``'s work on a trie level of a few nodes, done node by node
+    in Python: the same decisions as the vectorised level (a node whose byte is rejected ends its
+    lexeme there; one reaching an eager state ends it after the byte; tokens ending at the node
+    stay; a subtree entering a state that absorbs safe characters is settled later by
+    ``_absorbed``; the rest walk on). A vectorised level costs about 30 numpy calls whatever its
+    size, and a first visit often walks a dozen levels of a handful of nodes each (the tokens
+    that begin with a property name's next character, say)."""
+
+    def __init__(self, grammar: CompiledGrammar) -> None:
+        self.g = grammar
+        self.grew = False  # states were built since the caller last read the numpy tables
+        self.built_any = False
+        self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
+        self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
+        self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
+
+    def level(self, level: dict[str, np.ndarray], d: int, idx: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes ``idx`` of trie level ``d``, entered from lexer states ``parents``; returns the
+        nodes that walk on and their states."""
+        g = self.g
+        lexer = g.lexer
+        trans, accept, eager, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.built
+        shift = lexer.shift()
+        order, char_starts = g.info.trie().order, g._char_starts
+        live_idx: list[int] = []
+        live_state: list[int] = []
+        los, his, ends = level["lo"][idx].tolist(), level["hi"][idx].tolist(), level["ends"][idx].tolist()
+        for i, p, b, lo, hi, e in zip(idx.tolist(), parents.tolist(), level["byte"][idx].tolist(), los, his, ends):
+            x = trans[p][b]
+            if x < 0:
+                if accept[p] >= 0:
+                    self.emits.append((p, lo, hi, d))  # this byte starts the next lexeme
+                continue
+            if not built[x]:
+                lexer.build(x)
+                self.grew = self.built_any = True
+            if eager[x]:
+                self.emits.append((x, lo, hi, d + 1))
+                continue
+            if e:
+                self.stays.append((lo, lo + e, x))
+            if x >= len(shift):
+                shift = lexer.shift()
+            if shift[x] != -2:
+                if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
+                    self.soaks.append((lo + e, hi, d + 1, x, int(char_starts[order[lo], d + 1])))
+                continue
+            live_idx.append(i)
+            live_state.append(x)
+        if self.grew:
+            lexer.sync()
+        return np.array(live_idx, dtype=np.int64), np.array(live_state, dtype=np.int32)
+
+    def flush(self, stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed) -> None:
+        """Add what the levels found to ``_classify_root``'s lists, as arrays."""
+        if self.stays:
+            lo, hi, lex = (np.array(c, dtype=np.int64) for c in zip(*self.stays))
+            stay_lo.append(lo)
+            stay_hi.append(hi)
+            stay_lex.append(lex.astype(np.int32))
+        if self.emits:
+            t, lo, hi, pos = (np.array(c, dtype=np.int64) for c in zip(*self.emits))
+            ev_t.append(t.astype(np.int32))
+            ev_lo.append(lo)
+            ev_hi.append(hi)
+            ev_pos.append(pos)
+        if self.soaks:
+            lo, hi, depth, lex, before = (np.array(c, dtype=np.int64) for c in zip(*self.soaks))
+            sizes = hi - lo
+            absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), np.repeat(before, sizes)))
 
 
 class _BudgetTable:
@@ -681,7 +757,7 @@ class _Run:
                 q = self.stacks.state[nxt]
                 child = group.children.get((t, q))
                 if child is None:
-                    child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
+                    child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q], group.reused)  # type: ignore[attr-defined]
                     a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
 
@@ -833,6 +909,9 @@ class CompiledGrammar(ByteAutomaton):
         tb_flat, width = tb.ravel(), tb.shape[1]
         stay_idx, stay_lex, em_t, em_idx, em_pos = [], [], [], [], []
         while len(idx):
+            if len(idx) <= _FEW_TOKENS:  # numpy's cost per call would dominate: token by token
+                self._walk_few(idx, pos, cur, (stay_idx, stay_lex, em_t, em_idx, em_pos))
+                break
             nxt = flat.take(cur.astype(np.int64) * 256 + tb_flat.take(idx * width + pos))
             if lexer.build_many(nxt):  # a lazy lexer's states met for the first time
                 flat, accept, eager = lexer.trans.ravel(), lexer.accept_np, lexer.eager_np
@@ -861,6 +940,44 @@ class CompiledGrammar(ByteAutomaton):
                 keep = ~fin
                 idx, pos, cur = idx[keep], pos[keep], cur[keep]
         return tuple(_cat(parts) for parts in (stay_idx, stay_lex, em_t, em_idx, em_pos))
+
+    def _walk_few(self, idx: np.ndarray, pos: np.ndarray, cur: np.ndarray, out: tuple[list, ...]) -> None:
+        """``_walk`` of a few tokens, one by one in Python; appends to ``_walk``'s five lists."""
+        lexer = self.lexer
+        trans, accept, eager, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.built
+        tokens = self.info.token_bytes
+        found: tuple[list[int], ...] = ([], [], [], [], [])
+        stay_idx, stay_lex, em_t, em_idx, em_pos = found
+        grew = False
+        for i, p, c in zip(idx.tolist(), pos.tolist(), cur.tolist()):
+            data = tokens[i]
+            while True:
+                x = trans[c][data[p]]
+                if x < 0:
+                    if accept[c] >= 0:  # the byte that ended the lexeme starts the next one
+                        em_t.append(c)
+                        em_idx.append(i)
+                        em_pos.append(p)
+                    break
+                if not built[x]:  # a lazy lexer's state met for the first time
+                    lexer.build(x)
+                    grew = True
+                p += 1
+                c = x
+                if eager[c]:
+                    em_t.append(c)
+                    em_idx.append(i)
+                    em_pos.append(p)
+                    break
+                if p >= len(data):
+                    stay_idx.append(i)
+                    stay_lex.append(c)
+                    break
+        if grew:
+            lexer.sync()
+        for parts, got, dtype in zip(out, found, (np.int64, np.int32, np.int32, np.int64, np.int64)):
+            if got:
+                parts.append(np.array(got, dtype=dtype))
 
     def _fill_group(self, group: _Group, s_idx, s_lex, e_lex, e_idx, e_pos) -> None:
         """Group tokens that stay in a lexeme by what it can still end as, and the others by the
@@ -938,6 +1055,7 @@ class CompiledGrammar(ByteAutomaton):
         else:
             trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
+        few = _FewNodes(self)
         for d, level in enumerate(trie_levels):
             lo, hi = level["lo"], level["hi"]
             if d == 0:
@@ -950,6 +1068,14 @@ class CompiledGrammar(ByteAutomaton):
                 idx = _expand(kids_lo, kids_hi)
                 if not len(idx):
                     break
+                if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
+                    idx, nxt = few.level(level, d, idx, parent_state)
+                    if few.grew:  # a lazy lexer's states met for the first time
+                        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
+                        shift = self.lexer.shift()
+                        shifting = shift != -2
+                        few.grew = False
+                    continue
             if d == 0 and first is not None:
                 nxt = first[level["byte"]]
                 kept = nxt != _SKIP
@@ -994,6 +1120,9 @@ class CompiledGrammar(ByteAutomaton):
                 before = self._char_starts[trie.order[lo[where]], d + 1].astype(np.int64)
                 absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
                 idx, nxt = idx[~soak], nxt[~soak]
+        few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
+        if few.built_any:
+            shift = self.lexer.shift()
         group = _Group()
         s_lo, s_hi, lexes = _cat(stay_lo), _cat(stay_hi), _cat(stay_lex)
         e_t, e_lo, e_hi, e_pos = _cat(ev_t), _cat(ev_lo), _cat(ev_hi), _cat(ev_pos)
@@ -1075,11 +1204,18 @@ class CompiledGrammar(ByteAutomaton):
             self._group_bytes += group.nbytes()
         return group
 
-    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
+    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int, reused: bool) -> _Group:
         """``_classify(idx, pos, start)``, shared like the root classifications where the arrays
         are a shared classification's (the same tokens end a lexeme the same way after a property
         name in every schema). The arrays are named by identity and kept alive by the entry, so
-        an identity in a key is never another array's."""
+        an identity in a key is never another array's.
+
+        Only a parent taken from the shared store (``reused``) looks its children up there: the
+        arrays of a parent built here are new, so no entry can name them yet. Its children are
+        left out of the store too, which saves their keys (an automaton search each); the second
+        grammar that takes the parent from the store stores them."""
+        if not reused:
+            return self._classify(idx, pos, start)
         return self._shared(start, ("tokens", id(idx), id(pos)), lambda: self._classify(idx, pos, start), (idx, pos))
 
     def _shared(self, state: int, kind: object, build: Callable[[], _Group], keep: tuple = ()) -> _Group:
@@ -1094,6 +1230,7 @@ class CompiledGrammar(ByteAutomaton):
         if found is not None:
             group = _renumbered(found, {i: t for i, t in enumerate(terms)} | {n: lexer.ignore_bit, n + 1: lexer.end_bit}, dict(enumerate(terms)))
             if group is not None:
+                group.reused = True
                 return group
         group = build()
         local = _renumbered(group, {t: i for i, t in enumerate(terms)} | {lexer.ignore_bit: n, lexer.end_bit: n + 1}, {t: i for i, t in enumerate(terms)})

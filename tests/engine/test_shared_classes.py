@@ -16,11 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ctrldec
 from ctrldec import JSONSchema
 from ctrldec.constraints import tokenizer_info
 from ctrldec.engine import compiled as engine
 from ctrldec.engine import lexer
 from ctrldec.engine.bytedfa import ByteDFA
+from ctrldec.vocab import TokenizerInfo
 
 # Schemas whose property names share prefixes (several names alive in one lexer state), with extra
 # properties allowed (a name string that tracks which names it could still be), patterns and
@@ -232,3 +234,69 @@ def test_automaton_keys_name_the_reachable_part_by_content(data):
     a, b = data.draw(st.integers(0, n - 1)), data.draw(st.integers(0, n - 1))
     if reachable_language(dfa, a) != reachable_language(dfa, b):
         assert lexer._reachable_key(dfa, a) != lexer._reachable_key(dfa, b)
+
+
+
+def _json_case(schema: dict, instance) -> tuple:
+    return JSONSchema(schema, property_order="any", extra_properties="allow"), json.dumps(instance, ensure_ascii=False, separators=(",", ":"))
+
+
+# The split cases, a string counted lazily (``LAZY_LENGTH_FROM`` is far below 300) and a pattern
+# (lexers that build states while a walk meets them, which the node-by-node paths must do too),
+# and a grammar whose words end inside a token at a byte no word takes (``abc,``).
+FEW_CASES = [_json_case(schema, instance) for schema, instance in CASES] + [
+    _json_case({"type": "object", "properties": {"d": {"type": "string", "minLength": 3, "maxLength": 300},
+                                                 "p": {"type": "string", "pattern": "^[a-f0-9]{2,40}$"}}, "required": ["d"]},
+               {"d": "counted, with \"quotes\" and é", "p": "00ff"}),
+    (ctrldec.Grammar('start: WORD ("," WORD)* ";"\nWORD: /[a-z]+/'), "the,quick,brown,fox,and,a,dog;"),
+    (ctrldec.Grammar('start: (NAME "=" NAME ("." NAME "(" ")")* ";")+\nNAME: /[a-z]+/\n%ignore " "'),
+     "x = y.append().get(); id= zz.format() ; a=b;"),
+]
+
+# Byte-level BPE keeps words and punctuation apart, so a walk from a token's second lexeme seldom
+# meets a word that ends at a byte no word takes ("append" in ".append("): a vocabulary of every
+# byte and such tokens, to walk that way too.
+_WORDY = [b".append(", b".get(", b" id=", b"id=", b" zz.", b"a=b;", b"the,", b",quick,", b"x = ", b" y.", b"().", b"();"]
+
+
+def _wordy_info():
+    vocab = [bytes([b]) for b in range(256)] + _WORDY
+    by_len = sorted(range(len(vocab)), key=lambda i: -len(vocab[i]))
+
+    def encode(text: str) -> list[int]:  # longest match first: any tokenization will do
+        data, out = text.encode(), []
+        while data:
+            i = next(i for i in by_len if data.startswith(vocab[i]))
+            out.append(i)
+            data = data[len(vocab[i]):]
+        return out
+
+    return TokenizerInfo(vocab, eos_token_ids=[0], encode=encode)
+
+
+@pytest.mark.parametrize("case", range(len(FEW_CASES)))
+def test_walks_node_by_node_equal_the_vectorised_walks(default_tokenizer, monkeypatch, case):
+    """``_FewNodes`` and ``_walk_few`` (small trie levels and few tokens, in Python) classify
+    every token as the vectorised levels do: every lexer state met along a text, walked once
+    with the Python paths never taken and once with them always taken, and every mask."""
+    constraint, text = FEW_CASES[case]
+    info = fresh_info(default_tokenizer) if case < len(FEW_CASES) - 1 else _wordy_info()
+    grammar = constraint.compile(info)
+    assert case != len(CASES) or grammar.lexer.lazy, "the counted string is no longer lazy: the case no longer covers it"
+    m = grammar.matcher()
+    ids = info.encode(text)
+    for i in [*ids, None]:
+        ((_, lex),) = m._configs
+        key = grammar.lexer.canonical(lex, grammar._max_token_len) if grammar.lexer.lazy else lex
+        grammar.lexer.build_many(np.array([key]))
+        got = []
+        for few in (0, 1 << 30):
+            monkeypatch.setattr(engine, "_FEW_NODES", few)
+            monkeypatch.setattr(engine, "_FEW_TOKENS", few)
+            got.append((normal_form(grammar._classify_root(key)), reference_mask(m)))
+        assert got[0][0] == got[1][0]
+        np.testing.assert_array_equal(got[0][1], got[1][1])
+        if i is not None:
+            assert m.accepts(i)
+            m.advance(i)
+    assert m.is_accepting()
