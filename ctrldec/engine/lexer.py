@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import threading
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ _BUILD_LEVELS = 8  # characters of a lazy terminal built with the grammar; the r
 VIRTUAL = 1 << 62  # lexer states from here on are folded counters (``LexerAutomaton.arrive``)
 _STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base state
 FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
+_safe_ascii = operator.itemgetter(*SAFE_ASCII.tolist())  # a row's entries for the safe ASCII bytes
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
@@ -247,6 +249,7 @@ class LexerAutomaton:
         self._closed: dict[int, bool] = {}
         self._ready = True
         self._shift: np.ndarray | None = None
+        self._shift_buf: np.ndarray | None = None  # ``_shift`` is its first n entries
         self._chain: np.ndarray | None = None
         self._sync(table)
         self.shift()  # part of compiling: no mask should pay for it
@@ -413,7 +416,7 @@ class LexerAutomaton:
         """Estimated bytes, in O(1): the numpy tables (exact, spare capacity included), and per
         state ``_ROW_BYTES`` for its row list (an upper bound: states not built yet share one)
         and ``_STATE_BYTES`` for the rest."""
-        names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift", "_chain")
+        names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift_buf", "_chain")
         arrays = [getattr(self, name, None) for name in names]
         return sum(a.nbytes for a in arrays if a is not None) + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
@@ -495,16 +498,19 @@ class LexerAutomaton:
         if self._shift is None or len(self._shift) < n:
             old = self._shift
             m = 0 if old is None else len(old)
-            out = np.full(n, -2, dtype=np.int32)
-            if old is not None:
-                out[:m] = old
+            out = self._shift_buf if old is not None and self._shift_buf is not None and len(self._shift_buf) >= n else None
+            if out is None:  # capacity doubles: a lazy lexer grows a few states per first visit
+                out = np.full(max(n, 2 * m) if self.lazy else n, -2, dtype=np.int32)
+                if old is not None:
+                    out[:m] = old
+                self._shift_buf = out
             new = np.arange(m, n)
             lazy = np.array([self._single_lazy(s) for s in range(m, n)], dtype=bool)
             if (~lazy).any():
                 out[new[~lazy]] = self._shift_of(new[~lazy])
             for s in new[lazy].tolist():
                 out[s] = self._lazy_shift(s)
-            self._shift = read_only(out)
+            self._shift = read_only(out[:n])  # a view: only this method writes the buffer, under the lock
         return self._shift
 
     def _single_lazy(self, state: int) -> bool:
@@ -578,10 +584,11 @@ class LexerAutomaton:
         while queue and ok:
             u = queue.pop()
             self.build(u)
-            ascii_next = np.array(self.trans_list[u])[SAFE_ASCII]
-            if (ascii_next < 0).any():
+            row = self.trans_list[u]
+            ascii_next = _safe_ascii(row)
+            if min(ascii_next) < 0:
                 break
-            targets = set(np.unique(ascii_next).tolist())
+            targets = set(ascii_next)
             if any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets if self.built[t]):
                 break  # settled by the ASCII characters alone (a name's prefix leaving its name)
             for seq in safe_multibyte_sequences():
@@ -590,11 +597,11 @@ class LexerAutomaton:
                     nxt: set[int] = set()
                     for c in cur:
                         self.build(c)
-                        row = np.array(self.trans_list[c][lo : hi + 1])
-                        if (row < 0).any():
+                        part = self.trans_list[c][lo : hi + 1]
+                        if min(part) < 0:
                             ok = False
                             break
-                        nxt.update(np.unique(row).tolist())
+                        nxt.update(part)
                     if not ok:
                         break
                     cur = nxt
@@ -708,7 +715,15 @@ class LexerAutomaton:
         grammar whose lexer has such a state: its alive terminals' automata and DFA states
         (``_automaton_key``), which of them are ``%ignore`` and their order
         (which wins a tie), and whether it starts a lexeme. Returns (key, the terminals in the
-        key's order, the automata the key names by identity, to be kept alive with it)."""
+        key's order, the automata the key names by identity, to be kept alive with it). Kept
+        per state: a state's members never change."""
+        keys = self.__dict__.setdefault("_state_keys", {})
+        found = keys.get(state)
+        if found is None:
+            found = keys[state] = self._state_key(state)
+        return found
+
+    def _state_key(self, state: int) -> tuple[tuple, list[int], tuple]:
         members = self._members[state]
         terms = [t for t, _ in members]
         by_order = sorted(range(len(terms)), key=lambda i: self.terminals[terms[i]].order)
