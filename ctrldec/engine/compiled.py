@@ -34,6 +34,7 @@ time.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -85,10 +86,9 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 class _Group:
     """Tokens classified from one lexer state along one terminal path; see the module docstring."""
 
-    __slots__ = ("always", "stays", "emits", "children", "reused")
+    __slots__ = ("always", "stays", "emits", "children")
 
     def __init__(self) -> None:
-        self.reused = False  # taken from ``_SharedGroups`` (so its children may be there too)
         self.always: np.ndarray | None = None
         # tuples of ints and arrays: the cyclic GC stops scanning them (a process that compiled
         # many grammars holds tens of thousands of groups)
@@ -117,6 +117,8 @@ class _SharedGroups:
         self.lock = threading.Lock()
         self.entries: OrderedDict[tuple, tuple[_Group, int, tuple]] = OrderedDict()
         self.bytes = 0
+        self.arrays: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # ``intern``
+        self.array_bytes = 0
 
     def get(self, key: tuple) -> _Group | None:
         with self.lock:
@@ -125,6 +127,25 @@ class _SharedGroups:
                 return None
             self.entries.move_to_end(key)
             return entry[0]
+
+    def intern(self, idx: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one read-only copy of the token and offset arrays ``idx``, ``pos`` (by content):
+        classifications from different lexer states, in one grammar or several, often end the
+        same tokens at the same offsets (a string's closing quote after each position of a
+        property name), and their children are shared by the arrays' identity. Past a quarter of
+        ``limit`` bytes the table starts afresh (the arrays live on in the groups that hold
+        them; a later equal pair is then a new object, which costs only a shared child)."""
+        idx, pos = idx.astype(np.int64, copy=False), pos.astype(np.int64, copy=False)
+        key = (len(idx), hashlib.blake2b(idx.tobytes() + pos.tobytes(), digest_size=16).digest())
+        with self.lock:
+            found = self.arrays.get(key)
+            if found is None:
+                if self.array_bytes > self.limit // 4:
+                    self.arrays.clear()
+                    self.array_bytes = 0
+                found = self.arrays[key] = (read_only(idx), read_only(pos))
+                self.array_bytes += idx.nbytes + pos.nbytes
+        return found
 
     def put(self, key: tuple, group: _Group, keep: tuple) -> None:
         """Keep ``group`` under ``key``, and ``keep`` alive with it (arrays among it counted)."""
@@ -757,7 +778,7 @@ class _Run:
                 q = self.stacks.state[nxt]
                 child = group.children.get((t, q))
                 if child is None:
-                    child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q], group.reused)  # type: ignore[attr-defined]
+                    child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
                     a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
 
@@ -995,7 +1016,8 @@ class CompiledGrammar(ByteAutomaton):
                 for g in np.flatnonzero(np.bincount(gid - low)).tolist():
                     stays.append((lexer.completable_values[g + low], self._pack(s_idx[gid == g + low])))
         group.stays = tuple(stays)
-        group.emits = tuple((t, read_only(idx), read_only(pos)) for t, idx, pos in self._by_terminal(e_lex, e_idx, e_pos))
+        intern = self._shared_groups().intern
+        group.emits = tuple((t, *intern(idx, pos)) for t, idx, pos in self._by_terminal(e_lex, e_idx, e_pos))
 
     def _by_terminal(self, e_lex, e_idx, e_pos) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """Tokens whose lexeme ended (in lexer state ``e_lex``), grouped by the terminal it ends as:
@@ -1204,18 +1226,12 @@ class CompiledGrammar(ByteAutomaton):
             self._group_bytes += group.nbytes()
         return group
 
-    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int, reused: bool) -> _Group:
-        """``_classify(idx, pos, start)``, shared like the root classifications where the arrays
-        are a shared classification's (the same tokens end a lexeme the same way after a property
-        name in every schema). The arrays are named by identity and kept alive by the entry, so
-        an identity in a key is never another array's.
-
-        Only a parent taken from the shared store (``reused``) looks its children up there: the
-        arrays of a parent built here are new, so no entry can name them yet. Its children are
-        left out of the store too, which saves their keys (an automaton search each); the second
-        grammar that takes the parent from the store stores them."""
-        if not reused:
-            return self._classify(idx, pos, start)
+    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
+        """``_classify(idx, pos, start)``, shared like the root classifications: the same tokens
+        end a lexeme the same way after a property name in every schema. The arrays are named by
+        identity, and every classification's arrays are interned by content
+        (``_SharedGroups.intern``), so equal arrays are one object and the same name; the entry
+        keeps them alive, so an identity in a key is never another array's."""
         return self._shared(start, ("tokens", id(idx), id(pos)), lambda: self._classify(idx, pos, start), (idx, pos))
 
     def _shared(self, state: int, kind: object, build: Callable[[], _Group], keep: tuple = ()) -> _Group:
@@ -1225,18 +1241,20 @@ class CompiledGrammar(ByteAutomaton):
         key, terms, named = lexer.automata_key(state)
         key = (kind, key)
         n = len(terms)
-        shared = self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
+        shared = self._shared_groups()
         found = shared.get(key)
         if found is not None:
             group = _renumbered(found, {i: t for i, t in enumerate(terms)} | {n: lexer.ignore_bit, n + 1: lexer.end_bit}, dict(enumerate(terms)))
             if group is not None:
-                group.reused = True
                 return group
         group = build()
         local = _renumbered(group, {t: i for i, t in enumerate(terms)} | {lexer.ignore_bit: n, lexer.end_bit: n + 1}, {t: i for i, t in enumerate(terms)})
         if local is not None:
             shared.put(key, local, named + keep)
         return group
+
+    def _shared_groups(self) -> _SharedGroups:
+        return self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
 
     def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
         """``group`` plus, for each (shared, pick) of ``parts``, the tokens of ``shared`` where
@@ -1262,7 +1280,7 @@ class CompiledGrammar(ByteAutomaton):
         for t in sorted(emits):
             got = emits[t]
             idx, pos = got[0] if len(got) == 1 else (np.concatenate([i for i, _ in got]), np.concatenate([p for _, p in got]))
-            joined.append((t, read_only(idx), read_only(pos)))
+            joined.append((t, *self._shared_groups().intern(idx, pos)))
         out.emits = tuple(joined)
         return out
 
