@@ -57,7 +57,8 @@ __all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 UNBOUNDED = 1 << 40  # a completion bound when no completion is known (none, or past the search limit)
 _SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byte are left out
-_FEW_NODES = 48  # a trie level with at most this many nodes is walked node by node (``_FewNodes``)
+_FEW_NODES = 48  # from a trie level of at most this many live nodes on, and while each next level has at most
+# four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
@@ -200,42 +201,59 @@ class _FewNodes:
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
 
-    def level(self, level: dict[str, np.ndarray], d: int, idx: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nodes ``idx`` of trie level ``d``, entered from lexer states ``parents``; returns the
-        nodes that walk on and their states."""
+    def walk(self, levels: list[dict[str, np.ndarray]], d: int, parents: np.ndarray, states: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Walk the children of trie nodes ``parents`` (level ``d - 1``, in lexer states
+        ``states``) and their subtrees, level by level; None when no node walks on, or where a
+        level has grown past a few nodes, (its level, the nodes above it, their states) for the
+        vectorised walk to go on from."""
         g = self.g
         lexer = g.lexer
         trans, accept, eager, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.built
         shift = lexer.shift()
         order, char_starts = g.info.trie().order, g._char_starts
-        live_idx: list[int] = []
-        live_state: list[int] = []
-        los, his, ends = level["lo"][idx].tolist(), level["hi"][idx].tolist(), level["ends"][idx].tolist()
-        for i, p, b, lo, hi, e in zip(idx.tolist(), parents.tolist(), level["byte"][idx].tolist(), los, his, ends):
-            x = trans[p][b]
-            if x < 0:
-                if accept[p] >= 0:
-                    self.emits.append((p, lo, hi, d))  # this byte starts the next lexeme
-                continue
-            if not built[x]:
-                lexer.build(x)
-                self.grew = self.built_any = True
-            if eager[x]:
-                self.emits.append((x, lo, hi, d + 1))
-                continue
-            if e:
-                self.stays.append((lo, lo + e, x))
-            if x >= len(shift):
-                shift = lexer.shift()
-            if shift[x] != -2:
-                if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
-                    self.soaks.append((lo + e, hi, d + 1, x, int(char_starts[order[lo], d + 1])))
-                continue
-            live_idx.append(i)
-            live_state.append(x)
+        up, at = parents.tolist(), states.tolist()
+        while up and d < len(levels):
+            above, level = levels[d - 1], levels[d]
+            kids_lo, kids_hi = above["kids_lo"], above["kids_hi"]
+            spans = [(kids_lo.item(i), kids_hi.item(i)) for i in up]
+            if sum(b - a for a, b in spans) > 4 * _FEW_NODES:
+                break
+            byte, lo_at, hi_at, ends_at = level["byte"], level["lo"], level["hi"], level["ends"]
+            live_idx: list[int] = []
+            live_state: list[int] = []
+            for (first, last), p in zip(spans, at):
+                row = trans[p]
+                for i in range(first, last):
+                    x = row[byte.item(i)]
+                    lo, hi = lo_at.item(i), hi_at.item(i)
+                    if x < 0:
+                        if accept[p] >= 0:
+                            self.emits.append((p, lo, hi, d))  # this byte starts the next lexeme
+                        continue
+                    if not built[x]:  # a lazy lexer's state met for the first time
+                        lexer.build(x)
+                        self.grew = self.built_any = True
+                    if eager[x]:
+                        self.emits.append((x, lo, hi, d + 1))
+                        continue
+                    e = ends_at.item(i)
+                    if e:
+                        self.stays.append((lo, lo + e, x))
+                    if x >= len(shift):
+                        shift = lexer.shift()
+                    if shift[x] != -2:
+                        if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
+                            self.soaks.append((lo + e, hi, d + 1, x, int(char_starts[order[lo], d + 1])))
+                        continue
+                    live_idx.append(i)
+                    live_state.append(x)
+            up, at = live_idx, live_state
+            d += 1
         if self.grew:
             lexer.sync()
-        return np.array(live_idx, dtype=np.int64), np.array(live_state, dtype=np.int32)
+        if not up or d >= len(levels):
+            return None
+        return d, np.array(up, dtype=np.int64), np.array(at, dtype=np.int32)
 
     def flush(self, stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed) -> None:
         """Add what the levels found to ``_classify_root``'s lists, as arrays."""
@@ -1078,26 +1096,32 @@ class CompiledGrammar(ByteAutomaton):
             trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
-        for d, level in enumerate(trie_levels):
+        d = 0
+        while d < len(trie_levels):
+            level = trie_levels[d]
             lo, hi = level["lo"], level["hi"]
             if d == 0:
                 idx = np.arange(len(lo))
                 parent_state = np.full(len(lo), start, dtype=np.int32)
             else:
+                if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
+                    back = few.walk(trie_levels, d, idx, nxt)
+                    if few.grew:  # a lazy lexer's states met for the first time
+                        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
+                        shift = self.lexer.shift()
+                        shifting = shift != -2
+                        few.grew = False
+                    if back is None:
+                        break
+                    if back[0] != d:  # the walk went on past level d
+                        d, idx, nxt = back
+                        continue
                 above = trie_levels[d - 1]
                 kids_lo, kids_hi = above["kids_lo"][idx], above["kids_hi"][idx]
                 parent_state = np.repeat(nxt, kids_hi - kids_lo)  # only live nodes are visited
                 idx = _expand(kids_lo, kids_hi)
                 if not len(idx):
                     break
-                if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
-                    idx, nxt = few.level(level, d, idx, parent_state)
-                    if few.grew:  # a lazy lexer's states met for the first time
-                        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
-                        shift = self.lexer.shift()
-                        shifting = shift != -2
-                        few.grew = False
-                    continue
             if d == 0 and first is not None:
                 nxt = first[level["byte"]]
                 kept = nxt != _SKIP
@@ -1142,6 +1166,7 @@ class CompiledGrammar(ByteAutomaton):
                 before = self._char_starts[trie.order[lo[where]], d + 1].astype(np.int64)
                 absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
                 idx, nxt = idx[~soak], nxt[~soak]
+            d += 1
         few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
         if few.built_any:
             shift = self.lexer.shift()
