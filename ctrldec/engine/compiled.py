@@ -258,18 +258,18 @@ class _FewNodes:
     def flush(self, stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed) -> None:
         """Add what the levels found to ``_classify_root``'s lists, as arrays."""
         if self.stays:
-            lo, hi, lex = (np.array(c, dtype=np.int64) for c in zip(*self.stays))
+            lo, hi, lex = np.array(self.stays, dtype=np.int64).T
             stay_lo.append(lo)
             stay_hi.append(hi)
             stay_lex.append(lex.astype(np.int32))
         if self.emits:
-            t, lo, hi, pos = (np.array(c, dtype=np.int64) for c in zip(*self.emits))
+            t, lo, hi, pos = np.array(self.emits, dtype=np.int64).T
             ev_t.append(t.astype(np.int32))
             ev_lo.append(lo)
             ev_hi.append(hi)
             ev_pos.append(pos)
         if self.soaks:
-            lo, hi, depth, lex, before = (np.array(c, dtype=np.int64) for c in zip(*self.soaks))
+            lo, hi, depth, lex, before = np.array(self.soaks, dtype=np.int64).T
             sizes = hi - lo
             absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), np.repeat(before, sizes)))
 

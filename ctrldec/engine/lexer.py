@@ -148,9 +148,11 @@ def _locked(method):
 
 
 def _grown(old: np.ndarray | None, shape: tuple, fill, dtype) -> np.ndarray:
-    out = np.full(shape, fill, dtype=dtype)
+    out = np.empty(shape, dtype=dtype)  # each entry written once: the old ones, then the fill
+    m = 0 if old is None else len(old)
     if old is not None:
-        out[: len(old)] = old
+        out[:m] = old
+    out[m:] = fill
     return out
 
 
