@@ -552,7 +552,10 @@ class LexerAutomaton:
         # (each state's chain is kept: -2, "not known", is always a safe answer, so it may stay)
         chains = self.__dict__.setdefault("_chains", {})
         shift = self.shift()
-        unique, inverse = np.unique(states, return_inverse=True)
+        if len(states) and (states == states[0]).all():  # the common case: one state (skip the sort)
+            unique, inverse = states[:1], np.zeros(len(states), dtype=np.int64)
+        else:
+            unique, inverse = np.unique(states, return_inverse=True)
         rows = np.empty((len(unique), length + 1), dtype=np.int32)
         for i, x in enumerate(unique.tolist()):
             known = chains.get(x)
@@ -566,7 +569,7 @@ class LexerAutomaton:
                     x = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
                 rows[i, k + 1] = x
             chains[first] = read_only(rows[i].copy())
-        return rows[inverse.ravel(), steps]
+        return rows[0].take(steps) if len(unique) == 1 else rows[inverse.ravel(), steps]
 
     @_locked
     def safe_closed(self, state: int) -> bool:
