@@ -1072,17 +1072,10 @@ class CompiledGrammar(ByteAutomaton):
         """
         trie = self.info.trie()
         if first is None and self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
-            # tokens of safe characters stay, ending the way ``start`` can: no walk; the rest walk
-            whole, rest = self._safe_ids, self._unsafe_ids
-            group = _Group()
-            self._fill_group(group, *(np.concatenate(x) for x in zip(
-                (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
-                self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
-            )))  # fmt: skip
-            return group
-        shift = self.lexer.shift()  # read the tables after safe_closed: it may have built states
-        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
-        shifting = shift != -2
+            return self._classify_safe_closed(start)
+        # read the tables after safe_closed, which may have built states; re-read them where a
+        # lazy lexer's states are met for the first time
+        flat, accept, eager, shift, shifting = self._lexer_tables()
         stay_lo, stay_hi, stay_lex = [], [], []
         ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
         # subtrees entering a state that absorbs safe characters: (rows, depth, state)
@@ -1106,10 +1099,8 @@ class CompiledGrammar(ByteAutomaton):
             else:
                 if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
                     back = few.walk(trie_levels, d, idx, nxt)
-                    if few.grew:  # a lazy lexer's states met for the first time
-                        flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
-                        shift = self.lexer.shift()
-                        shifting = shift != -2
+                    if few.grew:
+                        flat, accept, eager, shift, shifting = self._lexer_tables()
                         few.grew = False
                     if back is None:
                         break
@@ -1128,10 +1119,8 @@ class CompiledGrammar(ByteAutomaton):
                 idx, nxt, parent_state = idx[kept], nxt[kept], parent_state[kept]
             else:
                 nxt = flat.take(parent_state * 256 + level["byte"][idx])
-            if self.lexer.build_many(nxt):  # a lazy lexer's states met for the first time
-                flat, accept, eager = self.lexer.trans.ravel(), self.lexer.accept_np, self.lexer.eager_np
-                shift = self.lexer.shift()
-                shifting = shift != -2
+            if self.lexer.build_many(nxt):
+                flat, accept, eager, shift, shifting = self._lexer_tables()
             dead = nxt < 0
             if dead.any():
                 ended = parent_state[dead]
@@ -1170,15 +1159,38 @@ class CompiledGrammar(ByteAutomaton):
         few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
         if few.built_any:
             shift = self.lexer.shift()
+        return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, shift)
+
+    def _lexer_tables(self) -> tuple[np.ndarray, ...]:
+        """The lexer's tables as a walk reads them: flat transitions, accept, eager, shift, shifting."""
+        lexer = self.lexer
+        shift = lexer.shift()
+        return lexer.trans.ravel(), lexer.accept_np, lexer.eager_np, shift, shift != -2
+
+    def _classify_safe_closed(self, start: int) -> _Group:
+        """``_classify_root`` from a ``safe_closed`` state: tokens of safe characters stay, ending
+        the way ``start`` can (no walk); the rest walk."""
+        whole, rest = self._safe_ids, self._unsafe_ids
         group = _Group()
-        s_lo, s_hi, lexes = _cat(stay_lo), _cat(stay_hi), _cat(stay_lex)
-        e_t, e_lo, e_hi, e_pos = _cat(ev_t), _cat(ev_lo), _cat(ev_hi), _cat(ev_pos)
+        self._fill_group(group, *(np.concatenate(x) for x in zip(
+            (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
+            self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
+        )))  # fmt: skip
+        return group
+
+    def _assembled(self, stays: tuple[list, ...], events: tuple[list, ...], absorbed: list[tuple], shift: np.ndarray) -> _Group:
+        """The group of a trie walk's findings: token ranges that stay (lo, hi, lexer state),
+        ranges whose lexeme ended (lexer state, lo, hi, next offset), and absorbed subtrees."""
+        trie = self.info.trie()
+        s_lo, s_hi, lexes = (_cat(x) for x in stays)
+        e_t, e_lo, e_hi, e_pos = (_cat(x) for x in events)
         n_s, n_e = s_hi - s_lo, e_hi - e_lo
         parts = [
             (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
         ]
         for rows, depth, lex, before in absorbed:
             parts += self._absorbed(rows, depth, lex, before, shift)
+        group = _Group()
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
 
