@@ -122,8 +122,10 @@ class Limits:
     """Token classifications kept per tokenizer for every grammar compiled for it (a lexer state
     built from the same terminal automata is classified once per process); least recently used
     ones go past it. A classification holds a few bitmasks and the token ids that end a lexeme
-    (tens of KB for 49,152 tokens). Why: a server that compiles thousands of schemas keeps the
-    common ones (JSON strings, numbers, property names) without growing without bound."""
+    (tens of KB for 49,152 tokens); the table that interns their token arrays by content holds
+    up to a quarter of this more, and starts afresh past it. Why: a server that compiles
+    thousands of schemas keeps the common ones (JSON strings, numbers, property names) without
+    growing without bound."""
 
     max_forced_bytes: int = 512
     """Longest run of forced bytes computed at once for fast-forwarding (``forced_tokens``); the

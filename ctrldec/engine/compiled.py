@@ -185,8 +185,8 @@ def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]
 
 
 class _FewNodes:
-    """``CompiledGrammar._classify_root``'s work on a trie level of a few nodes, done node by node
-    in Python: the same decisions as the vectorised level (a node whose byte is rejected ends its
+    """``CompiledGrammar._classify_root``'s work on trie levels of a few nodes, done node by node
+    in Python: the same decisions as a vectorised level (a node whose byte is rejected ends its
     lexeme there; one reaching an eager state ends it after the byte; tokens ending at the node
     stay; a subtree entering a state that absorbs safe characters is settled later by
     ``_absorbed``; the rest walk on). A vectorised level costs about 30 numpy calls whatever its
