@@ -255,7 +255,8 @@ class _FewNodes:
             return None
         return d, np.array(up, dtype=np.int64), np.array(at, dtype=np.int32)
 
-    def flush(self, stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed) -> None:
+    def flush(self, stay_lo: list[np.ndarray], stay_hi: list[np.ndarray], stay_lex: list[np.ndarray], ev_t: list[np.ndarray],
+              ev_lo: list[np.ndarray], ev_hi: list[np.ndarray], ev_pos: list[np.ndarray], absorbed: list[tuple]) -> None:
         """Add what the levels found to ``_classify_root``'s lists, as arrays."""
         if self.stays:
             lo, hi, lex = np.array(self.stays, dtype=np.int64).T
