@@ -304,11 +304,12 @@ class _Builder:
         return state
 
 
-def _edges(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _edges(trans: np.ndarray, n_states: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The distinct transitions of a table, dead ones left out: (sources, targets), sorted by
     source then target. A row's targets come in runs of equal bytes, so only run starts are
-    sorted, not all 256 entries of every row."""
-    n = len(trans)
+    sorted, not all 256 entries of every row. ``n_states``: how many states targets range over,
+    for some rows of a larger table (its rows by default)."""
+    n = max(len(trans), n_states or 0)
     starts = np.empty(trans.shape, dtype=bool)
     starts[:, 0] = True
     np.not_equal(trans[:, 1:], trans[:, :-1], out=starts[:, 1:])
@@ -318,9 +319,10 @@ def _edges(trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes // n, codes % n
 
 
-def successor_lists(trans: np.ndarray) -> list[list[int]]:
-    """Each state's distinct successors through ``trans`` (dead dropped), ascending."""
-    sources, targets = _edges(trans)
+def successor_lists(trans: np.ndarray, n_states: int | None = None) -> list[list[int]]:
+    """Each row's distinct targets through ``trans`` (dead dropped), ascending; ``n_states`` as
+    for ``_edges``."""
+    sources, targets = _edges(trans, n_states)
     bounds = np.searchsorted(sources, np.arange(len(trans) + 1)).tolist()
     flat = targets.tolist()
     return [flat[bounds[i] : bounds[i + 1]] for i in range(len(trans))]

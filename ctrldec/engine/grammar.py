@@ -286,9 +286,10 @@ def compile_rules(
     return build_tables("", plain, terms, start, ambiguous=ambiguous, frames=frames)
 
 
-def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[dict, int, int, list]:
-    """Lark's LALR(1) table as ``{state: {symbol: [(action, arg)]}}``, with the start and end
-    states and each state's kernel items as (rule index, dot) (``slr_tables``' form)."""
+def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[list, int, int, list]:
+    """Lark's LALR(1) table in ``slr_tables``' form: ``rows[state][symbol]`` is
+    ``[("shift", state)]`` or ``[("reduce", rule index)]``, with the start and end states and each
+    state's kernel items as (rule index, dot)."""
     from lark.grammar import NonTerminal, Rule
     from lark.grammar import Terminal as LarkTerminal
 
@@ -308,8 +309,9 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
         raise GrammarError(f"grammar is not LALR(1): {detail}") from None
     check_budget()  # the analysis ran unmetered (its input is bounded by max_grammar_rules)
     table = analyzer.parse_table
-    rows = {state: {sym: [(act, (arg.origin.name, [x.name for x in arg.expansion]) if act is not Shift else arg)]
-                    for sym, (act, arg) in row.items()} for state, row in table.states.items()}
+    # Lark keeps each rule's index as its order; its own start rule is never reduced
+    rows = [{sym: [("shift", arg) if act is Shift else ("reduce", arg.order)] for sym, (act, arg) in table.states[state].items()}
+            for state in range(len(table.states))]
     # Lark numbers the states in the order of its LR(0) item sets (distinct closures)
     kernels: dict[Any, list[tuple[int, int]]] = {}
     for itemset in analyzer.lr0_itemsets:
@@ -347,9 +349,7 @@ def build_tables(
     terminals = [t for t in terminals if t.name in used or t.ignore]
     names = [t.name for t in terminals]
     if ambiguous:
-        slr_rows, start_state, end_state, kernels = slr_tables(rules, set(names) | {"$END"}, start)
-        rows = {i: {sym: [(Shift if kind == "shift" else None, arg if kind == "shift" else rules[arg]) for kind, arg in acts]  # type: ignore[index]
-                    for sym, acts in row.items()} for i, row in enumerate(slr_rows)}
+        rows, start_state, end_state, kernels = slr_tables(rules, set(names) | {"$END"}, start)
     else:
         rows, start_state, end_state, kernels = _lalr_rows(rules, term_names, start)
         if len(kernels) != len(rows):
@@ -358,31 +358,33 @@ def build_tables(
     end = len(names)
     term_id["$END"] = end
     nonterms: dict[str, int] = {}
-    rule_index: dict[object, int] = {}
+    rule_index: dict[object, int] = {}  # (lhs, rhs) -> rule number in the tables (equal rules share one)
+    rule_code: dict[int, int] = {}  # rule index -> its reduce action's code
     rule_lhs: list[int] = []
     rule_len: list[int] = []
     n_states = len(rows)
     actions: list[dict[int, int | tuple[int, ...]]] = [{} for _ in range(n_states)]
     goto: list[dict[int, int]] = [{} for _ in range(n_states)]
-    for state, row in rows.items():
+    for state, row in enumerate(rows):
         for symbol, acts in row.items():
             if symbol not in term_id:
                 (_, arg), = acts
                 goto[state][nonterms.setdefault(symbol, len(nonterms))] = arg
                 continue
             codes = []
-            for action, arg in acts:
-                if action is Shift:
+            for kind, arg in acts:
+                if kind == "shift":
                     codes.append(arg)
-                else:
-                    lhs, rhs = arg
-                    key = (lhs, tuple(rhs))
-                    r = rule_index.get(key)
-                    if r is None:
-                        r = rule_index[key] = len(rule_lhs)
+                    continue
+                code = rule_code.get(arg)
+                if code is None:
+                    lhs, rhs = rules[arg]
+                    r = rule_index.setdefault((lhs, tuple(rhs)), len(rule_lhs))
+                    if r == len(rule_lhs):
                         rule_lhs.append(nonterms.setdefault(lhs, len(nonterms)))
                         rule_len.append(len(rhs))
-                    codes.append(-1 - r)
+                    code = rule_code[arg] = -1 - r
+                codes.append(code)
             actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
     coded, kernel_items = _coded_items(rules, kernels, term_id, nonterms, start)
     parse = ParseTables(

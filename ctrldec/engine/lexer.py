@@ -211,7 +211,7 @@ class LexerAutomaton:
         self.built: list[bool] = []
         self._rows: list[np.ndarray | None] = []
         self.is_start: list[bool] = []
-        self._single_ids: dict[int, np.ndarray] = {}  # for ``_build_single``
+        self._single_ids: dict[int, np.ndarray] = {}  # ``_ids_alone``
         self.start = [
             self._intern(tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty), start=True)
             for ctx in contexts
@@ -302,9 +302,7 @@ class LexerAutomaton:
         follows its DFA state, so the rows are the DFA's rows renumbered."""
         dfa = self.terminals[t].dfa
         succ = _all_successors(dfa)
-        ids = self._single_ids.get(t)  # DFA state -> lexer state, as far as known; [-1]: dead
-        if ids is None:
-            ids = self._single_ids[t] = np.full(dfa.n_states + 1, -1, dtype=np.int32)
+        ids = self._ids_alone(t)
         todo: list[int] = []  # DFA states whose lexer state is built here
         stack = [s]
         ids[s] = self._intern(((t, s),))
@@ -423,16 +421,22 @@ class LexerAutomaton:
         return sum(a.nbytes for a in arrays if a is not None) + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
     def _successors(self, members: tuple) -> np.ndarray:
-        row = np.full(256, -1, dtype=np.int32)
         if not members:
-            return row
+            return np.full(256, -1, dtype=np.int32)
         if len(members) == 1:  # one terminal alive: no combinations to sort out
             t, s = members[0]
-            targets, inverse = np.unique(self.terminals[t].dfa.trans[s], return_inverse=True)
-            ids = np.array([self._intern(((t, s2),)) if s2 >= 0 else -1 for s2 in targets.tolist()], dtype=np.int32)
-            return ids[inverse.ravel()]
+            return self._alone(t, self.terminals[t].dfa.trans[s])
         nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
-        live = np.flatnonzero((nxt >= 0).any(axis=0))  # few bytes extend several terminals
+        alive = nxt >= 0
+        count = alive.sum(axis=0)
+        # a byte that extends one terminal leads to that terminal alone (most bytes: a literal key
+        # beside a name automaton continues on one byte), read from its DFA row
+        row = np.full(256, -1, dtype=np.int32)
+        for i, (t, _) in enumerate(members):
+            only = alive[i] & (count == 1)
+            if only.any():
+                row[only] = self._alone(t, nxt[i, only])
+        live = np.flatnonzero(count > 1)  # bytes that extend several terminals: their combinations
         if len(live) <= _FEW_BYTES:
             by_combo: dict[tuple, list[int]] = {}
             for b, combo in zip(live.tolist(), nxt[:, live].T.tolist()):
@@ -460,28 +464,63 @@ class LexerAutomaton:
         row[live] = ids[inverse.ravel()]
         return row
 
+    def _ids_alone(self, t: int) -> np.ndarray:
+        """DFA state of terminal ``t`` -> lexer state ((t, s),), as far as interned (-1: not yet;
+        the last entry stands for the dead target and stays -1). First build only."""
+        ids = self._single_ids.get(t)
+        if ids is None:
+            ids = self._single_ids[t] = np.full(self.terminals[t].dfa.n_states + 1, -1, dtype=np.int32)
+        return ids
+
+    def _alone(self, t: int, targets: np.ndarray) -> np.ndarray:
+        """int32[k]: the lexer state ((t, s2),) of each target ``s2`` in ``targets`` (DFA states
+        of terminal ``t``; -1 stays dead). While the automaton is first built, a dense
+        terminal's states are numbered through ``_single_ids`` (one gather); otherwise each
+        distinct target is interned."""
+        if self._ready or self._lazy_terms[t]:
+            distinct, inverse = np.unique(targets, return_inverse=True)
+            ids = np.array([self._intern(((t, s2),)) if s2 >= 0 else -1 for s2 in distinct.tolist()], dtype=np.int32)
+            return ids[inverse.ravel()]
+        known = self._ids_alone(t)
+        out = known[targets]  # a dead target reads the last entry, which stays -1
+        new = targets[(out < 0) & (targets >= 0)]
+        if len(new):
+            for s2 in np.unique(new).tolist():
+                known[s2] = self._intern(((t, s2),))
+            out = known[targets]
+        return out
+
     def _choose(self, members: tuple) -> tuple[int, ...]:
         """The terminals a lexeme ending here is: the one Lark's rules pick, or (ambiguous) all."""
         done = sorted((t for t, s in members if self.terminals[t].dfa.accepting[s]), key=lambda t: self.terminals[t].order)
         return tuple(done) if self.ambiguous else tuple(done[:1])
 
     def _completable(self, table: np.ndarray) -> list[int]:
+        """Each state's ``completable`` bits. A state where one terminal is alive (not a lexeme's
+        start) has that terminal's bit: every state of a terminal's automaton can still reach
+        acceptance, and its successors keep the terminal alone. The other states (several
+        terminals alive, or a start) take the union over what they reach, to a fixed point over
+        those states only."""
+        term_bit = [1 << (self.ignore_bit if t.ignore else i) for i, t in enumerate(self.terminals)]
         bits = []
-        for s, (first, accepts) in enumerate(zip(self.is_start, self.accepts)):
-            if not self.built[s]:  # deferred: no successors yet, and its bits are known
-                bits.append(self._lazy_bits(self._members[s]))
+        mixed = []  # states whose bits depend on their successors'
+        for s, (first, members) in enumerate(zip(self.is_start, self._members)):
+            if len(members) == 1 and not first:  # a deferred state is one of these
+                bits.append(term_bit[members[0][0]])
                 continue
             b = (1 << self.end_bit) if first else 0
-            for t in accepts:
-                b |= 1 << (self.ignore_bit if self.terminals[t].ignore else t)
+            for t in self.accepts[s]:
+                b |= term_bit[t]
             bits.append(b)
-        succ = successor_lists(table)
+            mixed.append(s)
+        succ = successor_lists(table[mixed], len(table))
         changed = True
         while changed:
             changed = False
-            for s in range(len(bits) - 1, -1, -1):
+            for i in range(len(mixed) - 1, -1, -1):
+                s = mixed[i]
                 b = bits[s]
-                for x in succ[s]:
+                for x in succ[i]:
                     b |= bits[x]
                 if b != bits[s]:
                     bits[s] = b
