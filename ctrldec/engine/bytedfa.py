@@ -319,13 +319,14 @@ def _edges(trans: np.ndarray, n_states: int | None = None) -> tuple[np.ndarray, 
     return codes // n, codes % n
 
 
-def successor_lists(trans: np.ndarray, n_states: int | None = None) -> list[list[int]]:
+def successor_lists(trans: np.ndarray, n_states: int | None = None) -> tuple[tuple[int, ...], ...]:
     """Each row's distinct targets through ``trans`` (dead dropped), ascending; ``n_states`` as
-    for ``_edges``."""
+    for ``_edges``. Tuples of ints: kept on a cached automaton, they leave the cyclic GC's
+    lists after one collection (lists would be traversed by every full collection)."""
     sources, targets = _edges(trans, n_states)
     bounds = np.searchsorted(sources, np.arange(len(trans) + 1)).tolist()
-    flat = targets.tolist()
-    return [flat[bounds[i] : bounds[i + 1]] for i in range(len(trans))]
+    flat = tuple(targets.tolist())
+    return tuple([flat[bounds[i] : bounds[i + 1]] for i in range(len(trans))])
 
 
 def _closure(sources: np.ndarray, targets: np.ndarray, seeds: list[int], n: int) -> np.ndarray:

@@ -99,7 +99,7 @@ def _reachable(dfa: ByteDFA, state: int) -> tuple | None:
     return ("reachable", len(order), digest.digest())
 
 
-def _all_successors(dfa: ByteDFA) -> list[list[int]]:
+def _all_successors(dfa: ByteDFA) -> tuple[tuple[int, ...], ...]:
     """Each state's distinct successors (dead dropped), ascending; kept on the automaton object."""
     succ = dfa.__dict__.get("_all_successors")
     if succ is None:
@@ -305,14 +305,18 @@ class LexerAutomaton:
         ids = self._ids_alone(t)
         todo: list[int] = []  # DFA states whose lexer state is built here
         stack = [s]
+        seen = {s}  # states met may already be interned (by ``_alone``) but not built
         ids[s] = self._intern(((t, s),))
+        built = self.built
         while stack:
             x = stack.pop()
             todo.append(x)
             for y in succ[x]:
-                if ids[y] < 0:
-                    ids[y] = state = self._intern(((t, y),))
-                    if not self.built[state]:
+                if y not in seen:
+                    seen.add(y)
+                    if ids[y] < 0:
+                        ids[y] = self._intern(((t, y),))
+                    if not built[ids[y]]:
                         stack.append(y)
         rows = ids[dfa.trans[todo]]
         for x, row in zip(todo, rows):
