@@ -212,10 +212,15 @@ class LexerAutomaton:
         self._rows: list[np.ndarray | None] = []
         self.is_start: list[bool] = []
         self._single_ids: dict[int, np.ndarray] = {}  # ``_ids_alone``
-        self.start = [
-            self._intern(tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty), start=True)
-            for ctx in contexts
-        ]
+        starts: dict[tuple, int] = {}  # parser states share a few distinct sets of terminals
+        self.start = []
+        for ctx in contexts:
+            key = tuple(ctx)
+            state = starts.get(key)
+            if state is None:
+                members = tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty)
+                state = starts[key] = self._intern(members, start=True)
+            self.start.append(state)
         done = 0
         while done < len(self._members):
             if done % 64 == 0:

@@ -67,7 +67,7 @@ def slr_tables(
         if i % 32 == 0:
             check_budget(len(kernels))
         items = closure(kernels[i])
-        moves: dict[str, set[int]] = {}
+        moves: dict[str, list[int]] = {}  # symbol -> the items after moving over it (each once)
         row: dict[str, list[tuple[str, object]]] = {}
         for item in items:
             x = item_next[item]
@@ -75,20 +75,33 @@ def slr_tables(
                 r = item_rule[item]
                 if r != aug:
                     for t in follow.get(all_rules[r][0], ()):
-                        row.setdefault(t, []).append(("reduce", r))
+                        acts = row.get(t)
+                        if acts is None:
+                            row[t] = [("reduce", r)]
+                        else:
+                            acts.append(("reduce", r))
             else:
-                moves.setdefault(x, set()).add(item + 1)
-        for x, kernel in moves.items():
-            key = frozenset(kernel)
+                moved = moves.get(x)
+                if moved is None:
+                    moves[x] = [item + 1]
+                else:
+                    moved.append(item + 1)
+        for x, moved in moves.items():
+            key = frozenset(moved)
             j = index.get(key)
             if j is None:
                 j = index[key] = len(kernels)
                 kernels.append(key)
-            row.setdefault(x, []).insert(0, ("shift", j))
+            acts = row.get(x)
+            if acts is None:
+                row[x] = [("shift", j)]
+            else:
+                acts.insert(0, ("shift", j))
         rows.append(row)
         i += 1
     end_state = next(a for kind, a in rows[0][start] if kind == "shift")
-    items = [sorted((item_rule[i], item_dot[i]) for i in kernel) for kernel in kernels]
+    # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
+    items = [[(item_rule[i], item_dot[i]) for i in sorted(kernel)] for kernel in kernels]
     return rows, 0, end_state, items  # type: ignore[return-value]
 
 
