@@ -464,6 +464,7 @@ def _sinked(dfa: ByteDFA) -> tuple[np.ndarray, np.ndarray]:
 
 
 _PRODUCT_BATCH = 256  # pairs whose rows a product computes at once (a 512 KB table of codes)
+_DENSE_PAIRS = 1 << 20  # pairs of states up to which a product numbers them in one table (4 MB)
 
 
 def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
@@ -479,6 +480,52 @@ def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
     tb, fb = _sinked(b)
     stride = len(fb)
     start = (0 if a.n_states else len(fa) - 1) * stride + (0 if b.n_states else len(fb) - 1)
+    if len(fa) * stride <= _DENSE_PAIRS:
+        rows, codes = _dense_pairs(ta, tb, stride, start)
+    else:
+        rows, codes = _sparse_pairs(ta, tb, stride, start)
+    pa, pb = codes // stride, codes % stride
+    if op == "and":
+        accepting = fa[pa] & fb[pb]
+    elif op == "or":
+        accepting = fa[pa] | fb[pb]
+    elif op == "diff":
+        accepting = fa[pa] & ~fb[pb]
+    else:
+        raise ValueError(op)
+    trans, accepting = _trim(np.concatenate(rows), accepting, 0, reachable=True)
+    return ByteDFA(trans, accepting)
+
+
+def _dense_pairs(ta: np.ndarray, tb: np.ndarray, stride: int, start: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``product``'s breadth-first walk where every pair's state fits one table: the rows of
+    each batch of pairs and the pairs' codes in state order. Pairs first met in a batch are
+    numbered in the order of their codes, as ``_sparse_pairs`` numbers them."""
+    state_of = np.full(len(ta) * stride, -1, dtype=np.int32)
+    state_of[start] = 0
+    found_codes = [np.array([start], dtype=np.int64)]
+    pending = found_codes[0]
+    n = 1
+    rows = []
+    while len(pending):
+        check_budget(n)
+        level, pending = pending[:_PRODUCT_BATCH], pending[_PRODUCT_BATCH:]
+        found = ta[level // stride] * stride + tb[level % stride]  # [pairs, 256]
+        ids = state_of[found]
+        new = ids < 0
+        if new.any():
+            fresh = np.unique(found[new])
+            state_of[fresh] = np.arange(n, n + len(fresh), dtype=np.int32)
+            n += len(fresh)
+            found_codes.append(fresh)
+            pending = np.concatenate([pending, fresh])
+            ids = state_of[found]
+        rows.append(ids)
+    return rows, np.concatenate(found_codes)
+
+
+def _sparse_pairs(ta: np.ndarray, tb: np.ndarray, stride: int, start: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``_dense_pairs`` with the pairs met kept in a dict, for products whose pairs would not fit one table."""
     index = {start: 0}  # a pair of states, coded p * stride + q -> its state
     codes = [start]
     rows: list[np.ndarray] = []
@@ -497,18 +544,7 @@ def product(a: ByteDFA, b: ByteDFA, op: str) -> ByteDFA:
                 codes.append(code)
             ids.append(j)
         rows.append(np.array(ids, dtype=np.int32)[inverse.reshape(found.shape)])
-    pairs = np.array(codes, dtype=np.int64)
-    pa, pb = pairs // stride, pairs % stride
-    if op == "and":
-        accepting = fa[pa] & fb[pb]
-    elif op == "or":
-        accepting = fa[pa] | fb[pb]
-    elif op == "diff":
-        accepting = fa[pa] & ~fb[pb]
-    else:
-        raise ValueError(op)
-    trans, accepting = _trim(np.concatenate(rows), accepting, 0, reachable=True)
-    return ByteDFA(trans, accepting)
+    return rows, np.array(codes, dtype=np.int64)
 
 
 def literal(data: bytes) -> ByteDFA:
