@@ -287,8 +287,8 @@ def compile_rules(
 
 
 def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: str) -> tuple[list, int, int, list]:
-    """Lark's LALR(1) table in ``slr_tables``' form: ``rows[state][symbol]`` is
-    ``[("shift", state)]`` or ``[("reduce", rule index)]``, with the start and end states and each
+    """Lark's LALR(1) table in ``slr_tables``' form: ``rows[state][symbol]`` is a state to shift
+    to (or go to) or ``-1 - rule index`` to reduce by, with the start and end states and each
     state's kernel items as (rule index, dot)."""
     from lark.grammar import NonTerminal, Rule
     from lark.grammar import Terminal as LarkTerminal
@@ -310,7 +310,7 @@ def _lalr_rows(rules: list[tuple[str, list[str]]], term_names: set[str], start: 
     check_budget()  # the analysis ran unmetered (its input is bounded by max_grammar_rules)
     table = analyzer.parse_table
     # Lark keeps each rule's index as its order; its own start rule is never reduced
-    rows = [{sym: [("shift", arg) if act is Shift else ("reduce", arg.order)] for sym, (act, arg) in table.states[state].items()}
+    rows = [{sym: arg if act is Shift else -1 - arg.order for sym, (act, arg) in table.states[state].items()}
             for state in range(len(table.states))]
     # Lark numbers the states in the order of its LR(0) item sets (distinct closures)
     kernels: dict[Any, list[tuple[int, int]]] = {}
@@ -359,33 +359,34 @@ def build_tables(
     term_id["$END"] = end
     nonterms: dict[str, int] = {}
     rule_index: dict[object, int] = {}  # (lhs, rhs) -> rule number in the tables (equal rules share one)
-    rule_code: dict[int, int] = {}  # rule index -> its reduce action's code
+    rule_code: dict[int, int] = {}  # reduce by a rule index -> reduce by its rule number
     rule_lhs: list[int] = []
     rule_len: list[int] = []
     n_states = len(rows)
     actions: list[dict[int, int | tuple[int, ...]]] = [{} for _ in range(n_states)]
     goto: list[dict[int, int]] = [{} for _ in range(n_states)]
+
+    def numbered(action: int) -> int:  # a reduce by rule index becomes one by rule number
+        if action >= 0:
+            return action
+        code = rule_code.get(action)
+        if code is None:
+            lhs, rhs = rules[-1 - action]
+            r = rule_index.setdefault((lhs, tuple(rhs)), len(rule_lhs))
+            if r == len(rule_lhs):
+                rule_lhs.append(nonterms.setdefault(lhs, len(nonterms)))
+                rule_len.append(len(rhs))
+            code = rule_code[action] = -1 - r
+        return code
+
     for state, row in enumerate(rows):
         for symbol, acts in row.items():
             if symbol not in term_id:
-                (_, arg), = acts
-                goto[state][nonterms.setdefault(symbol, len(nonterms))] = arg
-                continue
-            codes = []
-            for kind, arg in acts:
-                if kind == "shift":
-                    codes.append(arg)
-                    continue
-                code = rule_code.get(arg)
-                if code is None:
-                    lhs, rhs = rules[arg]
-                    r = rule_index.setdefault((lhs, tuple(rhs)), len(rule_lhs))
-                    if r == len(rule_lhs):
-                        rule_lhs.append(nonterms.setdefault(lhs, len(nonterms)))
-                        rule_len.append(len(rhs))
-                    code = rule_code[arg] = -1 - r
-                codes.append(code)
-            actions[state][term_id[symbol]] = codes[0] if len(codes) == 1 else tuple(codes)
+                goto[state][nonterms.setdefault(symbol, len(nonterms))] = acts  # type: ignore[assignment]
+            elif isinstance(acts, tuple):
+                actions[state][term_id[symbol]] = tuple(numbered(a) for a in acts)
+            else:
+                actions[state][term_id[symbol]] = acts if acts >= 0 else numbered(acts)
     coded, kernel_items = _coded_items(rules, kernels, term_id, nonterms, start)
     parse = ParseTables(
         terminal_names=names,

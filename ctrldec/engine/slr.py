@@ -19,11 +19,13 @@ Rules = list[tuple[str, list[str]]]
 
 def slr_tables(
     rules: Rules, terminals: set[str], start: str
-) -> tuple[list[dict[str, list[tuple[str, object]]]], int, int, list[tuple[str, list[str]]]]:
+) -> tuple[list[dict[str, int | tuple[int, ...]]], int, int, list[list[tuple[int, int]]]]:
     """Build the action/goto rows of an SLR(1) automaton with every conflict kept.
 
-    Returns ``(rows, start_state, end_state, kernels)`` where ``rows[state][symbol]`` is a list of
-    ``("shift", state)`` / ``("reduce", rule index)``, ``end_state`` is the state after
+    Returns ``(rows, start_state, end_state, kernels)`` where ``rows[state][symbol]`` is an
+    action code, or a tuple of them for a conflict (a shift first): ``j >= 0`` shifts to state
+    ``j`` (for a nonterminal: goes to it), ``-1 - r`` reduces by rule index ``r``. Plain ints
+    keep the rows out of the cyclic GC's lists. ``end_state`` is the state after
     ``start`` (where ``$END`` accepts) and ``kernels[state]`` lists the state's kernel items as
     (rule index, dot), rule ``len(rules)`` being the added ``$root -> start``. ``$END`` is the
     end-of-input terminal.
@@ -68,7 +70,7 @@ def slr_tables(
             check_budget(len(kernels))
         items = closure(kernels[i])
         moves: dict[str, list[int]] = {}  # symbol -> the items after moving over it (each once)
-        row: dict[str, list[tuple[str, object]]] = {}
+        row: dict[str, int | tuple[int, ...]] = {}
         for item in items:
             x = item_next[item]
             if x is None:
@@ -76,10 +78,7 @@ def slr_tables(
                 if r != aug:
                     for t in follow.get(all_rules[r][0], ()):
                         acts = row.get(t)
-                        if acts is None:
-                            row[t] = [("reduce", r)]
-                        else:
-                            acts.append(("reduce", r))
+                        row[t] = -1 - r if acts is None else (*acts, -1 - r) if isinstance(acts, tuple) else (acts, -1 - r)
             else:
                 moved = moves.get(x)
                 if moved is None:
@@ -93,13 +92,10 @@ def slr_tables(
                 j = index[key] = len(kernels)
                 kernels.append(key)
             acts = row.get(x)
-            if acts is None:
-                row[x] = [("shift", j)]
-            else:
-                acts.insert(0, ("shift", j))
+            row[x] = j if acts is None else (j, *acts) if isinstance(acts, tuple) else (j, acts)
         rows.append(row)
         i += 1
-    end_state = next(a for kind, a in rows[0][start] if kind == "shift")
+    end_state = rows[0][start]  # a nonterminal's entry is a goto
     # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
     items = [[(item_rule[i], item_dot[i]) for i in sorted(kernel)] for kernel in kernels]
     return rows, 0, end_state, items  # type: ignore[return-value]
