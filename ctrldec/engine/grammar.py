@@ -403,7 +403,7 @@ def build_tables(
     )
     if frames is not None:
         parse.required = _required_members(frames, rules, rule_index, term_id, nonterms, kernel_items)
-    contexts = [[t for t in row if t != end] for row in actions]
+    contexts = [tuple([t for t in row if t != end]) for row in actions]  # tuples: no list per state for the GC
     return GrammarTables(source, parse, LexerAutomaton(terminals, contexts, ambiguous=ambiguous))
 
 

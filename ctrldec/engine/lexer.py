@@ -18,6 +18,7 @@ import functools
 import hashlib
 import operator
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,7 +196,7 @@ class LexerAutomaton:
     grammar's other caches): ``build`` (re-checking), and the numpy side of the mask walks.
     """
 
-    def __init__(self, terminals: list[Terminal], contexts: list[list[int]], *, ambiguous: bool = False) -> None:
+    def __init__(self, terminals: list[Terminal], contexts: Sequence[Sequence[int]], *, ambiguous: bool = False) -> None:
         self.lock = threading.RLock()
         self.terminals = terminals
         self.ambiguous = ambiguous
@@ -215,7 +216,7 @@ class LexerAutomaton:
         starts: dict[tuple, int] = {}  # parser states share a few distinct sets of terminals
         self.start = []
         for ctx in contexts:
-            key = tuple(ctx)
+            key = tuple(ctx)  # (already a tuple from ``build_tables``)
             state = starts.get(key)
             if state is None:
                 members = tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty)

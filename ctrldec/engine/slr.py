@@ -19,7 +19,7 @@ Rules = list[tuple[str, list[str]]]
 
 def slr_tables(
     rules: Rules, terminals: set[str], start: str
-) -> tuple[list[dict[str, int | tuple[int, ...]]], int, int, list[list[tuple[int, int]]]]:
+) -> tuple[list[dict[str, int | tuple[int, ...]]], int, int, list[tuple[tuple[int, int], ...]]]:
     """Build the action/goto rows of an SLR(1) automaton with every conflict kept.
 
     Returns ``(rows, start_state, end_state, kernels)`` where ``rows[state][symbol]`` is an
@@ -97,7 +97,7 @@ def slr_tables(
         i += 1
     end_state = rows[0][start]  # a nonterminal's entry is a goto
     # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
-    items = [[(item_rule[i], item_dot[i]) for i in sorted(kernel)] for kernel in kernels]
+    items = [tuple([(item_rule[i], item_dot[i]) for i in sorted(kernel)]) for kernel in kernels]
     return rows, 0, end_state, items  # type: ignore[return-value]
 
 
