@@ -115,11 +115,53 @@ def check_budget(states: int = 0) -> None:
             raise BudgetExceeded("the compile grew the process past its memory budget")
 
 
+def _state_key(state: object) -> object:
+    """A hashable stand-in for an interegular crawl state, equal exactly when the states are
+    equal: its meta-states are sets, frozensets, dicts or tuples of hashable sub-states."""
+    if isinstance(state, (set, frozenset)):
+        return frozenset(state)
+    if isinstance(state, dict):
+        return ("dict", frozenset(state.items()))
+    return ("other", state)
+
+
+def _indexed_crawl(alphabet, initial, final, follow):  # type: ignore[no-untyped-def]
+    """interegular's ``crawl`` (explore a new FSM's states from ``initial`` through ``follow``,
+    numbered in the order met), with each state found by its hash instead of a linear search of
+    the list so far (quadratic: 0.25 s of a 0.56 s compile on the sample's o60981), and with fuel:
+    ``check_budget`` every 64 states. Behind every FSM operation interegular performs, and
+    exponential for patterns like ``(a|b)*a(a|b){20}``."""
+    states = [initial]
+    index = {_state_key(initial): 0}
+    finals = set()
+    transitions: dict[int, dict] = {}
+    i = 0
+    while i < len(states):
+        if i % 64 == 63:
+            check_budget(len(states))
+        state = states[i]
+        if final(state):
+            finals.add(i)
+        row = transitions[i] = {}
+        for transition in alphabet.by_transition:
+            try:
+                nxt = follow(state, transition)
+            except interegular.fsm.OblivionError:
+                continue
+            key = _state_key(nxt)
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(states)
+                states.append(nxt)
+            row[transition] = j
+        i += 1
+    return interegular.fsm.FSM(alphabet=alphabet, states=range(len(states)), initial=0, finals=finals, map=transitions, __no_validation__=True)
+
+
 def _metered(crawl):
-    """interegular's state exploration ``crawl`` (behind every FSM operation it performs, and
-    exponential for patterns like ``(a|b)*a(a|b){20}``) with fuel: ``check_budget`` every 64 new
-    states, counted as the distinct states ``follow`` is asked about. Without a budget in force,
-    interegular runs untouched."""
+    """interegular's state exploration without a result (``crawl_hash_no_result``, an emptiness
+    test) with fuel: ``check_budget`` every 64 new states, counted as the distinct states
+    ``follow`` is asked about. Without a budget in force, interegular runs untouched."""
 
     def metered_crawl(alphabet, initial, final, follow):
         if _BUDGET.get() is None:
@@ -139,9 +181,9 @@ def _metered(crawl):
     return metered_crawl
 
 
-# interegular's FSM operations look these up in their module at call time, so wrapping them meters
-# all of its work (interegular is pinned to 0.3.x in pyproject.toml).
-interegular.fsm.crawl = _metered(interegular.fsm.crawl)
+# interegular's FSM operations look these up in their module at call time, so replacing them
+# speeds up and meters all of its work (interegular is pinned to 0.3.x in pyproject.toml).
+interegular.fsm.crawl = _indexed_crawl
 interegular.fsm.crawl_hash_no_result = _metered(interegular.fsm.crawl_hash_no_result)
 
 
