@@ -33,20 +33,7 @@ def slr_tables(
     nts = sorted({lhs for lhs, _ in rules})
     aug = len(rules)
     all_rules = rules + [("$root", [start])]
-    offsets = []
-    total = 0
-    for _, rhs in all_rules:
-        offsets.append(total)
-        total += len(rhs) + 1
-    item_rule = [0] * total
-    item_dot = [0] * total
-    item_next: list[str | None] = [None] * total  # the symbol after the dot
-    for r, (_, rhs) in enumerate(all_rules):
-        for d in range(len(rhs) + 1):
-            item_rule[offsets[r] + d] = r
-            item_dot[offsets[r] + d] = d
-            item_next[offsets[r] + d] = rhs[d] if d < len(rhs) else None
-
+    offsets, item_rule, item_dot, item_next = _items(all_rules)
     closure_of = _leftmost_closures(rules, terminals, nts, offsets)
 
     def closure(kernel: frozenset[int]) -> set[int]:
@@ -59,26 +46,24 @@ def slr_tables(
 
     nullable, first = _nullable_and_first(rules, terminals, nts)
     follow = _follow(rules, terminals, nts, start, nullable, first)
+    reduces = [() if r == aug else tuple(follow.get(lhs, ())) for r, (lhs, _) in enumerate(all_rules)]
 
     start_kernel = frozenset([offsets[aug]])
     index: dict[frozenset[int], int] = {start_kernel: 0}
     kernels = [start_kernel]
-    rows: list[dict[str, list[tuple[str, object]]]] = []
+    rows: list[dict[str, int | tuple[int, ...]]] = []
     i = 0
     while i < len(kernels):
         if i % 32 == 0:
             check_budget(len(kernels))
-        items = closure(kernels[i])
         moves: dict[str, list[int]] = {}  # symbol -> the items after moving over it (each once)
         row: dict[str, int | tuple[int, ...]] = {}
-        for item in items:
+        for item in closure(kernels[i]):
             x = item_next[item]
             if x is None:
                 r = item_rule[item]
-                if r != aug:
-                    for t in follow.get(all_rules[r][0], ()):
-                        acts = row.get(t)
-                        row[t] = -1 - r if acts is None else (*acts, -1 - r) if isinstance(acts, tuple) else (acts, -1 - r)
+                for t in reduces[r]:
+                    row[t] = _with(row.get(t), -1 - r)
             else:
                 moved = moves.get(x)
                 if moved is None:
@@ -91,14 +76,40 @@ def slr_tables(
             if j is None:
                 j = index[key] = len(kernels)
                 kernels.append(key)
-            acts = row.get(x)
-            row[x] = j if acts is None else (j, *acts) if isinstance(acts, tuple) else (j, acts)
+            row[x] = _with(row.get(x), j, first=True)
         rows.append(row)
         i += 1
     end_state = rows[0][start]  # a nonterminal's entry is a goto
     # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
     items = [tuple([(item_rule[i], item_dot[i]) for i in sorted(kernel)]) for kernel in kernels]
-    return rows, 0, end_state, items  # type: ignore[return-value]
+    return rows, 0, end_state, items
+
+
+def _items(all_rules: Rules) -> tuple[list[int], list[int], list[int], list[str | None]]:
+    """Items numbered ``rule offset + dot``: each rule's offset, and per item its rule, its dot
+    and the symbol after the dot (None at the end)."""
+    offsets = []
+    total = 0
+    for _, rhs in all_rules:
+        offsets.append(total)
+        total += len(rhs) + 1
+    item_rule = [0] * total
+    item_dot = [0] * total
+    item_next: list[str | None] = [None] * total
+    for r, (_, rhs) in enumerate(all_rules):
+        for d in range(len(rhs) + 1):
+            item_rule[offsets[r] + d] = r
+            item_dot[offsets[r] + d] = d
+            item_next[offsets[r] + d] = rhs[d] if d < len(rhs) else None
+    return offsets, item_rule, item_dot, item_next
+
+
+def _with(actions: int | tuple[int, ...] | None, code: int, *, first: bool = False) -> int | tuple[int, ...]:
+    """A row entry with one more action: the code alone, or a conflict's tuple (a shift first)."""
+    if actions is None:
+        return code
+    rest = actions if isinstance(actions, tuple) else (actions,)
+    return (code, *rest) if first else (*rest, code)
 
 
 def _leftmost_closures(rules: Rules, terminals: set[str], nts: list[str], offsets: list[int]) -> dict[str, frozenset[int]]:
