@@ -597,7 +597,9 @@ def literal(data: bytes) -> ByteDFA:
         trans[i, b] = i + 1
     accepting = np.zeros(n, dtype=bool)
     accepting[-1] = True
-    return ByteDFA(trans, accepting)
+    dfa = ByteDFA(trans, accepting)
+    object.__setattr__(dfa, "_literal", bytes(data))  # its part from state i on is data[i:] (lexer keys)
+    return dfa
 
 
 def union_all(dfas: list[ByteDFA]) -> ByteDFA:

@@ -54,7 +54,11 @@ def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
 
     Grammars build their small automata (punctuation, keywords, property names) afresh, so the
     answer for a small automaton is also kept by the automaton's whole content, for every
-    grammar of the process (``_KEYS_BY_CONTENT``)."""
+    grammar of the process (``_KEYS_BY_CONTENT``). A literal's part from ``state`` on is the
+    rest of its bytes: that is its key, with no search."""
+    text = dfa.__dict__.get("_literal")
+    if text is not None:
+        return ("literal", text[state:])
     if len(dfa.trans) > _CONTENT_STATES:
         return _reachable(dfa, state)
     content = dfa.__dict__.get("_content")
