@@ -158,6 +158,7 @@ class TokenizerInfo:
         self._sorted: list[bytes] | None = None
         self._classes: Any = None  # token classifications shared by grammars (``engine.compiled``)
         self._first_bytes: np.ndarray | None = None
+        self._first_words: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -229,6 +230,7 @@ class TokenizerInfo:
             other._table, other._trie, other._unsafe = self._table, self._trie, self._unsafe
             other._char_starts, other._sorted = self._char_starts, self._sorted
             other._classes, other._first_bytes = self._classes, self._first_bytes
+            other._first_words = self._first_words
         return other
 
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
@@ -333,6 +335,17 @@ class TokenizerInfo:
         table, lengths = self.byte_table()
         return _frozen(np.where(lengths > 0, table[:, 0] if table.shape[1] else 0, 256).astype(np.int16))
 
+    def first_byte_words(self) -> np.ndarray:
+        """uint32[257, words]: row ``b`` is the bitmask (``engine.bitmask`` layout) of the tokens
+        whose first byte is ``b``; row 256, of the tokens without bytes."""
+        return self._once("_first_words", self._pack_first_bytes)
+
+    def _pack_first_bytes(self) -> np.ndarray:
+        first = self.first_bytes()
+        flags = np.zeros((257, -(-self.vocab_size // 32) * 32), dtype=bool)
+        flags[first, np.arange(self.vocab_size)] = True
+        return _frozen(np.packbits(flags, axis=1, bitorder="little").view(np.uint32))
+
     def sorted_token_bytes(self) -> list[bytes]:
         """The distinct token byte strings, sorted (for prefix searches with ``bisect``)."""
         return self._once("_sorted", lambda: sorted(set(self.token_bytes)))
@@ -363,7 +376,7 @@ class TokenizerInfo:
     def memory_size_bytes(self) -> int:
         """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
         and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
-        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes]
+        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         # the interned arrays are mostly the classifications' own, counted twice: an upper bound

@@ -894,6 +894,8 @@ class CompiledGrammar(ByteAutomaton):
         self._after_first: dict[int, _Group] = {}  # lexer state -> every token from its 2nd byte
         self._first_byte = info.first_bytes()  # 256: no bytes
         self._first_counts = np.bincount(self._first_byte, minlength=257)[:256]  # tokens per first byte
+        self._has_first = np.bincount(self._first_byte, minlength=257) > 0  # [257]: some token begins so
+        self._all_words = self._pack(np.arange(self.vocab_size))
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
@@ -917,7 +919,7 @@ class CompiledGrammar(ByteAutomaton):
         counted: the tokenizer's tables (``TokenizerInfo.memory_size_bytes``, shared) and stack
         stores that only older matchers still hold."""
         pooled = len(self._pool) * (2 * self.words * 4 + ENTRY_BYTES)
-        arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids))
+        arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids, self._all_words))
         return self._group_bytes + pooled + arrays + super().cache_bytes()
 
     def _pack(self, ids: np.ndarray) -> np.ndarray:
@@ -1241,18 +1243,20 @@ class CompiledGrammar(ByteAutomaton):
         if weight.max() * 2 < total or u == state or lexer.eager[u]:
             return self._classify_root(state)  # most tokens would be walked anyway
         lexer.build_many(np.array([u]))
+        if lexer.shift()[u] != u:  # not a string interior: ``u``'s classification would serve this state alone
+            return self._classify_root(state)
         row = lexer.trans[state]  # re-read: building ``u`` may have grown the table
         # bytes that go where they go from ``u``, where ``u``'s own classification is cheap (a
         # string interior: most tokens settle at once) and the same in every such state
-        as_u = live & (row == lexer.trans[u]) if lexer.shift()[u] == u else np.zeros(256, dtype=bool)
+        as_u = live & (row == lexer.trans[u])
         to_u = live & (row == u) & ~as_u
         skip = np.append(as_u | to_u, False)  # by first byte; 256: tokens without bytes
         rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32))
         parts = []
         if as_u.any():
-            parts.append((self._root_group(u, split=False), np.append(as_u, False)[self._first_byte]))
+            parts.append((self._root_group(u, split=False), np.append(as_u, False)))
         if to_u.any():
-            parts.append((self._after_first_byte(u), np.append(to_u, False)[self._first_byte]))
+            parts.append((self._after_first_byte(u), np.append(to_u, False)))
         return self._merged(rest, parts)
 
     def _after_first_byte(self, state: int) -> _Group:
@@ -1295,21 +1299,19 @@ class CompiledGrammar(ByteAutomaton):
         return self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
 
     def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
-        """``group`` plus, for each (shared, pick) of ``parts``, the tokens of ``shared`` where
-        ``pick[token]``."""
+        """``group`` plus, for each (shared, pick) of ``parts``, the tokens of ``shared`` whose
+        first byte ``b`` has ``pick[b]`` (bool[257]; 256: tokens without bytes)."""
         stays: dict[int, np.ndarray] = dict(group.stays)
         emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for t, idx, pos in group.emits:
             emits.setdefault(t, []).append((idx, pos))
         for shared, pick in parts:
-            flags = np.zeros(self.words * 32, dtype=bool)
-            flags[: len(pick)] = pick
-            pick_words = np.packbits(flags, bitorder="little").view(np.uint32)
+            pick_words = self._first_byte_words(pick)
             for bits, words in shared.stays:
                 words = words & pick_words
                 stays[bits] = stays[bits] | words if bits in stays else words
             for t, idx, pos in shared.emits:
-                sel = pick[idx]
+                sel = pick[self._first_byte[idx]]
                 if sel.any():
                     emits.setdefault(t, []).append((idx[sel], pos[sel]))
         out = _Group()
@@ -1321,6 +1323,15 @@ class CompiledGrammar(ByteAutomaton):
             joined.append((t, *self._shared_groups().intern(idx, pos)))
         out.emits = tuple(joined)
         return out
+
+    def _first_byte_words(self, pick: np.ndarray) -> np.ndarray:
+        """The bitmask of the tokens whose first byte ``b`` has ``pick[b]`` (bool[257]): an OR of
+        the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens."""
+        table = self.info.first_byte_words()
+        inside, outside = np.flatnonzero(pick & self._has_first), np.flatnonzero(~pick & self._has_first)
+        if len(inside) <= len(outside):
+            return np.bitwise_or.reduce(table[inside], axis=0)
+        return np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
 
     def _root_group(self, key: int, split: bool = True) -> _Group:
         """The classification of every token from table state ``key`` (kept per grammar, and
