@@ -159,6 +159,7 @@ class TokenizerInfo:
         self._classes: Any = None  # token classifications shared by grammars (``engine.compiled``)
         self._first_bytes: np.ndarray | None = None
         self._first_words: np.ndarray | None = None
+        self._safe_words: np.ndarray | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -230,7 +231,7 @@ class TokenizerInfo:
             other._table, other._trie, other._unsafe = self._table, self._trie, self._unsafe
             other._char_starts, other._sorted = self._char_starts, self._sorted
             other._classes, other._first_bytes = self._classes, self._first_bytes
-            other._first_words = self._first_words
+            other._first_words, other._safe_words = self._first_words, self._safe_words
         return other
 
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
@@ -346,6 +347,19 @@ class TokenizerInfo:
         flags[first, np.arange(self.vocab_size)] = True
         return _frozen(np.packbits(flags, axis=1, bitorder="little").view(np.uint32))
 
+    def safe_char_words(self) -> np.ndarray:
+        """uint32[most characters in a token + 1, words]: row ``c`` is the bitmask of the tokens
+        made only of JSON-string-safe characters (``unsafe_tail`` -1), ``c`` of them."""
+        return self._once("_safe_words", self._pack_safe_by_chars)
+
+    def _pack_safe_by_chars(self) -> np.ndarray:
+        _, lengths = self.byte_table()
+        chars = self.char_starts()[:, -1].astype(np.int64)
+        safe = np.flatnonzero((lengths > 0) & (self.unsafe_tail() < 0))
+        flags = np.zeros((int(chars.max(initial=0)) + 1, -(-self.vocab_size // 32) * 32), dtype=bool)
+        flags[chars[safe], safe] = True
+        return _frozen(np.packbits(flags, axis=1, bitorder="little").view(np.uint32))
+
     def sorted_token_bytes(self) -> list[bytes]:
         """The distinct token byte strings, sorted (for prefix searches with ``bisect``)."""
         return self._once("_sorted", lambda: sorted(set(self.token_bytes)))
@@ -376,7 +390,7 @@ class TokenizerInfo:
     def memory_size_bytes(self) -> int:
         """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
         and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
-        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words]
+        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words, self._safe_words]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         # the interned arrays are mostly the classifications' own, counted twice: an upper bound

@@ -1084,12 +1084,8 @@ class CompiledGrammar(ByteAutomaton):
         # subtrees entering a state that absorbs safe characters: (rows, depth, state)
         absorbed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if first is None and shifting[start]:
-            rows = np.arange(len(trie.order))
-            zeros = np.zeros(len(rows), np.int64)
-            absorbed.append((rows, zeros, np.full(len(rows), start, np.int32), zeros))
-            trie_levels = []
-        else:
-            trie_levels = trie.levels
+            return self._classify_shifting(start)
+        trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
         d = 0
@@ -1179,6 +1175,37 @@ class CompiledGrammar(ByteAutomaton):
             (whole, np.full(len(whole), start, np.int32), *(np.zeros(0, np.int64),) * 3),
             self._walk(rest, np.zeros(len(rest), np.int64), np.full(len(rest), start, np.int32)),
         )))  # fmt: skip
+        return group
+
+    def _classify_shifting(self, start: int) -> _Group:
+        """``_classify_root`` from a state that shifts (every safe character leads to one state:
+        a counted string's next count, say): a token of ``c`` safe characters ends in
+        shift^c(``start``), so the safe tokens are settled ``c`` by ``c`` from the tokenizer's
+        per-count masks, and only the others (and those of a count whose chain is not known) are
+        walked."""
+        lexer = self.lexer
+        counts = np.arange(self._max_chars + 1)
+        final = lexer.chain_take(np.full(len(counts), start, dtype=np.int32), counts, self._max_chars).tolist()
+        lexer.sync()  # the chain may have met new states
+        per_count = self.info.safe_char_words()
+        settled: dict[int, np.ndarray] = {}
+        unknown = []
+        for c, f in enumerate(final[: len(per_count)]):
+            if f == -2:
+                unknown.append(c)
+            elif f >= 0:  # (a count the lexeme cannot take: its tokens are dropped)
+                bits = lexer.completable_values[int(lexer.completable_id[f])]
+                settled[bits] = settled[bits] | per_count[c] if bits in settled else per_count[c].copy()
+        walk = self._unsafe_ids
+        if unknown:
+            safe = self._safe_ids
+            walk = np.concatenate([walk, safe[np.isin(self._char_total[safe], unknown)]])
+        group = _Group()
+        self._fill_group(group, *self._walk(walk, np.zeros(len(walk), np.int64), np.full(len(walk), start, np.int32)))
+        stays = dict(group.stays)
+        for bits, words in settled.items():
+            stays[bits] = stays[bits] | words if bits in stays else words
+        group.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
         return group
 
     def _assembled(self, stays: tuple[list, ...], events: tuple[list, ...], absorbed: list[tuple], shift: np.ndarray) -> _Group:
