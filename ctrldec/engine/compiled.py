@@ -60,6 +60,7 @@ _SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byt
 _FEW_NODES = 48  # from a trie level of at most this many live nodes on, and while each next level has at most
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
+_PICKS = 64  # first-byte picks kept per grammar (``_first_byte_words``)
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
 
@@ -896,6 +897,7 @@ class CompiledGrammar(ByteAutomaton):
         self._first_counts = np.bincount(self._first_byte, minlength=257)[:256]  # tokens per first byte
         self._has_first = np.bincount(self._first_byte, minlength=257) > 0  # [257]: some token begins so
         self._all_words = self._pack(np.arange(self.vocab_size))
+        self._picks: dict[bytes, np.ndarray] = {}  # ``_first_byte_words``
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
@@ -915,12 +917,14 @@ class CompiledGrammar(ByteAutomaton):
     def cache_bytes(self) -> int:
         """Estimated bytes this grammar holds beyond its tables: token classifications (exact array
         bytes plus ``ENTRY_BYTES`` per list entry), pooled masks (each stored twice: the array and
-        its key), the current stack store and its caches, and the per-grammar token arrays. Not
+        its key), first-byte picks (``_first_byte_words``), the current stack store and its caches,
+        and the per-grammar token arrays. Not
         counted: the tokenizer's tables (``TokenizerInfo.memory_size_bytes``, shared) and stack
         stores that only older matchers still hold."""
         pooled = len(self._pool) * (2 * self.words * 4 + ENTRY_BYTES)
         arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids, self._all_words))
-        return self._group_bytes + pooled + arrays + super().cache_bytes()
+        picks = len(self._picks) * (self.words * 4 + 257 + ENTRY_BYTES)
+        return self._group_bytes + pooled + picks + arrays + super().cache_bytes()
 
     def _pack(self, ids: np.ndarray) -> np.ndarray:
         """The bitmask of ``ids`` (read-only: kept in token classifications, shared by threads)."""
@@ -1353,12 +1357,21 @@ class CompiledGrammar(ByteAutomaton):
 
     def _first_byte_words(self, pick: np.ndarray) -> np.ndarray:
         """The bitmask of the tokens whose first byte ``b`` has ``pick[b]`` (bool[257]): an OR of
-        the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens."""
-        table = self.info.first_byte_words()
-        inside, outside = np.flatnonzero(pick & self._has_first), np.flatnonzero(~pick & self._has_first)
-        if len(inside) <= len(outside):
-            return np.bitwise_or.reduce(table[inside], axis=0)
-        return np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
+        the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens. Kept per
+        pick (up to ``_PICKS``): the states inside property names pick the same bytes but a few."""
+        key = pick.tobytes()
+        words = self._picks.get(key)
+        if words is None:
+            table = self.info.first_byte_words()
+            inside, outside = np.flatnonzero(pick & self._has_first), np.flatnonzero(~pick & self._has_first)
+            if len(inside) <= len(outside):
+                words = np.bitwise_or.reduce(table[inside], axis=0)
+            else:
+                words = np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
+            if len(self._picks) >= _PICKS:
+                self._picks.clear()
+            self._picks[key] = read_only(words)
+        return words
 
     def _root_group(self, key: int, split: bool = True) -> _Group:
         """The classification of every token from table state ``key`` (kept per grammar, and
