@@ -1285,9 +1285,9 @@ class CompiledGrammar(ByteAutomaton):
         rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32))
         parts = []
         if as_u.any():
-            parts.append((self._root_group(u, split=False), np.append(as_u, False)))
+            parts.append((self._root_group(u, split=False), np.append(as_u, False), np.append(live, False)))
         if to_u.any():
-            parts.append((self._after_first_byte(u), np.append(to_u, False)))
+            parts.append((self._after_first_byte(u), np.append(to_u, False), None))
         return self._merged(rest, parts)
 
     def _after_first_byte(self, state: int) -> _Group:
@@ -1329,15 +1329,16 @@ class CompiledGrammar(ByteAutomaton):
     def _shared_groups(self) -> _SharedGroups:
         return self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
 
-    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
-        """``group`` plus, for each (shared, pick) of ``parts``, the tokens of ``shared`` whose
-        first byte ``b`` has ``pick[b]`` (bool[257]; 256: tokens without bytes)."""
+    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray, np.ndarray | None]]) -> _Group:
+        """``group`` plus, for each (shared, pick, within) of ``parts``, the tokens of ``shared``
+        whose first byte ``b`` has ``pick[b]`` (bool[257]; 256: tokens without bytes; ``within``:
+        see ``_first_byte_words``)."""
         stays: dict[int, np.ndarray] = dict(group.stays)
         emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for t, idx, pos in group.emits:
             emits.setdefault(t, []).append((idx, pos))
-        for shared, pick in parts:
-            pick_words = self._first_byte_words(pick)
+        for shared, pick, within in parts:
+            pick_words = self._first_byte_words(pick, within)
             for bits, words in shared.stays:
                 words = words & pick_words
                 stays[bits] = stays[bits] | words if bits in stays else words
@@ -1355,22 +1356,28 @@ class CompiledGrammar(ByteAutomaton):
         out.emits = tuple(joined)
         return out
 
-    def _first_byte_words(self, pick: np.ndarray) -> np.ndarray:
+    def _first_byte_words(self, pick: np.ndarray, within: np.ndarray | None = None) -> np.ndarray:
         """The bitmask of the tokens whose first byte ``b`` has ``pick[b]`` (bool[257]): an OR of
-        the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens. Kept per
-        pick (up to ``_PICKS``): the states inside property names pick the same bytes but a few."""
+        the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens, or, where
+        ``within`` (a superset of ``pick``: a state's live bytes) has fewer bytes beyond
+        ``pick``, ``within``'s bitmask without theirs. Kept per pick (up to ``_PICKS``): the
+        states inside property names have the same live bytes and pick them all but a few."""
         key = pick.tobytes()
         words = self._picks.get(key)
-        if words is None:
-            table = self.info.first_byte_words()
-            inside, outside = np.flatnonzero(pick & self._has_first), np.flatnonzero(~pick & self._has_first)
-            if len(inside) <= len(outside):
-                words = np.bitwise_or.reduce(table[inside], axis=0)
-            else:
-                words = np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
-            if len(self._picks) >= _PICKS:
-                self._picks.clear()
-            self._picks[key] = read_only(words)
+        if words is not None:
+            return words
+        table, has = self.info.first_byte_words(), self._has_first
+        inside, outside = np.flatnonzero(pick & has), np.flatnonzero(~pick & has)
+        extra = np.flatnonzero(within & ~pick & has) if within is not None else None
+        if extra is not None and len(extra) < min(len(inside), len(outside)):
+            words = self._first_byte_words(within) ^ np.bitwise_or.reduce(table[extra], axis=0)
+        elif len(inside) <= len(outside):
+            words = np.bitwise_or.reduce(table[inside], axis=0)
+        else:
+            words = np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
+        if len(self._picks) >= _PICKS:
+            self._picks.clear()
+        self._picks[key] = read_only(words)
         return words
 
     def _root_group(self, key: int, split: bool = True) -> _Group:
