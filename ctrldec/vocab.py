@@ -337,14 +337,15 @@ class TokenizerInfo:
         return _frozen(np.where(lengths > 0, table[:, 0] if table.shape[1] else 0, 256).astype(np.int16))
 
     def first_byte_words(self) -> np.ndarray:
-        """uint32[257, words]: row ``b`` is the bitmask (``engine.bitmask`` layout) of the tokens
-        whose first byte is ``b``; row 256, of the tokens without bytes."""
+        """uint32[258, words]: row ``b`` is the bitmask (``engine.bitmask`` layout) of the tokens
+        whose first byte is ``b``; row 256, of the tokens without bytes; row 257, of every token."""
         return self._once("_first_words", self._pack_first_bytes)
 
     def _pack_first_bytes(self) -> np.ndarray:
         first = self.first_bytes()
-        flags = np.zeros((257, -(-self.vocab_size // 32) * 32), dtype=bool)
+        flags = np.zeros((258, -(-self.vocab_size // 32) * 32), dtype=bool)
         flags[first, np.arange(self.vocab_size)] = True
+        flags[257, : self.vocab_size] = True
         return _frozen(np.packbits(flags, axis=1, bitorder="little").view(np.uint32))
 
     def safe_char_words(self) -> np.ndarray:

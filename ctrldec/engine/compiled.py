@@ -894,9 +894,9 @@ class CompiledGrammar(ByteAutomaton):
         self._groups: dict[int, _Group] = {}
         self._after_first: dict[int, _Group] = {}  # lexer state -> every token from its 2nd byte
         self._first_byte = info.first_bytes()  # 256: no bytes
-        self._first_counts = np.bincount(self._first_byte, minlength=257)[:256]  # tokens per first byte
-        self._has_first = np.bincount(self._first_byte, minlength=257) > 0  # [257]: some token begins so
-        self._all_words = self._pack(np.arange(self.vocab_size))
+        counts = np.bincount(self._first_byte, minlength=257)
+        self._first_counts = counts[:256]  # tokens per first byte
+        self._has_first = counts > 0  # [257]: some token begins so (256: tokens without bytes)
         self._picks: dict[bytes, np.ndarray] = {}  # ``_first_byte_words``
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
@@ -922,7 +922,7 @@ class CompiledGrammar(ByteAutomaton):
         counted: the tokenizer's tables (``TokenizerInfo.memory_size_bytes``, shared) and stack
         stores that only older matchers still hold."""
         pooled = len(self._pool) * (2 * self.words * 4 + ENTRY_BYTES)
-        arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids, self._all_words))
+        arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids))
         picks = len(self._picks) * (self.words * 4 + 257 + ENTRY_BYTES)
         return self._group_bytes + pooled + picks + arrays + super().cache_bytes()
 
@@ -1083,12 +1083,12 @@ class CompiledGrammar(ByteAutomaton):
         # read the tables after safe_closed, which may have built states; re-read them where a
         # lazy lexer's states are met for the first time
         flat, accept, eager, shift, shifting = self._lexer_tables()
+        if first is None and shifting[start]:
+            return self._classify_shifting(start)
         stay_lo, stay_hi, stay_lex = [], [], []
         ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
         # subtrees entering a state that absorbs safe characters: (rows, depth, state)
         absorbed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        if first is None and shifting[start]:
-            return self._classify_shifting(start)
         trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
@@ -1366,7 +1366,7 @@ class CompiledGrammar(ByteAutomaton):
         words = self._picks.get(key)
         if words is not None:
             return words
-        table, has = self.info.first_byte_words(), self._has_first
+        table, has = self.info.first_byte_words(), self._has_first  # table[257]: every token
         inside, outside = np.flatnonzero(pick & has), np.flatnonzero(~pick & has)
         extra = np.flatnonzero(within & ~pick & has) if within is not None else None
         if extra is not None and len(extra) < min(len(inside), len(outside)):
@@ -1374,7 +1374,7 @@ class CompiledGrammar(ByteAutomaton):
         elif len(inside) <= len(outside):
             words = np.bitwise_or.reduce(table[inside], axis=0)
         else:
-            words = np.bitwise_or.reduce(table[outside], axis=0) ^ self._all_words
+            words = np.bitwise_or.reduce(table[outside], axis=0) ^ table[257]
         if len(self._picks) >= _PICKS:
             self._picks.clear()
         self._picks[key] = read_only(words)
