@@ -207,6 +207,7 @@ class LexerAutomaton:
         self.ignore_bit = len(terminals)
         self.end_bit = len(terminals) + 1
         self._lazy_terms = [isinstance(t.dfa, LazyDFA) for t in terminals]
+        self._literals = [t.dfa.__dict__.get("_literal") for t in terminals]  # bytes of a literal's DFA, else None
         self.lazy = any(self._lazy_terms)  # some states are built on demand (see ``build_many``)
         ignored = [i for i, t in enumerate(terminals) if t.ignore]
         self._ready = False  # True once built: states added later are registered one by one
@@ -440,6 +441,10 @@ class LexerAutomaton:
         if len(members) == 1:  # one terminal alive: no combinations to sort out
             t, s = members[0]
             return self._alone(t, self.terminals[t].dfa.trans[s])
+        literals = self._literals
+        others = [i for i, (t, _) in enumerate(members) if literals[t] is None]
+        if len(others) <= 1:
+            return self._successors_literals(members, others[0] if others else -1)
         nxt = np.stack([self.terminals[t].dfa.trans[s] for t, s in members])  # [k, 256]
         alive = nxt >= 0
         count = alive.sum(axis=0)
@@ -477,6 +482,66 @@ class LexerAutomaton:
             ids[j] = self._intern(tuple((t, s2) for (t, _), s2 in zip(members, combos[j]) if s2 >= 0))
         row[live] = ids[inverse.ravel()]
         return row
+
+    def _successors_literals(self, members: tuple, other: int) -> np.ndarray:
+        """``_successors`` of a state whose members are literals (property names, keywords) and at
+        most one other automaton, at index ``other`` (-1: none), without stacking rows: a literal
+        continues on one byte, so only those few bytes can extend several members. States are
+        interned in the same order as the general case (each member's lone bytes in member
+        order, then the combinations sorted), so the automaton is numbered identically."""
+        literals = self._literals
+        on: dict[int, list[int]] = {}  # byte -> the literal members (indexes) that continue on it
+        for i, (t, s) in enumerate(members):
+            if i != other:
+                data = literals[t]
+                if s < len(data):
+                    on.setdefault(data[s], []).append(i)
+        if other >= 0:
+            t_o, s_o = members[other]
+            o_row = self.terminals[t_o].dfa.trans[s_o]
+            o_next = o_row[list(on)].tolist() if on else []
+        else:
+            o_next = [-1] * len(on)
+        shared = [b for b, x in zip(on, o_next) if x >= 0 or len(on[b]) > 1]
+        row = None
+        for i, (t, s) in enumerate(members):
+            if i == other:
+                alone = o_row.copy()
+                alone[shared] = -1
+                live = alone >= 0
+                if live.any():
+                    ids = self._alone(t, alone)
+                    if row is None:
+                        row = ids
+                    else:  # a literal before it in member order set its byte
+                        row[live] = ids[live]
+            elif s < len(literals[t]) and literals[t][s] not in shared:
+                if row is None:
+                    row = np.full(256, -1, dtype=np.int32)
+                row[literals[t][s]] = self._alone_one(t, s + 1)
+        if row is None:
+            row = np.full(256, -1, dtype=np.int32)
+        combos = []
+        for b, x in zip(on, o_next):
+            if x >= 0 or len(on[b]) > 1:
+                combo = [-1] * len(members)
+                for i in on[b]:
+                    combo[i] = members[i][1] + 1
+                if other >= 0:
+                    combo[other] = x
+                combos.append((tuple(combo), b))
+        for combo, b in sorted(combos):
+            row[b] = self._intern(tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0))
+        return row
+
+    def _alone_one(self, t: int, target: int) -> int:
+        """``_alone`` of one live target (a scalar)."""
+        if self._ready or self._lazy_terms[t]:
+            return self._intern(((t, target),))
+        known = self._ids_alone(t)
+        if known[target] < 0:
+            known[target] = self._intern(((t, target),))
+        return int(known[target])
 
     def _ids_alone(self, t: int) -> np.ndarray:
         """DFA state of terminal ``t`` -> lexer state ((t, s),), as far as interned (-1: not yet;
