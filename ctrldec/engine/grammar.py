@@ -388,18 +388,18 @@ def build_tables(
             else:
                 actions[state][term_id[symbol]] = acts if acts >= 0 else numbered(acts)
     coded, kernel_items = _coded_items(rules, kernels, term_id, nonterms, start)
-    parse = ParseTables(
+    parse = ParseTables(  # tuples: the cyclic GC stops scanning them (a list of n states costs n visits)
         terminal_names=names,
         end=end,
-        actions=actions,
-        goto=goto,
-        rule_lhs=rule_lhs,
-        rule_len=rule_len,
+        actions=tuple(actions),
+        goto=tuple(goto),
+        rule_lhs=tuple(rule_lhs),
+        rule_len=tuple(rule_len),
         start_state=start_state,
         end_state=end_state,
         ambiguous=ambiguous,
-        rules=coded,
-        kernels=kernel_items,
+        rules=coded if coded is None else tuple(coded),
+        kernels=kernel_items if kernel_items is None else tuple(kernel_items),
     )
     if frames is not None:
         parse.required = _required_members(frames, rules, rule_index, term_id, nonterms, kernel_items)

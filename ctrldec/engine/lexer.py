@@ -266,6 +266,17 @@ class LexerAutomaton:
         self._chain: np.ndarray | None = None
         self._sync(table)
         self.shift()  # part of compiling: no mask should pay for it
+        if not self.lazy:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        """An automaton with no lazy terminal is complete once built: its per-state lists become
+        tuples, which the cyclic GC stops scanning after one collection (a list of n states costs
+        every full collection n visits; a process's 256 cached grammars held 1,000,000 of them)."""
+        for name in ("start", "_members", "_level", "built", "is_start", "accepts", "accept", "eager", "completable"):
+            setattr(self, name, tuple(getattr(self, name)))
+        self._rows = ()  # staged rows only serve states built later
+        self.completable_values = tuple(self.completable_values)
 
     @property
     def n_states(self) -> int:
