@@ -513,12 +513,12 @@ class LexerAutomaton:
             o_next = o_row[list(on)].tolist() if on else []
         else:
             o_next = [-1] * len(on)
-        shared = [b for b, x in zip(on, o_next) if x >= 0 or len(on[b]) > 1]
+        shared = {b: x for b, x in zip(on, o_next) if x >= 0 or len(on[b]) > 1}  # byte -> other's next
         row = None
         for i, (t, s) in enumerate(members):
             if i == other:
                 alone = o_row.copy()
-                alone[shared] = -1
+                alone[list(shared)] = -1
                 live = alone >= 0
                 if live.any():
                     ids = self._alone(t, alone)
@@ -533,14 +533,13 @@ class LexerAutomaton:
         if row is None:
             row = np.full(256, -1, dtype=np.int32)
         combos = []
-        for b, x in zip(on, o_next):
-            if x >= 0 or len(on[b]) > 1:
-                combo = [-1] * len(members)
-                for i in on[b]:
-                    combo[i] = members[i][1] + 1
-                if other >= 0:
-                    combo[other] = x
-                combos.append((tuple(combo), b))
+        for b, x in shared.items():
+            combo = [-1] * len(members)
+            for i in on[b]:
+                combo[i] = members[i][1] + 1
+            if other >= 0:
+                combo[other] = x
+            combos.append((tuple(combo), b))
         for combo, b in sorted(combos):
             row[b] = self._intern(tuple((t, s2) for (t, _), s2 in zip(members, combo) if s2 >= 0))
         return row
