@@ -160,6 +160,7 @@ class TokenizerInfo:
         self._first_bytes: np.ndarray | None = None
         self._first_words: np.ndarray | None = None
         self._safe_words: np.ndarray | None = None
+        self._string_scan: Any = None  # every token read from inside a JSON string (``engine.compiled``)
 
     @property
     def vocab_size(self) -> int:
@@ -232,6 +233,7 @@ class TokenizerInfo:
             other._char_starts, other._sorted = self._char_starts, self._sorted
             other._classes, other._first_bytes = self._classes, self._first_bytes
             other._first_words, other._safe_words = self._first_words, self._safe_words
+            other._string_scan = self._string_scan
         return other
 
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
@@ -391,7 +393,7 @@ class TokenizerInfo:
     def memory_size_bytes(self) -> int:
         """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
         and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
-        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words, self._safe_words]
+        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words, self._safe_words, *(self._string_scan or ())]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         # the interned arrays are mostly the classifications' own, counted twice: an upper bound

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import os
 import sys
 import time
@@ -744,6 +745,7 @@ class LazyDFA:
 
     lazy = True
     empty = False
+    numbered_by_content = False  # True where a state's number follows from the language alone, not the order of building
 
     def __init__(self) -> None:
         self.trans = _Rows(self.row)
@@ -753,6 +755,21 @@ class LazyDFA:
     def key(self) -> tuple:
         """Identifies the language (terminals are deduplicated by it)."""
         raise NotImplementedError
+
+    def content_key(self) -> tuple | None:
+        """A short digest of ``key`` where states are numbered by content (None elsewhere): two
+        automata with the same content key number every state alike, so a lexer state's token
+        classification can be shared between them (``LexerAutomaton._automaton_key``)."""
+        if not self.numbered_by_content:
+            return None
+        found = self.__dict__.get("_content_key")
+        if found is None:
+            h = hashlib.blake2b(digest_size=16)
+            for part in self.key:
+                data = part if isinstance(part, bytes) else repr(part).encode()
+                h.update(len(data).to_bytes(8, "little") + data)
+            found = self.__dict__["_content_key"] = (type(self).__name__, h.digest())
+        return found
 
     def row(self, state: int) -> np.ndarray:
         """int64[256] (state numbers grow with the count); not cached: the lexer keeps its own."""
@@ -830,9 +847,16 @@ class CountedString(LazyDFA):
         for table in (self._template, self._completes):
             read_only(table)
 
+    numbered_by_content = True  # state 2 + k * m + c
+
     @property
     def key(self) -> tuple:
         return ("counted-string", self.lo, self.hi)
+
+    def position(self, state: int) -> tuple[int, int] | None:
+        """(characters done, state of the one-character automaton ``json_char``) inside the
+        string; None before its opening quote or after its closing one."""
+        return None if state < 2 else divmod(state - 2, self._m)
 
     def _state(self, k: int, c: int) -> int:
         return 2 + k * self._m + c
@@ -1100,6 +1124,8 @@ class CountedPattern(LazyDFA):
             return target
         k2 = k + 1 if self.hi is not None or k < self.lo else k
         return self._state(k2, target) if self._live(k2, target) else -1
+
+    numbered_by_content = True  # state 2 + k * n + node
 
     @property
     def key(self) -> tuple:

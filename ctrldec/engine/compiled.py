@@ -46,7 +46,7 @@ from ..errors import DeadEndError, InvalidTokenError, TokenizerError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import TokenizerInfo
 from .bitmask import unpack, words_for, write_words
-from .bytedfa import read_only
+from .bytedfa import CountedString, json_char, read_only
 from .completion import Completions
 from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
@@ -79,6 +79,40 @@ def _groups(keys: np.ndarray, values: np.ndarray):
     cuts = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
     for chunk in np.split(order, cuts):
         yield int(keys[chunk[0]]), values[chunk]
+
+
+_SCAN_DIES, _SCAN_STAYS, _SCAN_CLOSES = 0, 1, 2  # ``_scan_strings``'s statuses
+
+
+def _scan_strings(info: TokenizerInfo) -> tuple[np.ndarray, ...]:
+    """Every token read from inside a JSON string at a character boundary, once per tokenizer:
+    (status: dies, stays inside, or closes the string with a quote; characters completed before
+    the end or the closing quote; whether it ends inside a character; the offset after the
+    closing quote). Tokens without bytes die."""
+    one = json_char()
+    table, lengths = info.byte_table()
+    n = len(lengths)
+    status = np.full(n, _SCAN_STAYS, dtype=np.int8)
+    status[lengths == 0] = _SCAN_DIES
+    chars, pos = np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int32)
+    state = np.zeros(n, dtype=np.int32)
+    going = np.flatnonzero(lengths > 0)
+    for j in range(table.shape[1]):
+        going = going[lengths[going] > j]
+        if not len(going):
+            break
+        b, at = table[going, j], state[going]
+        closes = (at == 0) & (b == 0x22)
+        status[going[closes]], pos[going[closes]] = _SCAN_CLOSES, j + 1
+        nxt = one.trans[at, b]
+        dies = ~closes & (nxt < 0)
+        status[going[dies]] = _SCAN_DIES
+        going, nxt = going[~closes & ~dies], nxt[~closes & ~dies]
+        done = one.accepting[nxt]
+        chars[going[done]] += 1
+        state[going] = np.where(done, 0, nxt)
+    partial = (status == _SCAN_STAYS) & (state != 0)
+    return tuple(read_only(a) for a in (status, chars, partial.astype(np.int32), pos))
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -201,6 +235,8 @@ class _FewNodes:
         self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
+        self.second: list[int] | None = None  # ``_classify_root``'s ``second`` row, as a list
+        self.handed: list[int] = []  # level-1 nodes left to ``U``'s classification from the second byte
 
     def walk(self, levels: list[dict[str, np.ndarray]], d: int, parents: np.ndarray, states: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
         """Walk the children of trie nodes ``parents`` (level ``d - 1``, in lexer states
@@ -213,6 +249,7 @@ class _FewNodes:
         shift = lexer.shift()
         order, char_starts = g.info.trie().order, g._char_starts
         up, at = parents.tolist(), states.tolist()
+        second = self.second
         while up and d < len(levels):
             above, level = levels[d - 1], levels[d]
             kids_lo, kids_hi = above["kids_lo"], above["kids_hi"]
@@ -225,7 +262,11 @@ class _FewNodes:
             for (first, last), p in zip(spans, at):
                 row = trans[p]
                 for i in range(first, last):
-                    x = row[byte.item(i)]
+                    b = byte.item(i)
+                    x = row[b]
+                    if d == 1 and second is not None and x >= 0 and x == second[b]:
+                        self.handed.append(i)
+                        continue
                     lo, hi = lo_at.item(i), hi_at.item(i)
                     if x < 0:
                         if accept[p] >= 0:
@@ -1066,7 +1107,7 @@ class CompiledGrammar(ByteAutomaton):
             out.append((t, idx, pos))
         return out
 
-    def _classify_root(self, start: int, first: np.ndarray | None = None) -> _Group:
+    def _classify_root(self, start: int, first: np.ndarray | None = None, second: np.ndarray | None = None, handed: list[np.ndarray] | None = None) -> _Group:
         """``_classify`` of the whole vocabulary from lexer state ``start``, walking the token trie.
 
         The trie has ~3x fewer nodes than the vocabulary has bytes, and a subtree that dies or
@@ -1076,6 +1117,11 @@ class CompiledGrammar(ByteAutomaton):
         ``first`` (int32[256]), where given, replaces ``start``'s row for a token's first byte:
         -1 ends the lexeme there as ``start``'s terminal would, ``_SKIP`` leaves the tokens that
         begin with that byte out (see ``_classify_state``).
+
+        ``second`` (int32[256], with ``first``): a node of the second trie level whose byte ``b``
+        leads to ``second[b]`` (a live state) is left out and appended to ``handed`` (arrays of
+        level-1 node indices): its subtree classifies as from that state at the same depth, which
+        the caller takes from another classification.
         """
         trie = self.info.trie()
         if first is None and self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
@@ -1092,6 +1138,8 @@ class CompiledGrammar(ByteAutomaton):
         trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
+        if second is not None:
+            few.second = second.tolist()
         d = 0
         while d < len(trie_levels):
             level = trie_levels[d]
@@ -1122,6 +1170,11 @@ class CompiledGrammar(ByteAutomaton):
                 idx, nxt, parent_state = idx[kept], nxt[kept], parent_state[kept]
             else:
                 nxt = flat.take(parent_state * 256 + level["byte"][idx])
+                if d == 1 and second is not None:
+                    hand = (nxt >= 0) & (nxt == second[level["byte"][idx]])
+                    if hand.any():
+                        handed.append(idx[hand])
+                        idx, nxt, parent_state = idx[~hand], nxt[~hand], parent_state[~hand]
             if self.lexer.build_many(nxt):
                 flat, accept, eager, shift, shifting = self._lexer_tables()
             dead = nxt < 0
@@ -1160,6 +1213,8 @@ class CompiledGrammar(ByteAutomaton):
                 idx, nxt = idx[~soak], nxt[~soak]
             d += 1
         few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
+        if few.handed:
+            handed.append(np.array(few.handed, dtype=np.int64))
         if few.built_any:
             shift = self.lexer.shift()
         return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, shift)
@@ -1181,12 +1236,13 @@ class CompiledGrammar(ByteAutomaton):
         )))  # fmt: skip
         return group
 
-    def _classify_shifting(self, start: int) -> _Group:
+    def _classify_shifting(self, start: int, closed_form: bool = True) -> _Group:
         """``_classify_root`` from a state that shifts (every safe character leads to one state:
         a counted string's next count, say): a token of ``c`` safe characters ends in
         shift^c(``start``), so the safe tokens are settled ``c`` by ``c`` from the tokenizer's
         per-count masks, and only the others (and those of a count whose chain is not known) are
-        walked."""
+        walked. Inside a counted string at a character boundary the others are read from the
+        tokenizer's string scan instead (``_counted_unsafe``; ``closed_form=False`` walks them)."""
         lexer = self.lexer
         counts = np.arange(self._max_chars + 1)
         final = lexer.chain_take(np.full(len(counts), start, dtype=np.int32), counts, self._max_chars).tolist()
@@ -1200,16 +1256,56 @@ class CompiledGrammar(ByteAutomaton):
             elif f >= 0:  # (a count the lexeme cannot take: its tokens are dropped)
                 bits = lexer.completable_values[int(lexer.completable_id[f])]
                 settled[bits] = settled[bits] | per_count[c] if bits in settled else per_count[c].copy()
-        walk = self._unsafe_ids
-        if unknown:
-            safe = self._safe_ids
-            walk = np.concatenate([walk, safe[np.isin(self._char_total[safe], unknown)]])
-        group = _Group()
-        self._fill_group(group, *self._walk(walk, np.zeros(len(walk), np.int64), np.full(len(walk), start, np.int32)))
+        counted = self._counted_position(start) if closed_form and not unknown else None
+        if counted is not None:
+            group = self._counted_unsafe(start, *counted)
+        else:
+            walk = self._unsafe_ids
+            if unknown:
+                safe = self._safe_ids
+                walk = np.concatenate([walk, safe[np.isin(self._char_total[safe], unknown)]])
+            group = _Group()
+            self._fill_group(group, *self._walk(walk, np.zeros(len(walk), np.int64), np.full(len(walk), start, np.int32)))
         stays = dict(group.stays)
         for bits, words in settled.items():
             stays[bits] = stays[bits] | words if bits in stays else words
         group.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
+        return group
+
+    def _counted_position(self, start: int) -> tuple[int, int, int | None] | None:
+        """(terminal, characters still needed, characters still allowed: None for no bound) where
+        ``start`` is inside one counted string (``CountedString``) at a character boundary."""
+        lexer = self.lexer
+        members = lexer._members[start]
+        if len(members) != 1 or lexer.is_start[start]:
+            return None
+        ((t, s),) = members
+        dfa = lexer.terminals[t].dfa
+        at = dfa.position(s) if isinstance(dfa, CountedString) else None
+        if at is None or at[1]:
+            return None
+        k = at[0]
+        return t, max(dfa.lo - k, 0), None if dfa.hi is None else dfa.hi - k
+
+    def _counted_unsafe(self, start: int, t: int, need: int, room: int | None) -> _Group:
+        """The tokens with a quote, a backslash, a control or a multi-byte character, classified
+        inside counted string ``t`` with ``need`` to ``room`` more characters allowed, from the
+        tokenizer's string scan (``_scan_strings``): a token that closes the string after ``n``
+        characters ends it iff ``need <= n <= room``; one that stays in it fits iff its
+        characters (one more for a character it leaves unfinished) fit in ``room``; the scan's
+        dead tokens die here too. Equal to walking them from ``start`` (tests/engine)."""
+        status, chars, partial, pos = self.info._once("_string_scan", lambda: _scan_strings(self.info))
+        ids = self._unsafe_ids
+        st, n = status[ids], chars[ids]
+        fits = np.ones(len(ids), dtype=bool) if room is None else n + partial[ids] <= room
+        group = _Group()
+        staying = ids[(st == _SCAN_STAYS) & fits]
+        if len(staying):
+            lexer = self.lexer
+            group.stays = ((lexer.completable_values[int(lexer.completable_id[start])], self._pack(staying)),)
+        closing = (st == _SCAN_CLOSES) & fits & (n >= need)
+        if closing.any():
+            group.emits = ((t, *self._shared_groups().intern(ids[closing], pos[ids[closing]])),)
         return group
 
     def _assembled(self, stays: tuple[list, ...], events: tuple[list, ...], absorbed: list[tuple], shift: np.ndarray) -> _Group:
@@ -1282,12 +1378,22 @@ class CompiledGrammar(ByteAutomaton):
         as_u = live & (row == lexer.trans[u])
         to_u = live & (row == u) & ~as_u
         skip = np.append(as_u | to_u, False)  # by first byte; 256: tokens without bytes
-        rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32))
+        # a token whose first byte is walked and whose second byte leads where it does from ``u``
+        # classifies as from ``u`` after its first byte: those subtrees are handed over too
+        handed: list[np.ndarray] = []
+        u_row = lexer.trans[u].astype(np.int32)
+        rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32), u_row, handed)
         parts = []
         if as_u.any():
-            parts.append((self._root_group(u, split=False), np.append(as_u, False), np.append(live, False)))
-        if to_u.any():
-            parts.append((self._after_first_byte(u), np.append(to_u, False), None))
+            parts.append((self._root_group(u, split=False), self._first_byte_words(np.append(as_u, False), np.append(live, False))))
+        if to_u.any() or handed:
+            words = self._first_byte_words(np.append(to_u, False)) if to_u.any() else None
+            if handed:
+                nodes = _cat(handed)
+                level = self.info.trie().levels[1]
+                subtrees = self._pack(self.info.trie().order[_expand(level["lo"][nodes], level["hi"][nodes])])
+                words = subtrees if words is None else words | subtrees
+            parts.append((self._after_first_byte(u), words))
         return self._merged(rest, parts)
 
     def _after_first_byte(self, state: int) -> _Group:
@@ -1329,21 +1435,19 @@ class CompiledGrammar(ByteAutomaton):
     def _shared_groups(self) -> _SharedGroups:
         return self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
 
-    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray, np.ndarray | None]]) -> _Group:
-        """``group`` plus, for each (shared, pick, within) of ``parts``, the tokens of ``shared``
-        whose first byte ``b`` has ``pick[b]`` (bool[257]; 256: tokens without bytes; ``within``:
-        see ``_first_byte_words``)."""
+    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
+        """``group`` plus, for each (shared, words) of ``parts``, the tokens of ``shared`` in the
+        bitmask ``words``."""
         stays: dict[int, np.ndarray] = dict(group.stays)
         emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         for t, idx, pos in group.emits:
             emits.setdefault(t, []).append((idx, pos))
-        for shared, pick, within in parts:
-            pick_words = self._first_byte_words(pick, within)
+        for shared, pick_words in parts:
             for bits, words in shared.stays:
                 words = words & pick_words
                 stays[bits] = stays[bits] | words if bits in stays else words
             for t, idx, pos in shared.emits:
-                sel = pick[self._first_byte[idx]]
+                sel = (pick_words[idx >> 5] >> (idx & 31).astype(np.uint32)) & 1 != 0
                 if sel.any():
                     emits.setdefault(t, []).append((idx[sel], pos[sel]))
         out = _Group()

@@ -871,14 +871,20 @@ class LexerAutomaton:
         """Terminal ``t``'s automaton from its state ``s`` on: the part reachable from ``s``,
         numbered breadth-first, by content (so that the interior of a JSON string is the same
         key in every grammar, whatever names or patterns the rest of its automaton tracks); past
-        ``_SHARE_STATES`` reachable states, or for a lazy automaton (its states are numbered as
-        they are met), the automaton object and ``s`` (compiled patterns are memoised, so the same
-        object serves every grammar that uses the pattern)."""
+        ``_SHARE_STATES`` reachable states, or for a lazy automaton whose states are numbered as
+        they are met, the automaton object and ``s`` (compiled patterns are memoised, so the same
+        object serves every grammar that uses the pattern). A counted string or pattern numbers
+        its states by formula, so its key is its content's digest and ``s``: every string of
+        ``maxLength`` 64, in one grammar or another, shares its classifications."""
         keys = self.__dict__.setdefault("_automaton_keys", {})
         key = keys.get((t, s))
         if key is None:
             dfa = self.terminals[t].dfa
-            key = None if self._lazy_terms[t] else _reachable_key(dfa, s)
+            if self._lazy_terms[t]:
+                content = dfa.content_key()
+                key = ("content", content, s) if content is not None else None
+            else:
+                key = _reachable_key(dfa, s)
             key = keys[(t, s)] = key if key is not None else ("object", id(dfa), s)
         return key
 
