@@ -60,6 +60,7 @@ _SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byt
 _FEW_NODES = 48  # from a trie level of at most this many live nodes on, and while each next level has at most
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
+_FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
 _PICKS = 64  # first-byte picks kept per grammar (``_first_byte_words``)
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
@@ -296,6 +297,91 @@ class _FewNodes:
         if not up or d >= len(levels):
             return None
         return d, np.array(up, dtype=np.int64), np.array(at, dtype=np.int32)
+
+    def walk_first(self, levels: list[dict[str, np.ndarray]], start: int, first: np.ndarray, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """The first trie level's nodes ``kept`` from lexer state ``start``, whose row ``first``
+        replaces (``_classify_root``), then ``walk`` on; its answer."""
+        g = self.g
+        lexer = g.lexer
+        accept, eager, built = lexer.accept, lexer.eager, lexer.built
+        shift = lexer.shift()
+        order, char_starts = g.info.trie().order, g._char_starts
+        level = levels[0]
+        byte, lo_at, hi_at, ends_at = level["byte"], level["lo"], level["hi"], level["ends"]
+        up: list[int] = []
+        at: list[int] = []
+        for i in kept.tolist():
+            x = int(first[byte.item(i)])
+            lo, hi = lo_at.item(i), hi_at.item(i)
+            if x < 0:
+                if accept[start] >= 0:
+                    self.emits.append((start, lo, hi, 0))
+                continue
+            if not built[x]:
+                lexer.build(x)
+                self.grew = self.built_any = True
+            if eager[x]:
+                self.emits.append((x, lo, hi, 1))
+                continue
+            e = ends_at.item(i)
+            if e:
+                self.stays.append((lo, lo + e, x))
+            if x >= len(shift):
+                shift = lexer.shift()
+            if shift[x] != -2:
+                if hi > lo + e:
+                    self.soaks.append((lo + e, hi, 1, x, int(char_starts[order[lo], 1])))
+                continue
+            up.append(i)
+            at.append(x)
+        if self.grew:
+            lexer.sync()
+        if not up:
+            return None
+        return self.walk(levels, 1, np.array(up, dtype=np.int64), np.array(at, dtype=np.int32))
+
+    def assembled(self) -> _Group | None:
+        """``CompiledGrammar._assembled`` of what the walk found, in Python where that is a few
+        tokens and every absorbing subtree is a string interior (None otherwise)."""
+        g = self.g
+        lexer = g.lexer
+        shift = lexer.shift()
+        spans = [(lo, hi) for lo, hi, _ in self.stays] + [(lo, hi) for _, lo, hi, _ in self.emits] + [(lo, hi) for lo, hi, *_ in self.soaks]
+        if sum(hi - lo for lo, hi in spans) > _FEW_ASSEMBLED or any(shift[x] != x for _, _, _, x, _ in self.soaks):
+            return None
+        order, unsafe = g.info.trie().order, g._unsafe_sorted
+        s_idx: list[int] = []
+        s_lex: list[int] = []
+        e_lex: list[int] = []
+        e_idx: list[int] = []
+        e_pos: list[int] = []
+        for lo, hi, x in self.stays:
+            s_idx += order[lo:hi].tolist()
+            s_lex += [x] * (hi - lo)
+        for x, lo, hi, p in self.emits:
+            e_idx += order[lo:hi].tolist()
+            e_lex += [x] * (hi - lo)
+            e_pos += [p] * (hi - lo)
+        walk: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for lo, hi, depth, x, _ in self.soaks:  # a string interior: safe characters stay in it
+            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
+                if unsafe.item(row) < depth:
+                    s_idx.append(tok)
+                    s_lex.append(x)
+                else:
+                    walk[0].append(tok)
+                    walk[1].append(depth)
+                    walk[2].append(x)
+        found: tuple[list, ...] = ([], [], [], [], [])
+        if walk[0]:
+            g._walk_few(np.array(walk[0], dtype=np.int64), np.array(walk[1], dtype=np.int64), np.array(walk[2], dtype=np.int32), found)
+        for got, part in zip((s_idx, s_lex, e_lex, e_idx, e_pos), found):
+            for a in part:
+                got += a.tolist()
+        group = _Group()
+        g._fill_group(group, np.array(s_idx, dtype=np.int64), np.array(s_lex, dtype=np.int32), np.array(e_lex, dtype=np.int32),
+                      np.array(e_idx, dtype=np.int64), np.array(e_pos, dtype=np.int64))
+        return group
 
     def flush(self, stay_lo: list[np.ndarray], stay_hi: list[np.ndarray], stay_lex: list[np.ndarray], ev_t: list[np.ndarray],
               ev_lo: list[np.ndarray], ev_hi: list[np.ndarray], ev_pos: list[np.ndarray], absorbed: list[tuple]) -> None:
@@ -1141,6 +1227,15 @@ class CompiledGrammar(ByteAutomaton):
         if second is not None:
             few.second = second.tolist()
         d = 0
+        if first is not None:
+            row0 = first[trie_levels[0]["byte"]]
+            kept = np.flatnonzero((row0 >= 0) | (row0 == -1) & (accept[start] >= 0))  # a dead byte matters if ``start`` accepts
+            if len(kept) <= _FEW_NODES:  # the split's few first bytes: node by node from the start
+                back = few.walk_first(trie_levels, start, first, kept)
+                if few.grew:
+                    flat, accept, eager, shift, shifting = self._lexer_tables()
+                    few.grew = False
+                d, idx, nxt = back if back is not None else (len(trie_levels), idx, nxt)
         while d < len(trie_levels):
             level = trie_levels[d]
             lo, hi = level["lo"], level["hi"]
@@ -1212,9 +1307,13 @@ class CompiledGrammar(ByteAutomaton):
                 absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
                 idx, nxt = idx[~soak], nxt[~soak]
             d += 1
-        few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
         if few.handed:
             handed.append(np.array(few.handed, dtype=np.int64))
+        if not (stay_lo or ev_t or absorbed):  # everything was found node by node
+            group = few.assembled()
+            if group is not None:
+                return group
+        few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
         if few.built_any:
             shift = self.lexer.shift()
         return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, shift)

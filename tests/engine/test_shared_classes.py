@@ -276,8 +276,8 @@ def _wordy_info():
 
 @pytest.mark.parametrize("case", range(len(FEW_CASES)))
 def test_walks_node_by_node_equal_the_vectorised_walks(default_tokenizer, monkeypatch, case):
-    """``_FewNodes`` and ``_walk_few`` (small trie levels and few tokens, in Python) classify
-    every token as the vectorised levels do: every lexer state met along a text, walked once
+    """``_FewNodes`` and ``_walk_few`` (small trie levels and few tokens, in Python, and their
+    findings assembled in Python) classify every token as the vectorised levels do: every lexer state met along a text, walked once
     with the Python paths never taken and once with them always taken, and every mask."""
     constraint, text = FEW_CASES[case]
     info = fresh_info(default_tokenizer) if case < len(FEW_CASES) - 1 else _wordy_info()
@@ -293,6 +293,7 @@ def test_walks_node_by_node_equal_the_vectorised_walks(default_tokenizer, monkey
         for few in (0, 1 << 30):
             monkeypatch.setattr(engine, "_FEW_NODES", few)
             monkeypatch.setattr(engine, "_FEW_TOKENS", few)
+            monkeypatch.setattr(engine, "_FEW_ASSEMBLED", few)
             got.append((normal_form(grammar._classify_root(key)), reference_mask(m)))
         assert got[0][0] == got[1][0]
         np.testing.assert_array_equal(got[0][1], got[1][1])
