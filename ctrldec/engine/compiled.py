@@ -236,6 +236,10 @@ class _FewNodes:
         self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
+        lexer = grammar.lexer
+        self.accept, self.eager, self.built = lexer.accept, lexer.eager, lexer.built  # lists the lexer grows in place
+        self.order = grammar.info.trie().order
+        self.shift = lexer.shift()  # re-read as the walk builds states
         self.second: list[int] | None = None  # ``_classify_root``'s ``second`` row, as a list
         self.handed: list[int] = []  # level-1 nodes left to ``U``'s classification from the second byte
 
@@ -244,11 +248,9 @@ class _FewNodes:
         ``states``) and their subtrees, level by level; None when no node walks on, or where a
         level has grown past a few nodes, (its level, the nodes above it, their states) for the
         vectorised walk to go on from."""
-        g = self.g
-        lexer = g.lexer
-        trans, accept, eager, built = lexer.trans_list, lexer.accept, lexer.eager, lexer.built
-        shift = lexer.shift()
-        order, char_starts = g.info.trie().order, g._char_starts
+        lexer = self.g.lexer
+        trans = lexer.trans_list
+        self.shift = lexer.shift()
         up, at = parents.tolist(), states.tolist()
         second = self.second
         while up and d < len(levels):
@@ -268,28 +270,9 @@ class _FewNodes:
                     if d == 1 and second is not None and x >= 0 and x == second[b]:
                         self.handed.append(i)
                         continue
-                    lo, hi = lo_at.item(i), hi_at.item(i)
-                    if x < 0:
-                        if accept[p] >= 0:
-                            self.emits.append((p, lo, hi, d))  # this byte starts the next lexeme
-                        continue
-                    if not built[x]:  # a lazy lexer's state met for the first time
-                        lexer.build(x)
-                        self.grew = self.built_any = True
-                    if eager[x]:
-                        self.emits.append((x, lo, hi, d + 1))
-                        continue
-                    e = ends_at.item(i)
-                    if e:
-                        self.stays.append((lo, lo + e, x))
-                    if x >= len(shift):
-                        shift = lexer.shift()
-                    if shift[x] != -2:
-                        if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
-                            self.soaks.append((lo + e, hi, d + 1, x, int(char_starts[order[lo], d + 1])))
-                        continue
-                    live_idx.append(i)
-                    live_state.append(x)
+                    if self._node(p, x, lo_at.item(i), hi_at.item(i), ends_at.item(i), d):
+                        live_idx.append(i)
+                        live_state.append(x)
             up, at = live_idx, live_state
             d += 1
         if self.grew:
@@ -298,42 +281,43 @@ class _FewNodes:
             return None
         return d, np.array(up, dtype=np.int64), np.array(at, dtype=np.int32)
 
+    def _node(self, p: int, x: int, lo: int, hi: int, e: int, d: int) -> bool:
+        """Settle a trie node at level ``d`` (tokens ``[lo, hi)`` in trie order, ``e`` of them
+        ending at it) whose byte leads from lexer state ``p`` to ``x``; True if it walks on."""
+        if x < 0:
+            if self.accept[p] >= 0:
+                self.emits.append((p, lo, hi, d))  # this byte starts the next lexeme
+            return False
+        if not self.built[x]:  # a lazy lexer's state met for the first time
+            self.g.lexer.build(x)
+            self.grew = self.built_any = True
+        if self.eager[x]:
+            self.emits.append((x, lo, hi, d + 1))
+            return False
+        if e:
+            self.stays.append((lo, lo + e, x))
+        if x >= len(self.shift):
+            self.shift = self.g.lexer.shift()
+        if self.shift[x] != -2:
+            if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
+                self.soaks.append((lo + e, hi, d + 1, x, int(self.g._char_starts[self.order[lo], d + 1])))
+            return False
+        return True
+
     def walk_first(self, levels: list[dict[str, np.ndarray]], start: int, first: np.ndarray, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
         """The first trie level's nodes ``kept`` from lexer state ``start``, whose row ``first``
         replaces (``_classify_root``), then ``walk`` on; its answer."""
-        g = self.g
-        lexer = g.lexer
-        accept, eager, built = lexer.accept, lexer.eager, lexer.built
-        shift = lexer.shift()
-        order, char_starts = g.info.trie().order, g._char_starts
+        lexer = self.g.lexer
+        self.shift = lexer.shift()
         level = levels[0]
         byte, lo_at, hi_at, ends_at = level["byte"], level["lo"], level["hi"], level["ends"]
         up: list[int] = []
         at: list[int] = []
         for i in kept.tolist():
             x = int(first[byte.item(i)])
-            lo, hi = lo_at.item(i), hi_at.item(i)
-            if x < 0:
-                if accept[start] >= 0:
-                    self.emits.append((start, lo, hi, 0))
-                continue
-            if not built[x]:
-                lexer.build(x)
-                self.grew = self.built_any = True
-            if eager[x]:
-                self.emits.append((x, lo, hi, 1))
-                continue
-            e = ends_at.item(i)
-            if e:
-                self.stays.append((lo, lo + e, x))
-            if x >= len(shift):
-                shift = lexer.shift()
-            if shift[x] != -2:
-                if hi > lo + e:
-                    self.soaks.append((lo + e, hi, 1, x, int(char_starts[order[lo], 1])))
-                continue
-            up.append(i)
-            at.append(x)
+            if self._node(start, x, lo_at.item(i), hi_at.item(i), ends_at.item(i), 0):
+                up.append(i)
+                at.append(x)
         if self.grew:
             lexer.sync()
         if not up:
