@@ -397,7 +397,7 @@ class TokenizerInfo:
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         # the interned arrays are mostly the classifications' own, counted twice: an upper bound
-        shared = self._classes.bytes + self._classes.array_bytes if self._classes is not None else 0
+        shared = self._classes.nbytes() if self._classes is not None else 0
         return sum(a.nbytes for a in arrays if a is not None) + shared
 
 

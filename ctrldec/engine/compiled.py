@@ -61,7 +61,7 @@ _FEW_NODES = 48  # from a trie level of at most this many live nodes on, and whi
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
-_PICKS = 64  # first-byte picks kept per grammar (``_first_byte_words``)
+_PICKS = 1024  # first-byte picks kept per tokenizer (``_first_byte_words``), ~6 KB each for 49,152 tokens
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
 
@@ -156,6 +156,11 @@ class _SharedGroups:
         self.bytes = 0
         self.arrays: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # ``intern``
         self.array_bytes = 0
+        self.picks: dict[bytes, np.ndarray] = {}  # ``CompiledGrammar._first_byte_words``
+
+    def nbytes(self) -> int:
+        """The classifications, the interned arrays and the first-byte picks kept."""
+        return self.bytes + self.array_bytes + sum(w.nbytes for w in list(self.picks.values()))
 
     def get(self, key: tuple) -> _Group | None:
         with self.lock:
@@ -326,14 +331,17 @@ class _FewNodes:
 
     def assembled(self) -> _Group | None:
         """``CompiledGrammar._assembled`` of what the walk found, in Python where that is a few
-        tokens and every absorbing subtree is a string interior (None otherwise)."""
+        tokens and every absorbing subtree is in a string interior or one safe character from
+        it (None otherwise)."""
         g = self.g
-        lexer = g.lexer
-        shift = lexer.shift()
+        shift = g.lexer.shift()
         spans = [(lo, hi) for lo, hi, _ in self.stays] + [(lo, hi) for _, lo, hi, _ in self.emits] + [(lo, hi) for lo, hi, *_ in self.soaks]
-        if sum(hi - lo for lo, hi in spans) > _FEW_ASSEMBLED or any(shift[x] != x for _, _, _, x, _ in self.soaks):
+        # a soak's state is a string interior, or leads into one on any safe character (a
+        # property name typed whole: its next character can only be the interior's)
+        into = [int(shift[x]) for _, _, _, x, _ in self.soaks]
+        if sum(hi - lo for lo, hi in spans) > _FEW_ASSEMBLED or any(y < 0 or shift[y] != y for y in into):
             return None
-        order, unsafe = g.info.trie().order, g._unsafe_sorted
+        order, unsafe, chars = g.info.trie().order, g._unsafe_sorted, g._char_total
         s_idx: list[int] = []
         s_lex: list[int] = []
         e_lex: list[int] = []
@@ -347,11 +355,11 @@ class _FewNodes:
             e_lex += [x] * (hi - lo)
             e_pos += [p] * (hi - lo)
         walk: tuple[list[int], list[int], list[int]] = ([], [], [])
-        for lo, hi, depth, x, _ in self.soaks:  # a string interior: safe characters stay in it
+        for (lo, hi, depth, x, before), y in zip(self.soaks, into):  # safe characters end in ``y`` (``x`` if none)
             for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
                 if unsafe.item(row) < depth:
                     s_idx.append(tok)
-                    s_lex.append(x)
+                    s_lex.append(y if chars.item(tok) > before else x)
                 else:
                     walk[0].append(tok)
                     walk[1].append(depth)
@@ -1008,7 +1016,6 @@ class CompiledGrammar(ByteAutomaton):
         counts = np.bincount(self._first_byte, minlength=257)
         self._first_counts = counts[:256]  # tokens per first byte
         self._has_first = counts > 0  # [257]: some token begins so (256: tokens without bytes)
-        self._picks: dict[bytes, np.ndarray] = {}  # ``_first_byte_words``
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
         self._max_token_len = int(self._tok_len.max(initial=0))
@@ -1028,14 +1035,13 @@ class CompiledGrammar(ByteAutomaton):
     def cache_bytes(self) -> int:
         """Estimated bytes this grammar holds beyond its tables: token classifications (exact array
         bytes plus ``ENTRY_BYTES`` per list entry), pooled masks (each stored twice: the array and
-        its key), first-byte picks (``_first_byte_words``), the current stack store and its caches,
+        its key), the current stack store and its caches,
         and the per-grammar token arrays. Not
         counted: the tokenizer's tables (``TokenizerInfo.memory_size_bytes``, shared) and stack
         stores that only older matchers still hold."""
         pooled = len(self._pool) * (2 * self.words * 4 + ENTRY_BYTES)
         arrays = sum(a.nbytes for a in (self._unsafe_sorted, self._char_total, self._eos_words, self._safe_ids, self._unsafe_ids))
-        picks = len(self._picks) * (self.words * 4 + 257 + ENTRY_BYTES)
-        return self._group_bytes + pooled + picks + arrays + super().cache_bytes()
+        return self._group_bytes + pooled + arrays + super().cache_bytes()
 
     def _pack(self, ids: np.ndarray) -> np.ndarray:
         """The bitmask of ``ids`` (read-only: kept in token classifications, shared by threads)."""
@@ -1547,10 +1553,12 @@ class CompiledGrammar(ByteAutomaton):
         """The bitmask of the tokens whose first byte ``b`` has ``pick[b]`` (bool[257]): an OR of
         the per-byte masks on the side of ``pick`` with fewer bytes that begin tokens, or, where
         ``within`` (a superset of ``pick``: a state's live bytes) has fewer bytes beyond
-        ``pick``, ``within``'s bitmask without theirs. Kept per pick (up to ``_PICKS``): the
-        states inside property names have the same live bytes and pick them all but a few."""
+        ``pick``, ``within``'s bitmask without theirs. Kept per pick for every grammar of the
+        tokenizer (up to ``_PICKS``): the states inside property names have the same live bytes
+        and pick them all but a few, in every schema."""
         key = pick.tobytes()
-        words = self._picks.get(key)
+        picks = self._shared_groups().picks
+        words = picks.get(key)
         if words is not None:
             return words
         table, has = self.info.first_byte_words(), self._has_first  # table[257]: every token
@@ -1562,9 +1570,9 @@ class CompiledGrammar(ByteAutomaton):
             words = np.bitwise_or.reduce(table[inside], axis=0)
         else:
             words = np.bitwise_or.reduce(table[outside], axis=0) ^ table[257]
-        if len(self._picks) >= _PICKS:
-            self._picks.clear()
-        self._picks[key] = read_only(words)
+        if len(picks) >= _PICKS:
+            picks.clear()  # a fresh start costs each pick one more OR (a dict: safe across threads)
+        picks[key] = read_only(words)
         return words
 
     def _root_group(self, key: int, split: bool = True) -> _Group:
