@@ -42,6 +42,8 @@ _FEW_BYTES = 24  # live bytes up to which a state's combinations of next states 
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
+_CLOSED_STATES = 512  # states ``safe_closed`` searches before it answers False (an unanchored
+# ``[0-9a-f]{40}`` tracks 40 run lengths and their multi-byte states; each walked whole cost 7-12 ms)
 _KEYS_BY_CONTENT: dict[tuple[bytes, int], tuple | None] = {}  # thread-safe: a dict, values fixed
 _MISSING = object()
 
@@ -708,10 +710,13 @@ class LexerAutomaton:
         so masks settle such tokens without walking them.
 
         Cached. False is always a safe answer (the tokens are walked), so a search that fails,
-        or passes 64 states, marks every state it saw False: each state is searched once."""
+        or passes ``_CLOSED_STATES`` states (64 where a lazy automaton is alive: counted levels
+        would be searched one by one), marks every state it saw False: each state is searched
+        once."""
         known = self._closed.get(state)
         if known is not None:
             return known
+        limit = 64 if any(self._lazy_terms[t] for t, _ in self._members[state]) else _CLOSED_STATES
         bits = self.completable[state]
         seen, queue, ok = {state}, [state], True
         while queue and ok:
@@ -750,7 +755,7 @@ class LexerAutomaton:
                 elif t not in seen:
                     seen.add(t)
                     queue.append(t)
-            if len(seen) > 64:
+            if len(seen) > limit:
                 ok = False
         else:
             if ok:  # each one's characters lead only inside this set
