@@ -1207,10 +1207,10 @@ class CompiledGrammar(ByteAutomaton):
         flat, accept, eager, shift, shifting = self._lexer_tables()
         if first is None and shifting[start]:
             return self._classify_shifting(start)
-        stay_lo, stay_hi, stay_lex = [], [], []
-        ev_t, ev_lo, ev_hi, ev_pos = [], [], [], []
-        # subtrees entering a state that absorbs safe characters: (rows, depth, state)
-        absorbed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # (stay lo, hi, lexer state), (event lexer state, lo, hi, next offset), and subtrees
+        # entering a state that absorbs safe characters: (rows, depth, state, characters before)
+        found: tuple[list, ...] = ([], [], [], [], [], [], [], [])
+        stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed = found
         trie_levels = trie.levels
         idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
@@ -1228,10 +1228,9 @@ class CompiledGrammar(ByteAutomaton):
                 d, idx, nxt = back if back is not None else (len(trie_levels), idx, nxt)
         while d < len(trie_levels):
             level = trie_levels[d]
-            lo, hi = level["lo"], level["hi"]
             if d == 0:
-                idx = np.arange(len(lo))
-                parent_state = np.full(len(lo), start, dtype=np.int32)
+                idx = np.arange(len(level["lo"]))
+                parent_state = np.full(len(idx), start, dtype=np.int32)
             else:
                 if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
                     back = few.walk(trie_levels, d, idx, nxt)
@@ -1262,40 +1261,7 @@ class CompiledGrammar(ByteAutomaton):
                         idx, nxt, parent_state = idx[~hand], nxt[~hand], parent_state[~hand]
             if self.lexer.build_many(nxt):
                 flat, accept, eager, shift, shifting = self._lexer_tables()
-            dead = nxt < 0
-            if dead.any():
-                ended = parent_state[dead]
-                ok = accept[ended] >= 0
-                where = idx[dead][ok]
-                ev_t.append(ended[ok])
-                ev_lo.append(lo[where])
-                ev_hi.append(hi[where])
-                ev_pos.append(np.full(len(where), d))  # this byte starts the next lexeme
-                idx, nxt = idx[~dead], nxt[~dead]
-            ends = eager[nxt]
-            if ends.any():
-                where = idx[ends]
-                ev_t.append(nxt[ends])
-                ev_lo.append(lo[where])
-                ev_hi.append(hi[where])
-                ev_pos.append(np.full(len(where), d + 1))
-                idx, nxt = idx[~ends], nxt[~ends]
-            here = level["ends"][idx] > 0
-            if here.any():
-                stay_lo.append(lo[idx[here]])
-                stay_hi.append(lo[idx[here]] + level["ends"][idx[here]])
-                stay_lex.append(nxt[here])
-            soak = shifting[nxt]
-            if soak.any():
-                # whole subtrees settle here, but for tokens that end exactly at this node
-                where = idx[soak]
-                starts = lo[where] + level["ends"][where]
-                sizes = hi[where] - starts
-                rows = _expand(starts, hi[where])
-                # the subtree shares its first d + 1 bytes, so their character count is per node
-                before = self._char_starts[trie.order[lo[where]], d + 1].astype(np.int64)
-                absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
-                idx, nxt = idx[~soak], nxt[~soak]
+            idx, nxt = self._settle_level(found, level, d, idx, nxt, parent_state, (accept, eager, shifting))
             d += 1
         if few.handed:
             handed.append(np.array(few.handed, dtype=np.int64))
@@ -1307,6 +1273,52 @@ class CompiledGrammar(ByteAutomaton):
         if few.built_any:
             shift = self.lexer.shift()
         return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, shift)
+
+    def _settle_level(self, found: tuple[list, ...], level: dict[str, np.ndarray], d: int, idx: np.ndarray, nxt: np.ndarray,
+                      parent_state: np.ndarray, tables: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """One vectorised trie level of ``_classify_root``: nodes ``idx`` of ``level`` (depth
+        ``d``) reached lexer states ``nxt`` from ``parent_state``. Records in ``found`` the
+        subtrees whose lexeme ended (a dead byte after an accepting state, or an eager state),
+        the tokens that end at a node, and the subtrees a state absorbing safe characters takes;
+        returns the nodes that walk on and their states."""
+        accept, eager, shifting = tables
+        stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed = found
+        lo, hi = level["lo"], level["hi"]
+        dead = nxt < 0
+        if dead.any():
+            ended = parent_state[dead]
+            ok = accept[ended] >= 0
+            where = idx[dead][ok]
+            ev_t.append(ended[ok])
+            ev_lo.append(lo[where])
+            ev_hi.append(hi[where])
+            ev_pos.append(np.full(len(where), d))  # this byte starts the next lexeme
+            idx, nxt = idx[~dead], nxt[~dead]
+        ends = eager[nxt]
+        if ends.any():
+            where = idx[ends]
+            ev_t.append(nxt[ends])
+            ev_lo.append(lo[where])
+            ev_hi.append(hi[where])
+            ev_pos.append(np.full(len(where), d + 1))
+            idx, nxt = idx[~ends], nxt[~ends]
+        here = level["ends"][idx] > 0
+        if here.any():
+            stay_lo.append(lo[idx[here]])
+            stay_hi.append(lo[idx[here]] + level["ends"][idx[here]])
+            stay_lex.append(nxt[here])
+        soak = shifting[nxt]
+        if soak.any():
+            # whole subtrees settle here, but for tokens that end exactly at this node
+            where = idx[soak]
+            starts = lo[where] + level["ends"][where]
+            sizes = hi[where] - starts
+            rows = _expand(starts, hi[where])
+            # the subtree shares its first d + 1 bytes, so their character count is per node
+            before = self._char_starts[self.info.trie().order[lo[where]], d + 1].astype(np.int64)
+            absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
+            idx, nxt = idx[~soak], nxt[~soak]
+        return idx, nxt
 
     def _lexer_tables(self) -> tuple[np.ndarray, ...]:
         """The lexer's tables as a walk reads them: flat transitions, accept, eager, shift, shifting."""
