@@ -1377,7 +1377,7 @@ class CompiledGrammar(ByteAutomaton):
         """(terminal, characters still needed, characters still allowed: None for no bound) where
         ``start`` is inside one counted string (``CountedString``) at a character boundary."""
         lexer = self.lexer
-        members = lexer._members[start]
+        members = lexer.members(start)
         if len(members) != 1 or lexer.is_start[start]:
             return None
         ((t, s),) = members

@@ -899,6 +899,10 @@ class LexerAutomaton:
         base of a folded state (see above), else the state itself."""
         return state if state < VIRTUAL else (state - VIRTUAL) % _STRIDE
 
+    def members(self, state: int) -> tuple[tuple[int, int], ...]:
+        """The (terminal, state of its automaton) pairs alive in table state ``state``."""
+        return tuple(self._members[state])
+
     def describe(self, state: int) -> str:
         """The terminals alive in a lexer state, for error messages."""
         names = sorted({self.terminals[t].name for t, _ in self._members[self.rep(state)]})
