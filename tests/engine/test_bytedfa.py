@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import numpy as np
 
-from ctrldec.engine.bytedfa import _trim, compile_regex, concat_bytes, product, without_empty
+from ctrldec.engine.bytedfa import _trim, compile_regex, concat_bytes, minus_strings, product, strings, without_empty
 
 PATTERNS = [
     r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',
@@ -133,3 +133,26 @@ def test_concat_bytes_is_trim_and_matches_the_concatenation(pattern, text):
     assert dfa.matches(b"<" + text.encode() + suffix) == bool(re.fullmatch(pattern, text))
     trimmed = _trim(dfa.trans, dfa.accepting, 0)
     assert np.array_equal(trimmed[0], dfa.trans) and np.array_equal(trimmed[1], dfa.accepting)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pattern=st.sampled_from(PATTERNS),
+    values=st.lists(st.text(alphabet='ab"\\é', max_size=5), max_size=6),
+    quoted=st.booleans(),
+    texts=st.lists(st.text(alphabet='ab"\\é', max_size=7), max_size=8),
+)
+def test_minus_strings_is_the_difference_product_and_trim(pattern, values, quoted, texts):
+    """``minus_strings`` (an object's other keys: a string minus its declared names) builds the
+    same language as ``product(dfa, strings(values), "diff")``, trimmed, with as many states."""
+    dfa = compile_regex(pattern)
+    words = [f'"{v}"'.encode() if quoted else v.encode() for v in values]
+    fast, slow = minus_strings(dfa, words), product(dfa, strings(words), "diff")
+    assert fast.n_states == slow.n_states
+    assert product(fast, slow, "diff").empty and product(slow, fast, "diff").empty
+    for text in texts + values:
+        data = (f'"{text}"' if quoted else text).encode()
+        assert fast.matches(data) == (dfa.matches(data) and data not in words)
+    if not fast.empty:
+        trans, accepting = _trim(fast.trans, fast.accepting, 0)
+        assert len(accepting) == fast.n_states

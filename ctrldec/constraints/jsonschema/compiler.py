@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urljoin
 
 from ...engine.grammar import MemberFrames
-from ...engine.bytedfa import ByteDFA, LazyDFA, LazyUnion, UnboundedProduct, check_budget, compile_regex, literal, product, strings, union_all
+from ...engine.bytedfa import ByteDFA, LazyDFA, LazyUnion, UnboundedProduct, check_budget, compile_regex, literal, minus_strings, product, strings, union_all
 from ...errors import SchemaError
 from ...limits import DEFAULT_LIMITS, Limits
 from .numbers import ANY_INTEGER, ANY_INTEGER_DRAFT4, ANY_NUMBER, NONCANONICAL_NUMBER, integer_dfa, number_dfa
@@ -1064,7 +1064,7 @@ class _Compiler:
         if keys or patterns:
             base = _written_keys() if name_dfa is None else product(base, _dfa("unwritten string"), "diff")
         if keys:
-            base = product(base, strings([_dumps(k) for k in keys]), "diff")
+            base = minus_strings(base, [_dumps(k) for k in keys])
         colon = self.lit(b":")
         alts = []
         pattern_dfas = {}
