@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctrldec.engine.bytedfa import compile_regex, without_empty
+from ctrldec.engine.bytedfa import compile_regex, literal, minus_strings, without_empty
 from ctrldec.engine.lexer import LexerAutomaton, Terminal
 
 PATTERNS = ['"[a-z]*"', '"name"', '"nam[e-f]"', "[0-9]+", "-?[0-9]+(\\.[0-9]+)?", "true|tr", "[ \\t\\n]+", "[^\\x00-\\x1f\"]{2,40}", "é+|e"]
@@ -41,7 +41,33 @@ def _reachable_members(lexer: LexerAutomaton) -> set[tuple]:
 def test_lexer_rows_step_every_alive_terminal(picks, data):
     n = len(picks)
     contexts = data.draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), min_size=1, max_size=3))
-    lexer = _lexer(picks, contexts)
+    _check_rows(_lexer(picks, contexts))
+
+
+LITERALS = [b'"name"', b'"names"', b'"nam"', b'"n"', b'"id"', b'"\\u0041"', b'"\xc3\xa9"', b"if", b"in", b"true", b'"a"']
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    words=st.lists(st.sampled_from(LITERALS), min_size=1, max_size=6, unique=True),
+    picks=st.lists(st.integers(0, len(PATTERNS) - 1), max_size=2),
+    minus=st.booleans(),
+    data=st.data(),
+)
+def test_literal_states_are_built_as_stepping_every_alive_terminal(words, picks, minus, data):
+    """Literals (property names) beside at most one other automaton are built a trie at a time
+    (``_build_literal_tree``); their rows must be those of stepping each terminal, as any other
+    state's: here with a JSON string minus the literals (an object's other keys) or patterns."""
+    dfas = [literal(w) for w in words] + [without_empty(compile_regex(PATTERNS[p])) for p in picks]
+    if minus:
+        dfas.append(minus_strings(without_empty(compile_regex(PATTERNS[0])), words))
+    terminals = [Terminal(f"T{i}", dfa, 0, False, False, (i,)) for i, dfa in enumerate(dfas) if not dfa.empty]
+    n = len(terminals)
+    contexts = data.draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), min_size=1, max_size=3))
+    _check_rows(LexerAutomaton(terminals, contexts))
+
+
+def _check_rows(lexer: LexerAutomaton) -> None:
     assert {(lexer.is_start[s], m) for s, m in enumerate(lexer._members)} == _reachable_members(lexer)
     for state, members in enumerate(lexer._members):
         assert lexer.built[state]
