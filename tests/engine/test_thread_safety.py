@@ -3,6 +3,7 @@ that hold them (``GrammarCache``, ``TokenizerInfo``'s tables) build each thing o
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import threading
@@ -180,6 +181,44 @@ def test_compile_budget_works_outside_the_main_thread():
     t.start()
     t.join(30)
     assert not t.is_alive() and caught and "budget" in str(caught[0])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_compiles_pause_the_collector_and_leave_it_as_they_found_it(enabled):
+    """A compile runs with the cyclic GC off (it makes no cyclic garbage, and the collections it
+    would trigger promote its temporaries into full collections); overlapping compiles in
+    several threads, failing ones included, leave the collector as it was before the first."""
+    seen: list[bool] = []
+    barrier = threading.Barrier(3)
+
+    def compile_it(i: int) -> None:
+        barrier.wait()
+        schema = {"type": "object", "properties": {f"k{i}_{j}": {"type": "string", "pattern": f"^a{{{j}}}$"} for j in range(40)}}
+        ctrldec.JSONSchema(schema).tables()
+        try:  # a failing compile restores the collector too
+            ctrldec.JSONSchema({"type": "string", "pattern": "(a|b)*a(a|b){14}", "$comment": str(i)}, max_states=500).tables()
+        except SchemaError:
+            pass
+
+    def probe() -> None:  # the collector's state seen from a compile's own build step
+        seen.append(gc.isenabled())
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        from ctrldec.engine import bytedfa
+
+        with bytedfa.compile_budget(5, 1000):
+            probe()
+        threads = [threading.Thread(target=compile_it, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert seen == [False]
+        assert gc.isenabled() == enabled and bytedfa._PAUSED[0] == 0
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_shared_tables_are_read_only(info):
