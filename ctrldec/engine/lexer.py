@@ -38,6 +38,7 @@ _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list sl
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
 
+_GATHER_ROWS = 4096  # rows ``_build_literal_tree`` gathers at once (4 MB)
 _FEW_BYTES = 24  # live bytes up to which a state's combinations of next states are grouped in Python
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
@@ -365,8 +366,8 @@ class LexerAutomaton:
         automaton's rows, read in one gather, with the literals' bytes leading down the trie.
         The same rows ``_successors`` gives each state (tests/engine), in fewer steps."""
         literals = self._literals
-        nodes: list[int] = []  # the states built here, and for each its other member's (terminal, state)
-        other_at: list[int] = []
+        nodes: list[int] = []  # the states built here
+        other_at: list[int] = []  # each one's other member's DFA state (-1: none; always terminal ``t_o``)
         down: list[tuple[int, int, int]] = []  # (node, byte, state) along the literals
         todo = [state]
         queued = {state}
@@ -384,6 +385,8 @@ class LexerAutomaton:
                     on.setdefault(data[s], []).append(i)
             o_row = self.terminals[t_o].dfa.trans[s_o] if s_o >= 0 else None
             k = len(nodes)
+            if k % 256 == 255:  # a schema of 40,000 properties makes a trie of millions of states
+                check_budget(len(self._members))
             nodes.append(x)
             other_at.append(s_o)
             for b, continuing in on.items():
@@ -401,11 +404,15 @@ class LexerAutomaton:
         k, b, y = np.array(down, dtype=np.int64).reshape(-1, 3).T
         rows = np.full((len(nodes), 256), -1, dtype=np.int32)
         at = np.array(other_at)
-        if (at >= 0).any():  # the other automaton's bytes, but those that go down the trie
-            targets = self.terminals[t_o].dfa.trans[np.maximum(at, 0)]
-            targets[at < 0] = -1
-            targets[k, b] = -1
-            rows[:] = self._alone(t_o, targets)
+        for lo in range(0, len(nodes) if (at >= 0).any() else 0, _GATHER_ROWS):
+            # the other automaton's bytes, but those that go down the trie (a slice at a time:
+            # no table-sized temporaries beside the rows kept)
+            hi = lo + _GATHER_ROWS
+            targets = self.terminals[t_o].dfa.trans[np.maximum(at[lo:hi], 0)]
+            targets[at[lo:hi] < 0] = -1
+            here = (k >= lo) & (k < hi)
+            targets[k[here] - lo, b[here]] = -1
+            rows[lo:hi] = self._alone(t_o, targets)
         rows[k, b] = y
         for x, row in zip(nodes, rows):
             self._rows[x] = row

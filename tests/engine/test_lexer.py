@@ -3,10 +3,13 @@ terminal's DFA, and exactly the states reachable from the lexeme starts exist.""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctrldec.engine import lexer as lexer_module
 from ctrldec.engine.bytedfa import compile_regex, literal, minus_strings, without_empty
 from ctrldec.engine.lexer import LexerAutomaton, Terminal
 
@@ -64,7 +67,9 @@ def test_literal_states_are_built_as_stepping_every_alive_terminal(words, picks,
     terminals = [Terminal(f"T{i}", dfa, 0, False, False, (i,)) for i, dfa in enumerate(dfas) if not dfa.empty]
     n = len(terminals)
     contexts = data.draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), min_size=1, max_size=3))
-    _check_rows(LexerAutomaton(terminals, contexts))
+    with mock.patch.object(lexer_module, "_GATHER_ROWS", data.draw(st.sampled_from([1, 3, 4096]))):  # slices of the gather
+        lexer = LexerAutomaton(terminals, contexts)
+    _check_rows(lexer)
 
 
 def _check_rows(lexer: LexerAutomaton) -> None:
