@@ -719,16 +719,7 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     rows[np.isin(rows, n + np.flatnonzero(~live))] = -1
     rows, acc = rows[live], acc[live]
     # ``dfa``'s states that the kept nodes lead to, and what they reach
-    seeds = np.unique(rows[(rows >= 0) & (rows < n)])
-    reach = np.zeros(n, dtype=bool)
-    reach[seeds] = True
-    todo = seeds.tolist()
-    succ = successor_lists(trans)
-    while todo:
-        for x in succ[todo.pop()]:
-            if not reach[x]:
-                reach[x] = True
-                todo.append(x)
+    reach = _closure(*_edges(trans), np.unique(rows[(rows >= 0) & (rows < n)]).tolist(), n)
     k = int(live.sum())
     renumber = np.full(n + m + 1, -1, dtype=np.int32)  # nodes first (the root is the start), then ``dfa``'s states
     renumber[n + np.flatnonzero(live)] = np.arange(k, dtype=np.int32)
