@@ -13,6 +13,7 @@ reach an accepting state) stored as a ``int32[n_states, 256]`` numpy table, -1 m
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import contextvars
 import gc
@@ -678,13 +679,21 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     the trie ``dfa``'s state alone. So the result is ``dfa``'s table plus one row per trie node
     that ``dfa`` survives (``dfa``'s row, with the trie's bytes leading to the child nodes), then
     trimmed. The same language as the product, in fewer steps: an object's extra keys (any key
-    but its declared ones) cost a product per object in a large schema."""
+    but its declared ones) cost a product per object in a large schema.
+
+    The result carries ``_minus`` (``MinusParts``): from each of its states, its language is
+    ``dfa``'s from a known state minus known suffixes of ``values``, which names the state for
+    the lexer's classification keys without a search of the table."""
     if dfa.empty or not values:
         return dfa
     n = dfa.n_states
     trans, accepting = dfa.trans, dfa.accepting
+    distinct = sorted(set(values))
+    rank = {v: i for i, v in enumerate(distinct)}
     node = {b"": 0}  # trie prefix -> node number
     at = [0]  # node -> ``dfa``'s state after its prefix
+    through = [0]  # node -> a value whose prefix it is (its rank; the prefix: that value's first ``depth`` bytes)
+    depth = [0]
     edges: list[tuple[int, int, int]] = []  # (parent node, byte, child node)
     ends: list[int] = []  # nodes that are whole values
     for v in values:
@@ -697,6 +706,8 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
                     break
                 child = node[v[: i + 1]] = len(at)
                 at.append(q)
+                through.append(rank[v])
+                depth.append(i + 1)
                 edges.append((cur, v[i], child))
             cur = child
         else:
@@ -725,8 +736,40 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     renumber[n + np.flatnonzero(live)] = np.arange(k, dtype=np.int32)
     renumber[np.flatnonzero(reach)] = np.arange(k, k + int(reach.sum()), dtype=np.int32)
     table = np.concatenate([rows, trans[reach]])
-    out = renumber[np.where(table >= 0, table, n + m)]
-    return ByteDFA(out, np.concatenate([acc, accepting[reach]]))
+    out = ByteDFA(renumber[np.where(table >= 0, table, n + m)], np.concatenate([acc, accepting[reach]]))
+    kept = np.flatnonzero(live)
+    nodes = np.array([through, depth, at], dtype=np.int32)[:, kept]
+    parts = MinusParts(dfa, tuple(distinct), read_only(nodes), read_only(np.flatnonzero(reach).astype(np.int32)))
+    object.__setattr__(out, "_minus", parts)
+    return out
+
+
+@dataclass(frozen=True)
+class MinusParts:
+    """How ``minus_strings``'s result is made: state ``i`` below ``nodes.shape[1]`` is a node of
+    the values' trie, ``nodes[:, i]`` = (a value through it, by rank in ``values``; its depth;
+    ``base``'s state there), whose language is ``base``'s from that state minus the rest of every
+    value it is a prefix of; state ``nodes.shape[1] + j`` is ``base``'s state ``states[j]``, with
+    its language."""
+
+    base: ByteDFA
+    values: tuple[bytes, ...]  # sorted, distinct
+    nodes: np.ndarray  # int32[3, trie nodes kept]
+    states: np.ndarray  # int32[``base``'s states kept]
+
+    def residual(self, state: int) -> tuple[int, tuple[bytes, ...]]:
+        """(``base``'s state, the suffixes taken away from its language) at ``state``."""
+        k = self.nodes.shape[1]
+        if state >= k:
+            return int(self.states[state - k]), ()
+        rank, size, q = self.nodes[:, state].tolist()
+        prefix = self.values[rank][:size]
+        i = bisect.bisect_left(self.values, prefix)
+        suffixes = []
+        while i < len(self.values) and self.values[i].startswith(prefix):
+            suffixes.append(self.values[i][len(prefix) :])
+            i += 1
+        return q, tuple(suffixes)
 
 
 def concat_bytes(prefix: bytes, dfa: ByteDFA, suffix: bytes) -> ByteDFA:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
-from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor
+from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
 
@@ -62,6 +62,9 @@ def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
     text = dfa.__dict__.get("_literal")
     if text is not None:
         return ("literal", text[state:])
+    minus = dfa.__dict__.get("_minus")
+    if minus is not None:
+        return _minus_key(minus, state)
     if len(dfa.trans) > _CONTENT_STATES:
         return _reachable(dfa, state)
     content = dfa.__dict__.get("_content")
@@ -76,6 +79,22 @@ def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
             _KEYS_BY_CONTENT.clear()  # a fresh start costs each key one more search
         _KEYS_BY_CONTENT[(content, state)] = key
     return key
+
+
+def _minus_key(parts: MinusParts, state: int) -> tuple | None:
+    """``_reachable_key`` of a state of ``minus_strings``'s result, from how it was made: its
+    language is its base's from a state, less some suffixes, so the base's key and the
+    suffixes name it (an object's other keys: its trie had cost a search per state, and past
+    ``_SHARE_STATES`` states had no key to share)."""
+    q, suffixes = parts.residual(state)
+    base = _reachable_key(parts.base, q)
+    if base is None or not suffixes:
+        return base
+    digest = hashlib.blake2b(digest_size=16)
+    for suffix in suffixes:
+        digest.update(len(suffix).to_bytes(4, "little"))
+        digest.update(suffix)
+    return ("minus", base, len(suffixes), digest.digest())
 
 
 def _reachable(dfa: ByteDFA, state: int) -> tuple | None:

@@ -20,7 +20,7 @@ import ctrldec
 from ctrldec import JSONSchema
 from ctrldec.constraints import tokenizer_info
 from ctrldec.engine import compiled as engine
-from ctrldec.engine import lexer
+from ctrldec.engine import bytedfa, lexer
 from ctrldec.engine.bytedfa import ByteDFA
 from ctrldec.vocab import TokenizerInfo
 
@@ -235,6 +235,64 @@ def test_automaton_keys_name_the_reachable_part_by_content(data):
     if reachable_language(dfa, a) != reachable_language(dfa, b):
         assert lexer._reachable_key(dfa, a) != lexer._reachable_key(dfa, b)
 
+
+
+def _rooted(dfa: ByteDFA, state: int) -> ByteDFA:
+    """``dfa`` started at ``state`` (states 0 and ``state`` swapped)."""
+    perm = np.arange(dfa.n_states)
+    perm[[0, state]] = perm[[state, 0]]
+    trans = np.where(dfa.trans >= 0, perm[np.maximum(dfa.trans, 0)], -1)[perm]
+    return ByteDFA(trans.astype(np.int32), dfa.accepting[perm].copy())
+
+
+def _same_language(a: ByteDFA, b: ByteDFA) -> bool:
+    return bytedfa.product(a, b, "diff").empty and bytedfa.product(b, a, "diff").empty
+
+
+def _run_from(dfa: ByteDFA, state: int, data: bytes) -> bool:
+    for b in data:
+        state = int(dfa.trans[state, b])
+        if state < 0:
+            return False
+    return bool(dfa.accepting[state])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.lists(st.text(alphabet="abé\"", min_size=0, max_size=4), max_size=6),
+    others=st.lists(st.text(alphabet="xyé", min_size=1, max_size=3), max_size=3),
+    words=st.lists(st.text(alphabet="abxé\"", max_size=6), max_size=10),
+)
+def test_other_keys_automata_are_keyed_by_their_base_and_suffixes(names, others, words):
+    """A state of ``minus_strings``'s result (an object's other keys) is keyed by its base's key
+    and the suffixes taken away there (``MinusParts``): its language is the base's from that
+    state less those suffixes, and another grammar's automaton whose state has the same
+    residual gets the same key, one whose residual language differs a different key."""
+    string = bytedfa.compile_regex(r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"')
+    values = [json.dumps(n, ensure_ascii=False).encode() for n in names]
+    more = values + [json.dumps(o, ensure_ascii=False).encode() for o in others]  # names no state of ``values`` shares past the quote
+    one, two = bytedfa.minus_strings(string, values), bytedfa.minus_strings(string, more)
+    if one is string:  # no names: nothing taken away
+        return
+    keyed: dict[tuple, list] = {}
+    for dfa in (one, two):
+        parts = dfa._minus
+        for s in range(dfa.n_states):
+            q, suffixes = parts.residual(s)
+            for w in [w.encode() for w in words] + list(suffixes) + [v[1:] for v in values]:
+                assert _run_from(dfa, s, w) == (_run_from(string, q, w) and w not in suffixes)
+            keyed.setdefault(lexer._reachable_key(dfa, s), []).append((dfa, s))
+    for states in keyed.values():  # one key, one language
+        first = _rooted(*states[0])
+        assert all(_same_language(first, _rooted(d, s)) for d, s in states[1:])
+    # the start of ``one`` and the state of ``two`` after the quote and a name's first byte match
+    for prefix in {v[:2] for v in values if len(v) > 2}:
+        a, b = one, two
+        sa = sb = 0
+        for byte in prefix:
+            sa, sb = int(a.trans[sa, byte]), int(b.trans[sb, byte])
+        if min(sa, sb) >= 0 and not any(o.startswith(prefix) for o in more[len(values):]):
+            assert lexer._reachable_key(a, sa) == lexer._reachable_key(b, sb)
 
 
 def _json_case(schema: dict, instance) -> tuple:
