@@ -57,7 +57,7 @@ __all__ = ["ByteAutomaton", "CompiledGrammar", "GrammarMatcher", "UNBOUNDED"]
 _LEX_STRIDE = 1 << 32  # a lazy lexer grows, so keys cannot use its current size
 UNBOUNDED = 1 << 40  # a completion bound when no completion is known (none, or past the search limit)
 _SKIP = -3  # ``_classify_root``'s first-byte row: tokens starting with this byte are left out
-_FEW_NODES = 48  # from a trie level of at most this many live nodes on, and while each next level has at most
+_FEW_NODES = 12  # from a trie level of at most this many live nodes on, and while each next level has at most
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
