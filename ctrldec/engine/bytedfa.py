@@ -689,29 +689,7 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     n = dfa.n_states
     trans, accepting = dfa.trans, dfa.accepting
     distinct = sorted(set(values))
-    rank = {v: i for i, v in enumerate(distinct)}
-    node = {b"": 0}  # trie prefix -> node number
-    at = [0]  # node -> ``dfa``'s state after its prefix
-    through = [0]  # node -> a value whose prefix it is (its rank; the prefix: that value's first ``depth`` bytes)
-    depth = [0]
-    edges: list[tuple[int, int, int]] = []  # (parent node, byte, child node)
-    ends: list[int] = []  # nodes that are whole values
-    for v in values:
-        cur = 0
-        for i in range(len(v)):
-            child = node.get(v[: i + 1])
-            if child is None:
-                q = int(trans[at[cur], v[i]])
-                if q < 0:  # ``dfa`` rejects this prefix: nothing to take away past it
-                    break
-                child = node[v[: i + 1]] = len(at)
-                at.append(q)
-                through.append(rank[v])
-                depth.append(i + 1)
-                edges.append((cur, v[i], child))
-            cur = child
-        else:
-            ends.append(cur)
+    at, through, depth, edges, ends = _values_trie(trans, values, {v: i for i, v in enumerate(distinct)})
     rows = trans[at]  # leaving the trie: ``dfa``'s own states, numbered as in ``dfa``
     acc = accepting[at].copy()
     acc[ends] = False
@@ -742,6 +720,33 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     parts = MinusParts(dfa, tuple(distinct), read_only(nodes), read_only(np.flatnonzero(reach).astype(np.int32)))
     object.__setattr__(out, "_minus", parts)
     return out
+
+
+def _values_trie(trans: np.ndarray, values: list[bytes], rank: dict[bytes, int]) -> tuple[list[int], ...]:
+    """``minus_strings``'s trie of ``values`` as far as ``trans`` (from state 0) takes them: per
+    node, ``trans``'s state after its prefix, a value through it (by ``rank``) and its depth;
+    the edges (parent, byte, child); the nodes that are whole values."""
+    node = {b"": 0}  # trie prefix -> node number
+    at, through, depth = [0], [0], [0]
+    edges: list[tuple[int, int, int]] = []
+    ends: list[int] = []
+    for v in values:
+        cur = 0
+        for i in range(len(v)):
+            child = node.get(v[: i + 1])
+            if child is None:
+                q = int(trans[at[cur], v[i]])
+                if q < 0:  # rejected: nothing to take away past this prefix
+                    break
+                child = node[v[: i + 1]] = len(at)
+                at.append(q)
+                through.append(rank[v])
+                depth.append(i + 1)
+                edges.append((cur, v[i], child))
+            cur = child
+        else:
+            ends.append(cur)
+    return at, through, depth, edges, ends  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
