@@ -270,7 +270,7 @@ def test_other_keys_automata_are_keyed_by_their_base_and_suffixes(names, others,
     residual gets the same key, one whose residual language differs a different key."""
     string = bytedfa.compile_regex(r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"')
     values = [json.dumps(n, ensure_ascii=False).encode() for n in names]
-    more = values + [json.dumps(o, ensure_ascii=False).encode() for o in others]  # names no state of ``values`` shares past the quote
+    more = values + [json.dumps(o, ensure_ascii=False).encode() for o in others]  # names that mostly share no prefix with ``values``
     one, two = bytedfa.minus_strings(string, values), bytedfa.minus_strings(string, more)
     if one is string:  # no names: nothing taken away
         return
