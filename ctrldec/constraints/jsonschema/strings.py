@@ -15,8 +15,11 @@ False
 
 from __future__ import annotations
 
+import hashlib
 import re
+import zipfile
 from functools import lru_cache
+from pathlib import Path
 
 import interegular
 import numpy as np
@@ -385,8 +388,46 @@ def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
 
 @lru_cache(maxsize=None)
 def _format_body(name: str) -> ByteDFA:
-    """A format's string body, built once per process (the URI grammars take up to a second)."""
-    return _pattern_body(f"(?:{FORMATS[name]})")
+    """A format's string body, once per process: read from ``formats.npz`` when it was stored
+    from the same regex, else built (the URI and IRI grammars take 0.3-0.9 s to build)."""
+    return _stored_format(name) or _pattern_body(f"(?:{FORMATS[name]})")
+
+
+# Bump when how a regex becomes a string body changes (``fsm_to_dfa``, ``_json_encode``):
+# tests/constraints/test_stored_formats.py fails until the file is written again.
+_STORE_VERSION = 1
+STORED_FORMATS = Path(__file__).with_name("formats.npz")
+
+
+def _format_source(name: str) -> str:
+    """What a stored format automaton was built from: its regex, under ``_STORE_VERSION``."""
+    return hashlib.sha256(f"{_STORE_VERSION}\0{FORMATS[name]}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _stored_format(name: str) -> ByteDFA | None:
+    """The stored automaton of ``FORMATS[name]``; None when the file lacks it or holds another
+    regex's (an edited pattern is built, never read stale)."""
+    try:
+        with np.load(STORED_FORMATS, allow_pickle=False) as stored:
+            if str(stored[f"{name}/source"]) != _format_source(name):
+                return None
+            return ByteDFA(stored[f"{name}/trans"].astype(np.int32), stored[f"{name}/accepting"].astype(bool))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def store_formats(path: Path = STORED_FORMATS) -> None:
+    """Build every format's automaton and write them to ``path``; the packaged file is rewritten
+    with ``python -c "from ctrldec.constraints.jsonschema.strings import store_formats; store_formats()"``."""
+    arrays: dict[str, np.ndarray] = {}
+    for name, regex in FORMATS.items():
+        dfa = _pattern_body(f"(?:{regex})")
+        if dfa.n_states > np.iinfo(np.int16).max:
+            raise ValueError(f"format {name!r} has {dfa.n_states} states, more than int16 stores")
+        arrays[f"{name}/source"] = np.array(_format_source(name))
+        arrays[f"{name}/trans"] = dfa.trans.astype(np.int16)
+        arrays[f"{name}/accepting"] = dfa.accepting
+    np.savez_compressed(path, **arrays)
 
 
 @lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_bodies)
@@ -461,3 +502,4 @@ def check_pattern(pattern: str) -> None:
         raise
     except Exception as e:
         raise UnsupportedPattern(str(e) or type(e).__name__) from None
+
