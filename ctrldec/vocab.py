@@ -236,6 +236,21 @@ class TokenizerInfo:
             other._string_scan = self._string_scan
         return other
 
+    def prepare(self) -> TokenizerInfo:
+        """Build the tables every grammar derives from this vocabulary now, not in the first
+        compile or mask that needs them: about 0.2 s for a 49,152-token vocabulary, what a
+        server pays once at start-up (the peers' tokenizer info does the same work when it is
+        made). Returns ``self``.
+
+        >>> info = TokenizerInfo([b"a", b"b", b"ab"]).prepare()
+        >>> info.trie().n_nodes >= 3
+        True
+        """
+        for table in (self.byte_table, self.trie, self.unsafe_tail, self.char_starts, self.first_bytes,
+                      self.first_byte_words, self.safe_char_words, self.sorted_token_bytes):
+            table()
+        return self
+
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
         """The cached table ``name``, built by ``build`` the first time (once, even across threads)."""
         value = getattr(self, name)

@@ -75,7 +75,8 @@ class _Ctrldec(_SchemaEngine):
         super().__init__(tokenizer)
         from ..constraints.grammar import tokenizer_info
 
-        self.info = tokenizer_info(tokenizer)
+        # the vocabulary's tables built here, as the peers build their tokenizer info here
+        self.info = tokenizer_info(tokenizer).prepare()
         self.buf = np.zeros((self.vocab_size + 31) // 32, dtype=np.uint32)
 
     lenient = True
