@@ -182,6 +182,12 @@ class Limits:
     """Tabulated string-length automata (one per (minLength, maxLength)) memoised per process.
     Why: at most 256 levels each; real schemas use a few dozen distinct bounds."""
 
+    other_keys_cache_bytes: int = 64 << 20
+    """Tables of objects' other-keys automata (any key but the declared ones) memoised per
+    process by the declared names, so that schemas sharing definitions build each once. Why:
+    about 60 KB each in Kubernetes schemas (100 objects a schema); 64 MB keeps about ten such
+    schemas' worth."""
+
     max_cached_automaton_keys: int = 1 << 16
     """Keys of small terminal automata (a lexer state's share of a token-classification key, see
     ``engine/lexer.py``) kept per process by the automaton's content, so that the punctuation,

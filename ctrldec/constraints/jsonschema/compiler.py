@@ -15,7 +15,9 @@ import dataclasses
 import json
 import math
 import re
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -1064,7 +1066,8 @@ class _Compiler:
         if keys or patterns:
             base = _written_keys() if name_dfa is None else product(base, _dfa("unwritten string"), "diff")
         if keys:
-            base = minus_strings(base, [_dumps(k) for k in keys])
+            names = [_dumps(k) for k in keys]
+            base = minus_strings(base, names) if name_dfa is not None else _OTHER_KEYS.get(tuple(sorted(set(names))))
         colon = self.lit(b":")
         alts = []
         pattern_dfas = {}
@@ -1276,6 +1279,38 @@ def _dfa(name: str) -> ByteDFA:
 def _written_keys() -> ByteDFA:
     """Every key in the spelling ``json.dumps`` writes (``_extra_members``), built once."""
     return product(string_dfa(), _dfa("unwritten string"), "diff")
+
+
+class _OtherKeysCache:
+    """An object's other keys, ``_written_keys()`` minus its declared names, by the names
+    (sorted, distinct): schemas that share definitions (Kubernetes resources, say) share these
+    automata across compiles, and with them each automaton's lexer caches (successor lists,
+    classification keys). Least recently used entries go past ``limit`` bytes of tables;
+    thread-safe (a race builds one twice, and both results are the same language)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[tuple[bytes, ...], ByteDFA] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, names: tuple[bytes, ...]) -> ByteDFA:
+        with self.lock:
+            found = self.entries.get(names)
+            if found is not None:
+                self.entries.move_to_end(names)
+                return found
+        dfa = minus_strings(_written_keys(), list(names))
+        with self.lock:
+            if names not in self.entries:
+                self.entries[names] = dfa
+                self.bytes += dfa.trans.nbytes
+                while self.bytes > self.limit and len(self.entries) > 1:
+                    self.bytes -= self.entries.popitem(last=False)[1].trans.nbytes
+        return dfa
+
+
+_OTHER_KEYS = _OtherKeysCache(DEFAULT_LIMITS.other_keys_cache_bytes)
 
 
 def _has(dfa: ByteDFA, kind: str) -> bool:
