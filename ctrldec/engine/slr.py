@@ -35,43 +35,65 @@ def slr_tables(
     all_rules = rules + [("$root", [start])]
     offsets, item_rule, item_dot, item_next = _items(all_rules)
     closure_of = _leftmost_closures(rules, terminals, nts, offsets)
-
-    def closure(kernel: frozenset[int]) -> set[int]:
-        out = set(kernel)
-        for item in kernel:
-            x = item_next[item]
-            if x is not None and x not in terminals:
-                out |= closure_of[x]
-        return out
-
     nullable, first = _nullable_and_first(rules, terminals, nts)
     follow = _follow(rules, terminals, nts, start, nullable, first)
     reduces = [() if r == aug else tuple(follow.get(lhs, ())) for r, (lhs, _) in enumerate(all_rules)]
 
-    start_kernel = frozenset([offsets[aug]])
-    index: dict[frozenset[int], int] = {start_kernel: 0}
+    # A state's closure adds the initial items of what its kernel's nonterminals lead with; the
+    # grammars the JSON Schema compiler writes have ten thousand states but a few hundred sets
+    # of such nonterminals, so each set's moves and reductions are worked out once.
+    parts: dict[frozenset[str], tuple[dict[str, list[int]], list[int]]] = {}
+
+    def closure_part(leading: frozenset[str]) -> tuple[dict[str, list[int]], list[int]]:
+        part = parts.get(leading)
+        if part is None:
+            items: set[int] = set()
+            for x in leading:
+                items |= closure_of[x]
+            moves: dict[str, list[int]] = {}
+            reducing: list[int] = []  # rules with an empty right-hand side
+            for item in sorted(items):
+                x = item_next[item]
+                if x is None:
+                    reducing.append(item_rule[item])
+                else:
+                    moves.setdefault(x, []).append(item + 1)
+            part = parts[leading] = (moves, reducing)
+        return part
+
+    # kernels as sorted tuples of ints: the cyclic GC untracks them at its first look, where
+    # frozensets would be carried into the old generation (and counted toward a full collection)
+    start_kernel = (offsets[aug],)
+    index: dict[tuple[int, ...], int] = {start_kernel: 0}
     kernels = [start_kernel]
     rows: list[dict[str, int | tuple[int, ...]]] = []
     i = 0
     while i < len(kernels):
         if i % 32 == 0:
             check_budget(len(kernels))
-        moves: dict[str, list[int]] = {}  # symbol -> the items after moving over it (each once)
-        row: dict[str, int | tuple[int, ...]] = {}
-        for item in closure(kernels[i]):
+        own: dict[str, list[int]] = {}  # symbol -> the kernel's items after moving over it
+        reducing: list[int] = []
+        leading: set[str] = set()
+        for item in kernels[i]:
             x = item_next[item]
             if x is None:
-                r = item_rule[item]
-                for t in reduces[r]:
-                    row[t] = _with(row.get(t), -1 - r)
+                reducing.append(item_rule[item])
             else:
-                moved = moves.get(x)
+                moved = own.get(x)
                 if moved is None:
-                    moves[x] = [item + 1]
+                    own[x] = [item + 1]
                 else:
                     moved.append(item + 1)
-        for x, moved in moves.items():
-            key = frozenset(moved)
+                if x not in terminals:
+                    leading.add(x)
+        moves, empty = closure_part(frozenset(leading)) if leading else ({}, [])
+        row: dict[str, int | tuple[int, ...]] = {}
+        for r in reducing + empty:
+            for t in reduces[r]:
+                row[t] = _with(row.get(t), -1 - r)
+        for x in [*own, *(x for x in moves if x not in own)]:
+            mine, brought = own.get(x), moves.get(x)
+            key = tuple(sorted(mine + brought)) if mine and brought else tuple(mine or brought)  # type: ignore[arg-type]
             j = index.get(key)
             if j is None:
                 j = index[key] = len(kernels)
@@ -81,7 +103,7 @@ def slr_tables(
         i += 1
     end_state = rows[0][start]  # a nonterminal's entry is a goto
     # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
-    items = [tuple([(item_rule[i], item_dot[i]) for i in sorted(kernel)]) for kernel in kernels]
+    items = [tuple([(item_rule[i], item_dot[i]) for i in kernel]) for kernel in kernels]
     return rows, 0, end_state, items
 
 
