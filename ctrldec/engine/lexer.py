@@ -130,7 +130,11 @@ def _all_successors(dfa: ByteDFA) -> tuple[tuple[int, ...], ...]:
     """Each state's distinct successors (dead dropped), ascending; kept on the automaton object."""
     succ = dfa.__dict__.get("_all_successors")
     if succ is None:
-        succ = successor_lists(dfa.trans)
+        text = dfa.__dict__.get("_literal")
+        if text is not None:  # ``literal``'s chain: state i leads to i + 1 (property names, made per compile)
+            succ = tuple([(i + 1,) for i in range(len(text))]) + ((),)
+        else:
+            succ = successor_lists(dfa.trans)
         object.__setattr__(dfa, "_all_successors", succ)
     return succ
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctrldec.engine import lexer as lexer_module
-from ctrldec.engine.bytedfa import compile_regex, literal, minus_strings, without_empty
+from ctrldec.engine.bytedfa import compile_regex, literal, minus_strings, successor_lists, without_empty
 from ctrldec.engine.lexer import LexerAutomaton, Terminal
 
 PATTERNS = ['"[a-z]*"', '"name"', '"nam[e-f]"', "[0-9]+", "-?[0-9]+(\\.[0-9]+)?", "true|tr", "[ \\t\\n]+", "[^\\x00-\\x1f\"]{2,40}", "é+|e"]
@@ -90,3 +90,10 @@ def _check_rows(lexer: LexerAutomaton) -> None:
             want |= lexer.completable[x]
         assert lexer.completable[state] == want
     assert np.array_equal(lexer.completable_id, [lexer.completable_values.index(c) for c in lexer.completable])
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.binary(max_size=12))
+def test_a_literals_successors_are_its_chain(data):
+    dfa = literal(data)
+    assert lexer_module._all_successors(dfa) == successor_lists(dfa.trans)
