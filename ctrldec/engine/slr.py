@@ -34,32 +34,10 @@ def slr_tables(
     aug = len(rules)
     all_rules = rules + [("$root", [start])]
     offsets, item_rule, item_dot, item_next = _items(all_rules)
-    closure_of = _leftmost_closures(rules, terminals, nts, offsets)
+    moves_of = _Moves(_leftmost_closures(rules, terminals, nts, offsets), item_rule, item_next, terminals)
     nullable, first = _nullable_and_first(rules, terminals, nts)
     follow = _follow(rules, terminals, nts, start, nullable, first)
     reduces = [() if r == aug else tuple(follow.get(lhs, ())) for r, (lhs, _) in enumerate(all_rules)]
-
-    # A state's closure adds the initial items of what its kernel's nonterminals lead with; the
-    # grammars the JSON Schema compiler writes have ten thousand states but a few hundred sets
-    # of such nonterminals, so each set's moves and reductions are worked out once.
-    parts: dict[frozenset[str], tuple[dict[str, list[int]], list[int]]] = {}
-
-    def closure_part(leading: frozenset[str]) -> tuple[dict[str, list[int]], list[int]]:
-        part = parts.get(leading)
-        if part is None:
-            items: set[int] = set()
-            for x in leading:
-                items |= closure_of[x]
-            moves: dict[str, list[int]] = {}
-            reducing: list[int] = []  # rules with an empty right-hand side
-            for item in sorted(items):
-                x = item_next[item]
-                if x is None:
-                    reducing.append(item_rule[item])
-                else:
-                    moves.setdefault(x, []).append(item + 1)
-            part = parts[leading] = (moves, reducing)
-        return part
 
     # kernels as sorted tuples of ints: the cyclic GC untracks them at its first look, where
     # frozensets would be carried into the old generation (and counted toward a full collection)
@@ -71,29 +49,12 @@ def slr_tables(
     while i < len(kernels):
         if i % 32 == 0:
             check_budget(len(kernels))
-        own: dict[str, list[int]] = {}  # symbol -> the kernel's items after moving over it
-        reducing: list[int] = []
-        leading: set[str] = set()
-        for item in kernels[i]:
-            x = item_next[item]
-            if x is None:
-                reducing.append(item_rule[item])
-            else:
-                moved = own.get(x)
-                if moved is None:
-                    own[x] = [item + 1]
-                else:
-                    moved.append(item + 1)
-                if x not in terminals:
-                    leading.add(x)
-        moves, empty = closure_part(frozenset(leading)) if leading else ({}, [])
+        moves, reducing = moves_of.state(kernels[i])
         row: dict[str, int | tuple[int, ...]] = {}
-        for r in reducing + empty:
+        for r in reducing:
             for t in reduces[r]:
                 row[t] = _with(row.get(t), -1 - r)
-        for x in [*own, *(x for x in moves if x not in own)]:
-            mine, brought = own.get(x), moves.get(x)
-            key = tuple(sorted(mine + brought)) if mine and brought else tuple(mine or brought)  # type: ignore[arg-type]
+        for x, key in moves:
             j = index.get(key)
             if j is None:
                 j = index[key] = len(kernels)
@@ -105,6 +66,64 @@ def slr_tables(
     # an item's number grows with (rule, dot): sorting the numbers sorts the pairs
     items = [tuple([(item_rule[i], item_dot[i]) for i in kernel]) for kernel in kernels]
     return rows, 0, end_state, items
+
+
+class _Moves:
+    """Where an LR(0) state's items go: per symbol, the kernel it moves to, and the rules it
+    reduces by. A state's closure adds the initial items of what its kernel's nonterminals lead
+    with; the grammars the JSON Schema compiler writes have ten thousand states but a few hundred
+    sets of such nonterminals, so each set's part is worked out once (``_part``)."""
+
+    def __init__(self, closure_of: dict[str, frozenset[int]], item_rule: list[int], item_next: list[str | None],
+                 terminals: set[str]) -> None:
+        self.closure_of, self.item_rule, self.item_next, self.terminals = closure_of, item_rule, item_next, terminals
+        self.parts: dict[frozenset[str], tuple[dict[str, list[int]], list[int]]] = {}
+
+    def state(self, kernel: tuple[int, ...]) -> tuple[list[tuple[str, tuple[int, ...]]], list[int]]:
+        """(symbol, the sorted kernel after moving over it) for each symbol, and the rules to
+        reduce by, of the state with this (sorted) kernel."""
+        own: dict[str, list[int]] = {}  # symbol -> the kernel's items after moving over it
+        reducing: list[int] = []
+        leading: set[str] = set()
+        for item in kernel:
+            x = self.item_next[item]
+            if x is None:
+                reducing.append(self.item_rule[item])
+            else:
+                moved = own.get(x)
+                if moved is None:
+                    own[x] = [item + 1]
+                else:
+                    moved.append(item + 1)
+                if x not in self.terminals:
+                    leading.add(x)
+        if not leading:
+            return [(x, tuple(moved)) for x, moved in own.items()], reducing
+        brought, empty = self._part(frozenset(leading))
+        moves = []
+        for x in [*own, *(x for x in brought if x not in own)]:
+            mine, theirs = own.get(x), brought.get(x)
+            # a kernel item past its first symbol never equals an initial item: no duplicates
+            moves.append((x, tuple(sorted(mine + theirs)) if mine and theirs else tuple(mine or theirs)))  # type: ignore[arg-type]
+        return moves, reducing + empty
+
+    def _part(self, leading: frozenset[str]) -> tuple[dict[str, list[int]], list[int]]:
+        """The moves and empty-rule reductions of the initial items ``leading`` brings in."""
+        part = self.parts.get(leading)
+        if part is None:
+            items: set[int] = set()
+            for x in leading:
+                items |= self.closure_of[x]
+            moves: dict[str, list[int]] = {}
+            empty: list[int] = []
+            for item in sorted(items):
+                x = self.item_next[item]
+                if x is None:
+                    empty.append(self.item_rule[item])
+                else:
+                    moves.setdefault(x, []).append(item + 1)
+            part = self.parts[leading] = (moves, empty)
+        return part
 
 
 def _items(all_rules: Rules) -> tuple[list[int], list[int], list[int], list[str | None]]:
