@@ -390,7 +390,8 @@ def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
 def _format_body(name: str) -> ByteDFA:
     """A format's string body, once per process: read from ``formats.npz`` when it was stored
     from the same regex, else built (the URI and IRI grammars take 0.3-0.9 s to build)."""
-    return _stored_format(name) or _pattern_body(f"(?:{FORMATS[name]})")
+    stored = _stored_format(name)
+    return stored if stored is not None else _pattern_body(f"(?:{FORMATS[name]})")
 
 
 # Bump when how a regex becomes a string body changes (``fsm_to_dfa``, ``_json_encode``):
@@ -502,4 +503,3 @@ def check_pattern(pattern: str) -> None:
         raise
     except Exception as e:
         raise UnsupportedPattern(str(e) or type(e).__name__) from None
-
