@@ -232,6 +232,36 @@ def read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+# ``np.unique`` (numpy 2.3+) goes through a hash table and then sorts what it found: 2-10x slower
+# than one sort for the int arrays of a compile (2,000 codes: 0.53 ms against 0.05 ms), and it
+# had been the largest cost of the slowest compiles. These two give the same results by sorting.
+
+
+def unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D array, by one sort."""
+    s = np.sort(values)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(values, return_index=True, return_inverse=True)`` of an array, flattened, by
+    one stable sort: (distinct values ascending, where each first occurs, which each value is)."""
+    flat = values.ravel()
+    order = np.argsort(flat, kind="stable")
+    s = flat[order]
+    keep = np.empty(len(s), dtype=bool)
+    keep[:1] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    inverse = np.empty(len(s), dtype=np.intp)
+    inverse[order] = np.cumsum(keep) - 1
+    return s[keep], order[keep], inverse
+
+
 @dataclass(frozen=True)
 class ByteDFA:
     """A trimmed DFA over bytes: ``trans[state, byte]`` is the next state or -1; start is state 0."""
@@ -396,7 +426,7 @@ def _edges(trans: np.ndarray, n_states: int | None = None) -> tuple[np.ndarray, 
     np.not_equal(trans[:, 1:], trans[:, :-1], out=starts[:, 1:])
     starts &= trans >= 0
     rows, cols = np.nonzero(starts)
-    codes = np.unique(rows.astype(np.int64) * n + trans[rows, cols])
+    codes = unique(rows.astype(np.int64) * n + trans[rows, cols])
     return codes // n, codes % n
 
 
@@ -595,7 +625,7 @@ def _dense_pairs(ta: np.ndarray, tb: np.ndarray, stride: int, start: int) -> tup
         ids = state_of[found]
         new = ids < 0
         if new.any():
-            fresh = np.unique(found[new])
+            fresh = unique(found[new])
             state_of[fresh] = np.arange(n, n + len(fresh), dtype=np.int32)
             n += len(fresh)
             found_codes.append(fresh)
@@ -616,7 +646,7 @@ def _sparse_pairs(ta: np.ndarray, tb: np.ndarray, stride: int, start: int) -> tu
         level = np.array(codes[done : done + _PRODUCT_BATCH], dtype=np.int64)
         done += len(level)
         found = ta[level // stride] * stride + tb[level % stride]  # [pairs, 256]
-        distinct, inverse = np.unique(found, return_inverse=True)
+        distinct, _, inverse = unique_inverse(found)
         ids = []
         for code in distinct.tolist():
             j = index.get(code)
@@ -708,7 +738,7 @@ def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:
     rows[np.isin(rows, n + np.flatnonzero(~live))] = -1
     rows, acc = rows[live], acc[live]
     # ``dfa``'s states that the kept nodes lead to, and what they reach
-    reach = _closure(*_edges(trans), np.unique(rows[(rows >= 0) & (rows < n)]).tolist(), n)
+    reach = _closure(*_edges(trans), unique(rows[(rows >= 0) & (rows < n)]).tolist(), n)
     k = int(live.sum())
     renumber = np.full(n + m + 1, -1, dtype=np.int32)  # nodes first (the root is the start), then ``dfa``'s states
     renumber[n + np.flatnonzero(live)] = np.arange(k, dtype=np.int32)
@@ -1069,7 +1099,7 @@ class LazyUnion(LazyDFA):
         rb = self.b.trans[q] if q >= 0 else np.full(256, -1, dtype=np.int32)
         row = np.full(256, -1, dtype=np.int32)
         codes = (ra.astype(np.int64) + 1) * (1 << 32) + (rb.astype(np.int64) + 1)
-        for code in np.unique(codes[(ra >= 0) | (rb >= 0)]).tolist():
+        for code in unique(codes[(ra >= 0) | (rb >= 0)]).tolist():
             pair = (code >> 32) - 1, (code & 0xFFFFFFFF) - 1
             j = self._index.get(pair)
             if j is None:

@@ -46,7 +46,7 @@ from ..errors import DeadEndError, InvalidTokenError, TokenizerError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import TokenizerInfo
 from .bitmask import unpack, words_for, write_words
-from .bytedfa import CountedString, json_char, read_only
+from .bytedfa import CountedString, json_char, read_only, unique_inverse
 from .completion import Completions
 from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
@@ -1464,7 +1464,7 @@ class CompiledGrammar(ByteAutomaton):
         live = row >= 0
         if not live.any() or (lexer.shift()[state] == -2 and lexer.safe_closed(state)):
             return self._classify_root(state)  # nothing to share, or the fast path applies
-        targets, inverse = np.unique(row[live], return_inverse=True)
+        targets, _, inverse = unique_inverse(row[live])
         weight = np.bincount(inverse, weights=self._first_counts[live])
         total = self._first_counts.sum()
         u = int(targets[int(weight.argmax())])

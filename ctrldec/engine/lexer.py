@@ -24,7 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS
-from .bytedfa import SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor
+from .bytedfa import (
+    SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor, unique,
+    unique_inverse,
+)
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
 
@@ -457,7 +460,7 @@ class LexerAutomaton:
         missing = states[~self.built_np[states]]
         if not len(missing):
             return changed
-        for s in np.unique(missing).tolist():
+        for s in unique(missing).tolist():
             self._build(s)
         self._sync()
         return True
@@ -577,11 +580,11 @@ class LexerAutomaton:
         for i in range(1, len(members)):
             radix = int(cols[i].max()) + 2
             if size * radix >= 1 << 62:
-                _, code = np.unique(code, return_inverse=True)
+                code = unique_inverse(code)[2]
                 size = int(code.max()) + 1
             code = code * radix + cols[i] + 1
             size *= radix
-        _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+        _, first, inverse = unique_inverse(code)
         combos = [tuple(c) for c in cols[:, first].T.tolist()]
         ids = np.empty(len(combos), dtype=np.int32)
         for j in sorted(range(len(combos)), key=combos.__getitem__):
@@ -662,14 +665,14 @@ class LexerAutomaton:
         terminal's states are numbered through ``_single_ids`` (one gather); otherwise each
         distinct target is interned."""
         if self._ready or self._lazy_terms[t]:
-            distinct, inverse = np.unique(targets, return_inverse=True)
+            distinct, _, inverse = unique_inverse(targets)
             ids = np.array([self._intern(((t, s2),)) if s2 >= 0 else -1 for s2 in distinct.tolist()], dtype=np.int32)
             return ids[inverse.ravel()]
         known = self._ids_alone(t)
         out = known[targets]  # a dead target reads the last entry, which stays -1
         new = targets[(out < 0) & (targets >= 0)]
         if len(new):
-            for s2 in np.unique(new).tolist():
+            for s2 in unique(new).tolist():
                 known[s2] = self._intern(((t, s2),))
             out = known[targets]
         return out
@@ -776,11 +779,11 @@ class LexerAutomaton:
         chains = self.__dict__.setdefault("_chains", {})
         shift = self.shift()
         if len(states) and (states == states[0]).all():  # the common case: one state (skip the sort)
-            unique, inverse = states[:1], np.zeros(len(states), dtype=np.int64)
+            distinct, inverse = states[:1], np.zeros(len(states), dtype=np.int64)
         else:
-            unique, inverse = np.unique(states, return_inverse=True)
-        rows = np.empty((len(unique), length + 1), dtype=np.int32)
-        for i, x in enumerate(unique.tolist()):
+            distinct, _, inverse = unique_inverse(states)
+        rows = np.empty((len(distinct), length + 1), dtype=np.int32)
+        for i, x in enumerate(distinct.tolist()):
             known = chains.get(x)
             if known is not None and len(known) > length:
                 rows[i] = known[: length + 1]
@@ -792,7 +795,7 @@ class LexerAutomaton:
                     x = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
                 rows[i, k + 1] = x
             chains[first] = read_only(rows[i].copy())
-        return rows[0].take(steps) if len(unique) == 1 else rows[inverse.ravel(), steps]
+        return rows[0].take(steps) if len(distinct) == 1 else rows[inverse.ravel(), steps]
 
     @_locked
     def safe_closed(self, state: int) -> bool:

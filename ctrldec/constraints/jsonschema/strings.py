@@ -24,7 +24,7 @@ from pathlib import Path
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _closure, _edges, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
 from ...limits import DEFAULT_LIMITS
 
 __all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "LAZY_LENGTH_FROM"]
@@ -361,28 +361,50 @@ FORMATS: dict[str, str] = {
 # -- lengths ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _one_char_states() -> np.ndarray:
+    """The states of ``json_char`` that a character passes through (reached from its start before
+    the character is complete, and able to complete it), ascending."""
+    one = json_char()
+    done = (one.trans >= 0) & one.accepting[np.maximum(one.trans, 0)]
+    inside = np.where(done, len(one.trans), one.trans)  # a completed character: one accepting sink
+    table = np.vstack([inside, np.full((1, 256), -1, dtype=inside.dtype)])
+    final = np.zeros(len(table), dtype=bool)
+    final[-1] = True
+    n = len(table)
+    sources, targets = _edges(table)
+    reach = _closure(sources, targets, [0], n)
+    back = np.argsort(targets, kind="stable")
+    live = _closure(targets[back], sources[back], [n - 1], n)
+    return np.flatnonzero((reach & live)[:-1])
+
+
 @lru_cache(maxsize=DEFAULT_LIMITS.max_cached_length_automata)
 def _length_dfa(lo: int, hi: int | None) -> ByteDFA:
-    """String bodies of ``lo`` to ``hi`` characters (``hi`` None: no upper bound)."""
+    """String bodies of ``lo`` to ``hi`` characters (``hi`` None: no upper bound): one copy of the
+    one-character automaton per count, built as one array (a loop per count, byte and state
+    cost 58 ms over five ``maxLength`` of a schema; the copies are trim, so no search is needed)."""
     one = json_char()
-    inner = one.n_states  # copies of the one-character automaton, one per count
-    levels = (hi if hi is not None else lo) + 1
-    trans = np.full((levels * inner, 256), -1, dtype=np.int32)
-    accepting = np.zeros(levels * inner, dtype=bool)
-    finals = set(np.flatnonzero(one.accepting).tolist())
-    for k in range(levels):
-        base = k * inner
-        for s in range(inner):
-            row = one.trans[s]
-            for b in np.flatnonzero(row >= 0).tolist():
-                t = int(row[b])
-                if t in finals:  # a character completed: go to the next level's start
-                    nxt = (k + 1) * inner if k + 1 < levels else (base if hi is None else -1)
-                    trans[base + s, b] = nxt
-                else:
-                    trans[base + s, b] = base + t
-        accepting[base] = k >= lo
-    trans, accepting = _trim(trans, accepting, 0)
+    keep = _one_char_states()  # state 0, the start, first
+    m = len(keep)
+    rank = np.full(one.n_states + 1, -1, dtype=np.int32)
+    rank[keep] = np.arange(m, dtype=np.int32)
+    rows = one.trans[keep]
+    live = rows >= 0
+    done = live & one.accepting[np.maximum(rows, 0)]  # a character completed: the next count's start
+    inside = np.where(live & ~done, rank[np.where(live, rows, one.n_states)], -1)
+    counts = (hi if hi is not None else lo) + 1
+    full = counts if hi is None else counts - 1  # counts with every copy; with a bound, the last is its start alone
+    base = np.arange(full, dtype=np.int32)[:, None, None] * m
+    after = base + m
+    if hi is None:
+        after[-1] = base[-1]  # past the last count: the same count again
+    trans = np.where(done, after, np.where(inside >= 0, base + inside, -1)).reshape(full * m, 256).astype(np.int32)
+    accepting = np.zeros(full * m, dtype=bool)
+    accepting[::m] = np.arange(full) >= lo
+    if hi is not None:
+        trans = np.vstack([trans, np.full((1, 256), -1, dtype=np.int32)])
+        accepting = np.append(accepting, True)
     return ByteDFA(trans, accepting)
 
 
