@@ -77,6 +77,10 @@ class _Ctrldec(_SchemaEngine):
 
         # the vocabulary's tables built here, as the peers build their tokenizer info here
         self.info = tokenizer_info(tokenizer).prepare()
+        # strict mode checks enum values of arrays and objects with jsonschema's validator; its
+        # import (1.1 s with the format extras: rfc3987_syntax builds a Lark parser) is made here,
+        # once per process like the peers' imports, not inside the first compile that needs it
+        import jsonschema  # noqa: F401
         self.buf = np.zeros((self.vocab_size + 31) // 32, dtype=np.uint32)
 
     lenient = True
