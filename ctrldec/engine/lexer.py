@@ -211,6 +211,15 @@ class _RowTuples(dict):
         return row
 
 
+def _intern_key(members: tuple, start: bool) -> tuple[int, ...]:
+    """A lexer state's key in the intern table: flat ints, (start, t0, s0, t1, s1, ...). The cyclic
+    GC stops tracking a tuple of ints at its first look; a tuple of tuples stays tracked until
+    a look finds its parts untracked first, which after a compile (the collector paused, then
+    objects reordered by a collection) took two or three collections, so each state's key was
+    carried into the oldest generation and counted towards the next full collection."""
+    return (start, *[x for pair in members for x in pair])
+
+
 class LexerAutomaton:
     """Lexer states over the terminals of one grammar.
 
@@ -316,7 +325,7 @@ class LexerAutomaton:
     def _intern(self, members: tuple, start: bool = False) -> int:
         # A lexeme's start state is kept apart from a state with the same alive set reached after
         # some bytes (a DFA can loop back to its start): only the former may end with no lexeme.
-        key = (start, members)
+        key = _intern_key(members, start)
         state = self._index.get(key)
         if state is None:
             state = self._index[key] = len(self._members)
@@ -902,7 +911,7 @@ class LexerAutomaton:
         return state if folded is None else folded
 
     def _intern_locked(self, members: tuple) -> int:
-        found = self._index.get((False, members))
+        found = self._index.get(_intern_key(members, False))
         if found is not None:
             return found
         with self.lock:
