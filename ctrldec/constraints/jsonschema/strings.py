@@ -24,7 +24,7 @@ from pathlib import Path
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _closure, _edges, _trim, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _closure, _edges, _trim, check_budget, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
 from ...limits import DEFAULT_LIMITS
 
 __all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "LAZY_LENGTH_FROM"]
@@ -315,6 +315,8 @@ def _words_fsm(words: list[str], head: bool, tail: bool) -> interegular.FSM:
         for s in order:
             order += sorted(kids[s].values())
         for s in order:
+            if s % 256 == 0:
+                check_budget(s)  # a row per state, as wide as the words' alphabet
             if s and ends[fail[s]]:
                 ends[s] = True  # a word ends here as a suffix of a longer prefix
             row = dict(table[fail[s]]) if s else {k: 0 for k in range(len(chars) + 1)}
