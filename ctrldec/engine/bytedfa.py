@@ -460,16 +460,22 @@ def _closure(sources: np.ndarray, targets: np.ndarray, seeds: list[int], n: int)
     return np.frombuffer(bytes(seen), dtype=bool)
 
 
+def trim_states(trans: np.ndarray, accepting: np.ndarray, start: int, *, reachable: bool = False) -> np.ndarray:
+    """bool[n]: the states reachable from ``start`` that can reach an accepting state (``_trim``'s
+    keep set; ``reachable`` as there)."""
+    n = len(accepting)
+    sources, targets = _edges(trans)
+    reach = np.ones(n, dtype=bool) if reachable else _closure(sources, targets, [start], n)
+    back = np.argsort(targets, kind="stable")
+    return reach & _closure(targets[back], sources[back], np.flatnonzero(accepting & reach).tolist(), n)
+
+
 def _trim(trans: np.ndarray, accepting: np.ndarray, start: int, *, reachable: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Keep the states reachable from ``start`` that can reach an accepting state; renumber from 0
     (the start first, the others in their order). ``reachable``: every state is known to be
     reachable from ``start`` (a product built breadth-first), so only liveness is worked out."""
     n = len(accepting)
-    sources, targets = _edges(trans)
-    reach = np.ones(n, dtype=bool) if reachable else _closure(sources, targets, [start], n)
-    back = np.argsort(targets, kind="stable")
-    live = _closure(targets[back], sources[back], np.flatnonzero(accepting & reach).tolist(), n)
-    keep = reach & live
+    keep = trim_states(trans, accepting, start, reachable=reachable)
     if not keep[start]:
         return np.zeros((0, 256), dtype=np.int32), np.zeros(0, dtype=bool)
     if start == 0 and keep.all():  # already trim: nothing to renumber

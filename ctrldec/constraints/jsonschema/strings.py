@@ -24,7 +24,7 @@ from pathlib import Path
 import interegular
 import numpy as np
 
-from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _closure, _edges, _trim, check_budget, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, utf8_sequences
+from ...engine.bytedfa import BudgetExceeded, ByteDFA, CountedPattern, CountedString, LazyDFA, LazyUnion, RegexCompileError, _trim, check_budget, compile_regex, concat_bytes, fsm_to_dfa, json_char, parse_fsm, product, trim_states, utf8_sequences
 from ...limits import DEFAULT_LIMITS
 
 __all__ = ["string_dfa", "ecma_to_python", "UnsupportedPattern", "FORMATS", "ANY_STRING_BODY", "LAZY_LENGTH_FROM"]
@@ -233,6 +233,18 @@ def _unwrapped_alternatives(pattern: str) -> list[str]:
     return out
 
 
+def _anchored_alternatives(pattern: str) -> list[tuple[bool, str, bool]]:
+    """Each top-level alternative (``_unwrapped_alternatives``) as (anchored at the start, its
+    body without the anchors, anchored at the end); an escaped final ``\\$`` is no anchor."""
+    out = []
+    for alt in _unwrapped_alternatives(pattern):
+        head = alt.startswith("^")
+        body = alt[1:] if head else alt
+        tail = body.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", body)
+        out.append((head, body[:-1] if tail else body, tail))
+    return out
+
+
 def ecma_to_python(pattern: str) -> str:
     """A JSON Schema ``pattern`` (ECMA-262, unanchored search) as a Python regex for full matches.
 
@@ -241,11 +253,7 @@ def ecma_to_python(pattern: str) -> str:
     union exponential (seen on a 17-way alternation in JSONSchemaBench).
     """
     groups: dict[tuple[bool, bool], list[str]] = {}
-    for alt in _unwrapped_alternatives(pattern):
-        head = alt.startswith("^")
-        body = alt[1:] if head else alt
-        tail = body.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", body)
-        body = body[:-1] if tail else body
+    for head, body, tail in _anchored_alternatives(pattern):
         groups.setdefault((head, tail), []).append(_translate(body))
     branches = []
     for (head, tail), bodies in groups.items():
@@ -341,11 +349,8 @@ def _literal_body(pattern: str) -> ByteDFA | None:
     took 0.46 s for an unanchored alternation of 120 words (a JSONSchemaBench schema). None for
     any other pattern."""
     shapes, words = set(), []
-    for alt in _unwrapped_alternatives(pattern):
-        head = alt.startswith("^")
-        body = alt[1:] if head else alt
-        tail = body.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", body)
-        found = _literal_words(body[:-1] if tail else body)
+    for head, body, tail in _anchored_alternatives(pattern):
+        found = _literal_words(body)
         if found is None:
             return None
         shapes.add((head, tail))
@@ -480,12 +485,7 @@ def _one_char_states() -> np.ndarray:
     table = np.vstack([inside, np.full((1, 256), -1, dtype=inside.dtype)])
     final = np.zeros(len(table), dtype=bool)
     final[-1] = True
-    n = len(table)
-    sources, targets = _edges(table)
-    reach = _closure(sources, targets, [0], n)
-    back = np.argsort(targets, kind="stable")
-    live = _closure(targets[back], sources[back], [n - 1], n)
-    return np.flatnonzero((reach & live)[:-1])
+    return np.flatnonzero(trim_states(table, final, 0)[:-1])
 
 
 @lru_cache(maxsize=DEFAULT_LIMITS.max_cached_length_automata)
