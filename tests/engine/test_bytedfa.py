@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 import numpy as np
 
-from ctrldec.engine.bytedfa import _trim, compile_regex, concat_bytes, minus_strings, product, strings, without_empty
+from ctrldec.engine.bytedfa import (
+    _Builder, _trim, class_ranges, compile_regex, concat_bytes, fsm_to_dfa, minus_strings, parse_fsm, product, strings, utf8_sequences, without_empty,
+)
 
 PATTERNS = [
     r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',
@@ -156,3 +158,34 @@ def test_minus_strings_is_the_difference_product_and_trim(pattern, values, quote
     if not fast.empty:
         trans, accepting = _trim(fast.trans, fast.accepting, 0)
         assert len(accepting) == fast.n_states
+
+
+def _plain_fsm_to_dfa(fsm, encode=None):
+    """``fsm_to_dfa`` with every state filled by ``_Builder.fill``, no templates."""
+    states = sorted(fsm.states)
+    index = {s: i for i, s in enumerate(states)}
+    sequences = {cls: (encode or utf8_sequences)(rs) for cls, rs in class_ranges(fsm).items()}
+    builder = _Builder(len(states))
+    for s in states:
+        builder.fill(builder.rows[index[s]], [(seq, index[t]) for cls, t in fsm.map.get(s, {}).items() for seq in sequences.get(cls, [])])
+    trans = np.stack(builder.rows)
+    accepting = np.zeros(len(trans), dtype=bool)
+    accepting[[index[s] for s in fsm.finals]] = True
+    return _trim(trans, accepting, index[fsm.initial])
+
+
+_UNITS = [r"\S+\s+", r"[α-ω]", r"[^\"\\]\d", r"(?:ab|é)", r"[a-z]*[🙂-🙏]", r"\w", r"[^x]"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(unit=st.sampled_from(_UNITS), lo=st.integers(0, 3), extra=st.integers(0, 6), tail=st.sampled_from(["", r"\S+", "x", r"[^a]?"]), json=st.booleans())
+def test_templates_build_the_table_a_plain_fill_builds(unit, lo, extra, tail, json):
+    """States of one shape (a counted repetition's copies) are stamped from one template; the
+    table is the plain builder's, state for state, with UTF-8 and with the JSON encoding."""
+    from ctrldec.constraints.jsonschema.strings import _json_encode
+
+    fsm = parse_fsm(f"(?:{unit}){{{lo},{lo + extra}}}{tail}")
+    encode = _json_encode if json else None
+    trans, accepting = _plain_fsm_to_dfa(fsm, encode)
+    dfa = fsm_to_dfa(fsm, encode)
+    assert np.array_equal(dfa.trans, trans) and np.array_equal(dfa.accepting, accepting)
