@@ -381,11 +381,17 @@ class _Builder:
 
     def __init__(self, n_fsm_states: int) -> None:
         self.rows: list[np.ndarray] = [np.full(256, -1, dtype=np.int32) for _ in range(n_fsm_states)]
-        self.memo: dict[frozenset, int] = {}
+        # an intermediate state is named by its (rest of a sequence, target) entries, each rest
+        # by a small int (hashing the rests' nested tuples for every key had been most of the cost)
+        self.memo: dict[frozenset[tuple[int, int]], int] = {}
+        self.rests: dict[tuple, int] = {}
 
     def new_state(self) -> int:
         self.rows.append(np.full(256, -1, dtype=np.int32))
         return len(self.rows) - 1
+
+    def rest_id(self, rest: tuple) -> int:
+        return self.rests.setdefault(rest, len(self.rests))
 
     def fill(self, row: np.ndarray, entries: list[tuple[tuple[tuple[int, int], ...], int]]) -> None:
         """Set ``row`` so that each (byte-range sequence, target) entry leads to its target."""
@@ -407,13 +413,14 @@ class _Builder:
             if len(here[0][0]) == 1:
                 row[lo:hi] = here[0][1]
             else:
-                row[lo:hi] = self.intermediate(frozenset((seq[1:], t) for seq, t in here))
+                row[lo:hi] = self.intermediate(list(dict.fromkeys((seq[1:], t) for seq, t in here)))
 
-    def intermediate(self, entries: frozenset) -> int:
-        state = self.memo.get(entries)
+    def intermediate(self, entries: list[tuple[tuple, int]]) -> int:
+        key = frozenset([(self.rest_id(rest), t) for rest, t in entries])
+        state = self.memo.get(key)
         if state is None:
-            state = self.memo[entries] = self.new_state()
-            self.fill(self.rows[state], list(entries))
+            state = self.memo[key] = self.new_state()
+            self.fill(self.rows[state], entries)
         return state
 
 
@@ -430,16 +437,17 @@ class _Template:
 
     _BASE = 1 << 30  # placeholder k is _BASE + k in the template's rows
 
-    def __init__(self, shape: tuple[tuple, ...], sequences: dict) -> None:
+    def __init__(self, shape: tuple[tuple, ...], sequences: dict, builder: _Builder) -> None:
         inner = _Builder(1)
         inner.fill(inner.rows[0], [(seq, self._BASE + k) for k, classes in enumerate(shape) for cls in classes for seq in sequences[cls]])
         m = len(inner.rows) - 1
         rows = np.stack(inner.rows)
         # codes into a stamp's lookup: 0 dead, 1..m the intermediate states, m + 1 + k placeholder k
         self.codes = np.where(rows < 0, 0, np.where(rows >= self._BASE, rows - self._BASE + m + 1, rows)).astype(np.intp)
-        self.keys: list[list[tuple[tuple, int]]] = [[] for _ in range(m)]
+        rests = {i: rest for rest, i in inner.rests.items()}
+        self.keys: list[list[tuple[int, int]]] = [[] for _ in range(m)]  # (``builder``'s rest id, placeholder)
         for entries, state in inner.memo.items():
-            self.keys[state - 1] = [(rest, t - self._BASE) for rest, t in entries]
+            self.keys[state - 1] = [(builder.rest_id(rests[r]), t - self._BASE) for r, t in entries]
         self.size = m + 1 + len(shape)
 
     def stamp(self, builder: _Builder, row: int, targets: list[int]) -> None:
@@ -616,7 +624,7 @@ def fsm_to_dfa(fsm: interegular.FSM, encode=None) -> ByteDFA:
             continue
         template = templates.get(shape)
         if template is None:
-            template = templates[shape] = _Template(shape, sequences)
+            template = templates[shape] = _Template(shape, sequences, builder)
         template.stamp(builder, index[s], targets)
     trans = np.stack(builder.rows)
     accepting = np.zeros(len(trans), dtype=bool)
