@@ -430,10 +430,10 @@ class _Template:
 
     A pattern with a counted repetition (``(?:\\S+\\s+){0,199}``) has hundreds of states of one
     shape, each of which had swept the classes' UTF-8 sequences afresh (about 60% of such a
-    schema's compile, in a profile). Placeholders stand for distinct targets, so a template's intermediate states map one
-    to one onto a stamped state's, and they are looked up in the builder's memo by their real
-    content and created in the template's order: the table is the one ``fill`` builds, state for
-    state (tests/engine/test_bytedfa.py compares them)."""
+    schema's compile, in a profile). Placeholders stand for distinct targets, so a template's
+    intermediate states map one to one onto a stamped state's, and they are looked up in the
+    builder's memo by their real content and created in the template's order: the table is the
+    one ``fill`` builds, state for state (tests/engine/test_bytedfa.py compares them)."""
 
     _BASE = 1 << 30  # placeholder k is _BASE + k in the template's rows
 
