@@ -141,6 +141,28 @@ class _Group:
         return sum(a.nbytes for a in arrays) + (len(self.stays) + len(self.emits) + 1) * ENTRY_BYTES
 
 
+class _Split:
+    """``CompiledGrammar._classify_state``'s classification of a split state: its own walk
+    (``rest``) plus the tokens that classify as from the string interior ``U``, picked by
+    first-byte bitmasks from ``U``'s classification (``after``: from its second byte), which
+    ``_Run.collect`` reads through its per-stack cache of those two. Merged into one group, the
+    state had paid a merge, a key and a renumbering of ``U``'s tokens, and every stack a
+    collection of them, at each position of a property name. ``byte`` is a first byte that
+    leads from the state to ``U``: the shared form names no grammar's states, and each grammar
+    finds its ``U`` through it (``parts``: the grammar's two groups and their picks)."""
+
+    __slots__ = ("rest", "byte", "as_u", "after", "parts")
+
+    def __init__(self, rest: _Group, byte: int, as_u: np.ndarray | None, after: np.ndarray | None) -> None:
+        self.rest, self.byte, self.as_u, self.after = rest, byte, as_u, after
+        self.parts: tuple[tuple[_Group, np.ndarray], ...] = ()
+
+    def nbytes(self) -> int:
+        """Its own walk's arrays and the picks (the picks are shared per tokenizer: counted here
+        as an upper bound)."""
+        return self.rest.nbytes() + sum(w.nbytes for w in (self.as_u, self.after) if w is not None)
+
+
 class _SharedGroups:
     """Token classifications shared by every grammar compiled for one tokenizer (kept on its
     ``TokenizerInfo``), keyed by ``LexerAutomaton.automata_key``: a lexer state built from the
@@ -202,9 +224,13 @@ class _SharedGroups:
                 self.bytes -= old
 
 
-def _renumbered(group: _Group, bit_map: dict[int, int], term_map: dict[int, int]) -> _Group | None:
+def _renumbered(group: _Group | _Split, bit_map: dict[int, int], term_map: dict[int, int]) -> _Group | _Split | None:
     """``group`` with its ``stays`` bits and ``emits`` terminals renumbered (None if one has no
-    number in the maps); the arrays are shared, the children are not copied."""
+    number in the maps); the arrays are shared, the children are not copied. A split's own walk
+    is renumbered; its parts, another grammar's groups, are left out (``parts`` empty)."""
+    if isinstance(group, _Split):
+        rest = _renumbered(group.rest, bit_map, term_map)
+        return None if rest is None else _Split(rest, group.byte, group.as_u, group.after)  # type: ignore[arg-type]
     stays = []
     for bits, words in group.stays:
         new = 0
@@ -431,6 +457,7 @@ class _Run:
         self.exact: dict[int, int] = {}  # node * n_lex + lex -> bytes of a shortest completion
         self.budget_tables: dict[int, _BudgetTable] = {}
         self.member_completions: dict[int, list[int] | None] = {}  # stack -> ``_with_members``
+        self.collected_words: dict[tuple[int, int], np.ndarray] = {}  # ``collected``
 
     def memory_size_bytes(self) -> int:
         """Estimated: interned stacks and cache entries (the masks themselves are pooled)."""
@@ -438,7 +465,8 @@ class _Run:
         entries = len(self.acceptable_bits) + len(self.masks) + len(self.next_bytes_bits) + len(self.byte_groups) + len(s._feeds) + len(s._feeds_all)
         entries += len(self.member_completions)
         tables = sum(t.nbytes() for t in list(self.budget_tables.values()))
-        return (len(s) + entries + len(self.distances) + len(self.exact)) * ENTRY_BYTES + tables
+        tables += sum(w.nbytes for w in list(self.collected_words.values()))
+        return (len(s) + entries + len(self.distances) + len(self.exact) + len(self.collected_words)) * ENTRY_BYTES + tables
 
     def key(self, c: tuple[int, int]) -> int:
         """The cache key of a configuration (a folded counter shares its base's entries)."""
@@ -903,7 +931,12 @@ class _Run:
                     mask = self.masks[key] = self.a._mask(self, node, lex)  # type: ignore[attr-defined]
         return mask
 
-    def collect(self, group: _Group, node: int, out: np.ndarray) -> None:
+    def collect(self, group: _Group | _Split, node: int, out: np.ndarray) -> None:
+        if isinstance(group, _Split):
+            self.collect(group.rest, node, out)
+            for shared, words in group.parts:
+                np.bitwise_or(out, self.collected(shared, node) & words, out=out)
+            return
         if group.always is not None:
             np.bitwise_or(out, group.always, out=out)
         if group.stays:
@@ -920,6 +953,20 @@ class _Run:
                     child = group.children[(t, q)] = a._child(idx, pos, a.lexer.start[q])  # type: ignore[attr-defined]
                     a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
+
+
+    def collected(self, group: _Group, node: int) -> np.ndarray:
+        """``collect`` of a group the grammar keeps (an interior's classification that split states
+        pick from) into a bitmask of its own, kept per (group, stack): every position of a
+        property name reads the same two at the same stack. The key holds the group's identity:
+        the grammar holds its root groups for its life, so no other group takes the number."""
+        key = (id(group), node)
+        words = self.collected_words.get(key)
+        if words is None:
+            words = np.zeros(self.a.words, dtype=np.uint32)  # type: ignore[attr-defined]
+            self.collect(group, node, words)
+            self.collected_words[key] = words
+        return words
 
 
 class ByteAutomaton:
@@ -1010,7 +1057,7 @@ class CompiledGrammar(ByteAutomaton):
         self._char_total = self._char_starts[:, -1].astype(np.int64)
         self._max_chars = int(self._char_total.max(initial=0))
         self._eos_words = self._pack(np.array(info.eos_token_ids, dtype=np.int64))
-        self._groups: dict[int, _Group] = {}
+        self._groups: dict[int, _Group | _Split] = {}
         self._after_first: dict[int, _Group] = {}  # lexer state -> every token from its 2nd byte
         self._first_byte = info.first_bytes()  # 256: no bytes
         counts = np.bincount(self._first_byte, minlength=257)
@@ -1445,7 +1492,7 @@ class CompiledGrammar(ByteAutomaton):
             out.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
         return out
 
-    def _classify_state(self, state: int) -> _Group:
+    def _classify_state(self, state: int) -> _Group | _Split:
         """``_classify_root(state)``, split at the first byte where many tokens go the same way.
 
         Inside a property name that is also a prefix of declared names, or a string whose
@@ -1458,7 +1505,8 @@ class CompiledGrammar(ByteAutomaton):
         shared across grammars like every root classification); those whose first byte leads to
         ``U`` but not from ``U`` take ``U``'s classification from the second byte
         (``_after_first_byte``). Each state walks only the tokens whose first byte leads
-        elsewhere (the characters it tracks, the quote that ends it)."""
+        elsewhere (the characters it tracks, the quote that ends it). The result is a ``_Split``:
+        the walk, and the two pickings from ``U``'s classifications, read at collection time."""
         lexer = self.lexer
         row = lexer.trans[state]
         live = row >= 0
@@ -1484,18 +1532,29 @@ class CompiledGrammar(ByteAutomaton):
         handed: list[np.ndarray] = []
         u_row = lexer.trans[u].astype(np.int32)
         rest = self._classify_root(state, np.where(skip[:256], _SKIP, row).astype(np.int32), u_row, handed)
-        parts = []
-        if as_u.any():
-            parts.append((self._root_group(u, split=False), self._first_byte_words(np.append(as_u, False), np.append(live, False))))
+        as_words = self._first_byte_words(np.append(as_u, False), np.append(live, False)) if as_u.any() else None
+        after = None
         if to_u.any() or handed:
-            words = self._first_byte_words(np.append(to_u, False)) if to_u.any() else None
+            after = self._first_byte_words(np.append(to_u, False)) if to_u.any() else None
             if handed:
                 nodes = _cat(handed)
                 level = self.info.trie().levels[1]
                 subtrees = self._pack(self.info.trie().order[_expand(level["lo"][nodes], level["hi"][nodes])])
-                words = subtrees if words is None else words | subtrees
-            parts.append((self._after_first_byte(u), words))
-        return self._merged(rest, parts)
+                after = subtrees if after is None else after | subtrees
+        return _Split(rest, int(np.flatnonzero(row == u)[0]), as_words, after)
+
+    def _split_parts(self, state: int, split: _Split) -> None:
+        """Fill a split's ``parts`` with this grammar's classifications of its interior."""
+        lexer = self.lexer
+        lexer.build(state)
+        u = lexer.trans_list[state][split.byte]
+        lexer.build_many(np.array([u]))
+        parts = []
+        if split.as_u is not None:
+            parts.append((self._root_group(u, split=False), split.as_u))
+        if split.after is not None:
+            parts.append((self._after_first_byte(u), split.after))
+        split.parts = tuple(parts)
 
     def _after_first_byte(self, state: int) -> _Group:
         """Every token classified from its second byte on, lexer state ``state`` after its first."""
@@ -1514,7 +1573,7 @@ class CompiledGrammar(ByteAutomaton):
         keeps them alive, so an identity in a key is never another array's."""
         return self._shared(start, ("tokens", id(idx), id(pos)), lambda: self._classify(idx, pos, start), (idx, pos))
 
-    def _shared(self, state: int, kind: object, build: Callable[[], _Group], keep: tuple = ()) -> _Group:
+    def _shared(self, state: int, kind: object, build: Callable[[], Any], keep: tuple = ()) -> Any:
         """``build()``, or the same classification made by another grammar for this tokenizer
         from a lexer state with the same automata (``_SharedGroups``)."""
         lexer = self.lexer
@@ -1535,31 +1594,6 @@ class CompiledGrammar(ByteAutomaton):
 
     def _shared_groups(self) -> _SharedGroups:
         return self.info._once("_classes", lambda: _SharedGroups(self.limits.max_shared_classification_bytes))
-
-    def _merged(self, group: _Group, parts: list[tuple[_Group, np.ndarray]]) -> _Group:
-        """``group`` plus, for each (shared, words) of ``parts``, the tokens of ``shared`` in the
-        bitmask ``words``."""
-        stays: dict[int, np.ndarray] = dict(group.stays)
-        emits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for t, idx, pos in group.emits:
-            emits.setdefault(t, []).append((idx, pos))
-        for shared, pick_words in parts:
-            for bits, words in shared.stays:
-                words = words & pick_words
-                stays[bits] = stays[bits] | words if bits in stays else words
-            for t, idx, pos in shared.emits:
-                sel = (pick_words[idx >> 5] >> (idx & 31).astype(np.uint32)) & 1 != 0
-                if sel.any():
-                    emits.setdefault(t, []).append((idx[sel], pos[sel]))
-        out = _Group()
-        out.stays = tuple((bits, read_only(words)) for bits, words in stays.items() if words.any())
-        joined = []
-        for t in sorted(emits):
-            got = emits[t]
-            idx, pos = got[0] if len(got) == 1 else (np.concatenate([i for i, _ in got]), np.concatenate([p for _, p in got]))
-            joined.append((t, *self._shared_groups().intern(idx, pos)))
-        out.emits = tuple(joined)
-        return out
 
     def _first_byte_words(self, pick: np.ndarray, within: np.ndarray | None = None) -> np.ndarray:
         """The bitmask of the tokens whose first byte ``b`` has ``pick[b]`` (bool[257]): an OR of
@@ -1587,14 +1621,17 @@ class CompiledGrammar(ByteAutomaton):
         picks[key] = read_only(words)
         return words
 
-    def _root_group(self, key: int, split: bool = True) -> _Group:
+    def _root_group(self, key: int, split: bool = True) -> _Group | _Split:
         """The classification of every token from table state ``key`` (kept per grammar, and
         shared across grammars through ``_shared``); ``split=False`` builds it by walking every
         token (``_classify_state`` itself asks for a state's group that way: no recursion)."""
         group = self._groups.get(key)
         if group is None:
             build = (lambda: self._classify_state(key)) if split else (lambda: self._classify_root(key))
-            group = self._groups[key] = self._shared(key, "root", build)
+            group = self._shared(key, "root", build)
+            if isinstance(group, _Split):
+                self._split_parts(key, group)
+            self._groups[key] = group  # published last: lock-free readers see it whole
             self._group_bytes += group.nbytes()
         return group
 

@@ -75,13 +75,26 @@ def reference_mask(matcher) -> np.ndarray:
     return out
 
 
+def _tokens(words: np.ndarray) -> set:
+    return set(np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little")).tolist())
+
+
 def normal_form(group) -> tuple[dict, set]:
     """A classification as {completable bits: tokens} and {(terminal, token, offset)}: the same
-    for two groups exactly when they classify every token alike, however their lists are cut."""
+    for two groups exactly when they classify every token alike, however their lists are cut. A
+    split state's form is its own walk's plus its interior's groups' tokens in each part's pick."""
+    if isinstance(group, engine._Split):
+        stays, emits = normal_form(group.rest)
+        for shared, words in group.parts:
+            picked = _tokens(words)
+            their_stays, their_emits = normal_form(shared)
+            for bits, tokens in their_stays.items():
+                stays.setdefault(bits, set()).update(tokens & picked)
+            emits |= {e for e in their_emits if e[1] in picked}
+        return {b: v for b, v in stays.items() if v}, emits
     stays: dict[int, set] = {}
     for bits, words in group.stays:
-        tokens = np.flatnonzero(np.unpackbits(words.view(np.uint8), bitorder="little"))
-        stays.setdefault(bits, set()).update(tokens.tolist())
+        stays.setdefault(bits, set()).update(_tokens(words))
     emits = {(t, i, p) for t, idx, pos in group.emits for i, p in zip(idx.tolist(), pos.tolist())}
     assert group.always is None
     return {b: v for b, v in stays.items() if v}, emits
@@ -115,13 +128,13 @@ def replay(compiled, info, text: str) -> int:
 def test_split_and_shared_classifications_equal_a_plain_walk(default_tokenizer, monkeypatch, order):
     info = fresh_info(default_tokenizer)
     splits = []
-    merged = engine.CompiledGrammar._merged
+    split_parts = engine.CompiledGrammar._split_parts
 
     def spy(self, *args):
         splits.append(1)
-        return merged(self, *args)
+        return split_parts(self, *args)
 
-    monkeypatch.setattr(engine.CompiledGrammar, "_merged", spy)
+    monkeypatch.setattr(engine.CompiledGrammar, "_split_parts", spy)
     whole = []  # the common successor's own classification, taken for bytes that go alike from it
     root_group = engine.CompiledGrammar._root_group
 
