@@ -954,12 +954,12 @@ class _Run:
                     a._group_bytes += child.nbytes()  # type: ignore[attr-defined]
                 self.collect(child, nxt, out)
 
-
     def collected(self, group: _Group, node: int) -> np.ndarray:
         """``collect`` of a group the grammar keeps (an interior's classification that split states
         pick from) into a bitmask of its own, kept per (group, stack): every position of a
         property name reads the same two at the same stack. The key holds the group's identity:
-        the grammar holds its root groups for its life, so no other group takes the number."""
+        the grammar keeps its root and after-first-byte groups for its life, so no other group
+        takes the number."""
         key = (id(group), node)
         words = self.collected_words.get(key)
         if words is None:
