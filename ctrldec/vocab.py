@@ -161,6 +161,7 @@ class TokenizerInfo:
         self._first_words: np.ndarray | None = None
         self._safe_words: np.ndarray | None = None
         self._string_scan: Any = None  # every token read from inside a JSON string (``engine.compiled``)
+        self._tail_sets: tuple[np.ndarray, ...] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -247,7 +248,7 @@ class TokenizerInfo:
         True
         """
         for table in (self.byte_table, self.trie, self.unsafe_tail, self.char_starts, self.first_bytes,
-                      self.first_byte_words, self.safe_char_words, self.sorted_token_bytes):
+                      self.first_byte_words, self.safe_char_words, self.sorted_token_bytes, self.tail_sets):
             table()
         return self
 
@@ -334,6 +335,40 @@ class TokenizerInfo:
             out[tid] = min(last, len(data) - 1)
         return _frozen(out)
 
+    def tail_sets(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token in trie order (``trie().order``): the ASCII bytes it has after its first byte,
+        as bit sets (``uint64`` for bytes 0-63, ``uint64`` for 64-127), and whether it has other
+        bytes there.
+
+        A lexer state that every byte of an ASCII set leads back to (the loop of ``[a-z0-9_]*``)
+        keeps each token whose bytes from some offset on are in that set: the mask builder settles
+        them with a subset test instead of walking their bytes (any offset from 1 on: the bytes
+        after the first are a superset of those after a later one).
+
+        >>> lo, hi, other = TokenizerInfo([b"ab", "aé".encode()]).tail_sets()
+        >>> [int(x) for x in hi], other.tolist()  # "b" is byte 98: bit 34 of the second word
+        ([17179869184, 0], [False, True])
+        """
+        return self._once("_tail_sets", self._tail_bits)
+
+    def _tail_bits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        table, lengths = self.byte_table()
+        n, width = table.shape
+        after = np.arange(width)[None, :]
+        inside = (after >= 1) & (after < lengths[:, None])
+        rows, cols = np.nonzero(inside)
+        data = table[rows, cols].astype(np.uint64)
+        lo = np.zeros(n, dtype=np.uint64)
+        hi = np.zeros(n, dtype=np.uint64)
+        one = np.uint64(1)
+        np.bitwise_or.at(lo, rows[data < 64], one << data[data < 64])
+        upper = (data >= 64) & (data < 128)
+        np.bitwise_or.at(hi, rows[upper], one << (data[upper] - np.uint64(64)))
+        other = np.zeros(n, dtype=bool)
+        other[rows[data >= 128]] = True
+        order = self.trie().order
+        return tuple(_frozen(a[order]) for a in (lo, hi, other))  # type: ignore[return-value]
+
     def char_starts(self) -> np.ndarray:
         """int16[token, p]: how many UTF-8 characters start in the token's first p bytes."""
         return self._once("_char_starts", self._count_char_starts)
@@ -408,7 +443,7 @@ class TokenizerInfo:
     def memory_size_bytes(self) -> int:
         """Bytes of the derived tables built so far (numpy buffers; the token bytes not counted)
         and of the token classifications grammars share (``Limits.max_shared_classification_bytes``)."""
-        arrays = [*(self._table or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words, self._safe_words, *(self._string_scan or ())]
+        arrays = [*(self._table or ()), *(self._tail_sets or ()), self._unsafe, self._char_starts, self._first_bytes, self._first_words, self._safe_words, *(self._string_scan or ())]
         if self._trie is not None:
             arrays += [self._trie.order, *(a for level in self._trie.levels for a in level.values())]
         # the interned arrays are mostly the classifications' own, counted twice: an upper bound

@@ -61,6 +61,8 @@ _FEW_NODES = 12  # from a trie level of at most this many live nodes on, and whi
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
+_LOOP_DEPTH = 1  # trie levels (from the first byte) where subtrees are tested for loops: deeper, the test costs more than it saves
+_LOOP_TOKENS = 8  # a subtree of at least this many tokens entering a state that loops on ASCII bytes is settled by a subset test
 _PICKS = 1024  # first-byte picks kept per tokenizer (``_first_byte_words``), ~6 KB each for 49,152 tokens
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
@@ -267,6 +269,7 @@ class _FewNodes:
         self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
+        self.loops: list[tuple[int, int, int, int]] = []  # (lo, hi, depth, lexer state looping on ASCII bytes)
         lexer = grammar.lexer
         self.accept, self.eager, self.built = lexer.accept, lexer.eager, lexer.built  # lists the lexer grows in place
         self.order = grammar.info.trie().order
@@ -333,6 +336,9 @@ class _FewNodes:
             if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
                 self.soaks.append((lo + e, hi, d + 1, x, int(self.g._char_starts[self.order[lo], d + 1])))
             return False
+        if d < _LOOP_DEPTH and hi - lo - e >= max(_LOOP_TOKENS, 1) and self.g.lexer.loops(x):
+            self.loops.append((lo + e, hi, d + 1, x))
+            return False
         return True
 
     def walk_first(self, levels: list[dict[str, np.ndarray]], start: int, first: np.ndarray, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
@@ -361,7 +367,7 @@ class _FewNodes:
         it (None otherwise)."""
         g = self.g
         shift = g.lexer.shift()
-        spans = [(lo, hi) for lo, hi, _ in self.stays] + [(lo, hi) for _, lo, hi, _ in self.emits] + [(lo, hi) for lo, hi, *_ in self.soaks]
+        spans = [(lo, hi) for lo, hi, _ in self.stays] + [(lo, hi) for _, lo, hi, _ in self.emits] + [(lo, hi) for lo, hi, *_ in self.soaks + self.loops]
         # a soak's state is a string interior, or leads into one on any safe character (a
         # property name typed whole: its next character can only be the interior's)
         into = [int(shift[x]) for _, _, _, x, _ in self.soaks]
@@ -386,6 +392,18 @@ class _FewNodes:
                 if unsafe.item(row) < depth:
                     s_idx.append(tok)
                     s_lex.append(y if chars.item(tok) > before else x)
+                else:
+                    walk[0].append(tok)
+                    walk[1].append(depth)
+                    walk[2].append(x)
+        tail_lo, tail_hi, other = g.info.tail_sets()
+        for lo, hi, depth, x in self.loops:  # tokens of the loop's bytes stay in ``x``
+            loop_lo, loop_hi = g.lexer.loop_sets(np.array([x]))
+            out_lo, out_hi = ~loop_lo.item(0), ~loop_hi.item(0)
+            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
+                if not (tail_lo.item(row) & out_lo or tail_hi.item(row) & out_hi or other.item(row)):
+                    s_idx.append(tok)
+                    s_lex.append(x)
                 else:
                     walk[0].append(tok)
                     walk[1].append(depth)
@@ -419,6 +437,10 @@ class _FewNodes:
             lo, hi, depth, lex, before = np.array(self.soaks, dtype=np.int64).T
             sizes = hi - lo
             absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), np.repeat(before, sizes)))
+        if self.loops:
+            lo, hi, depth, lex = np.array(self.loops, dtype=np.int64).T
+            sizes = hi - lo
+            absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), None))
 
 
 class _BudgetTable:
@@ -1326,8 +1348,8 @@ class CompiledGrammar(ByteAutomaton):
         """One vectorised trie level of ``_classify_root``: nodes ``idx`` of ``level`` (depth
         ``d``) reached lexer states ``nxt`` from ``parent_state``. Records in ``found`` the
         subtrees whose lexeme ended (a dead byte after an accepting state, or an eager state),
-        the tokens that end at a node, and the subtrees a state absorbing safe characters takes;
-        returns the nodes that walk on and their states."""
+        the tokens that end at a node, and the subtrees a state absorbing safe characters, or
+        looping on a set of ASCII bytes, takes; returns the nodes that walk on and their states."""
         accept, eager, shifting = tables
         stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed = found
         lo, hi = level["lo"], level["hi"]
@@ -1365,6 +1387,16 @@ class CompiledGrammar(ByteAutomaton):
             before = self._char_starts[self.info.trie().order[lo[where]], d + 1].astype(np.int64)
             absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
             idx, nxt = idx[~soak], nxt[~soak]
+        big = hi[idx] - lo[idx] - level["ends"][idx] >= _LOOP_TOKENS if d < _LOOP_DEPTH else None
+        if big is not None and big.any():  # a large subtree in a state looping on ASCII bytes: tested, not walked
+            loop = np.zeros(len(idx), dtype=bool)
+            loop[big] = self.lexer.looping(nxt[big])
+            if loop.any():  # (no character counts: ``_looped`` tests bytes)
+                where = idx[loop]
+                starts = lo[where] + level["ends"][where]
+                rows = _expand(starts, hi[where])
+                absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[loop], hi[where] - starts), None))
+                idx, nxt = idx[~loop], nxt[~loop]
         return idx, nxt
 
     def _lexer_tables(self) -> tuple[np.ndarray, ...]:
@@ -1467,7 +1499,7 @@ class CompiledGrammar(ByteAutomaton):
             (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
         ]
         for rows, depth, lex, before in absorbed:
-            parts += self._absorbed(rows, depth, lex, before, shift)
+            parts += self._absorbed(rows, depth, lex, before, shift) if before is not None else self._looped(rows, depth, lex)
         group = _Group()
         self._fill_group(group, *(np.concatenate([p[i] for p in parts]) for i in range(5)))
         return group
@@ -1489,6 +1521,22 @@ class CompiledGrammar(ByteAutomaton):
         out = [(tokens[keep], final[keep], empty, empty, empty)]
         walk = ~known
         if walk.any():
+            out.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
+        return out
+
+    def _looped(self, rows: np.ndarray, depth: np.ndarray, lex: np.ndarray) -> list[tuple]:
+        """``_walk``'s results for the tokens (trie rows) of subtrees that entered lexer states
+        ``lex`` at ``depth`` bytes, each state looping on a set of ASCII bytes
+        (``LexerAutomaton.loop_sets``): a token whose bytes after its first are all in its state's
+        set stays there; the others are walked."""
+        tokens = self.info.trie().order[rows]
+        tail_lo, tail_hi, other = self.info.tail_sets()
+        loop_lo, loop_hi = self.lexer.loop_sets(lex)
+        keep = ((tail_lo[rows] & ~loop_lo) == 0) & ((tail_hi[rows] & ~loop_hi) == 0) & ~other[rows]
+        empty = np.zeros(0, np.int64)
+        out = [(tokens[keep], lex[keep], empty, empty, empty)]
+        if not keep.all():
+            walk = ~keep
             out.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))
         return out
 

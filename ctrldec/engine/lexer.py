@@ -37,6 +37,7 @@ _STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base sta
 FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
 _safe_ascii = operator.itemgetter(*SAFE_ASCII.tolist())  # a row's entries for the safe ASCII bytes
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
+_FLAG_BYTES = 100  # a dict entry of ints (``loops``), estimated
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
@@ -46,6 +47,7 @@ _FEW_BYTES = 24  # live bytes up to which a state's combinations of next states 
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
+_LOOP_BYTES = 8  # ASCII bytes looping on a state from which masks settle tokens by a subset test
 _CLOSED_STATES = 512  # states ``safe_closed`` searches before it answers False (an unanchored
 # ``[0-9a-f]{40}`` tracks 40 run lengths and their multi-byte states; each walked whole cost 7-12 ms)
 _KEYS_BY_CONTENT: dict[tuple[bytes, int], tuple | None] = {}  # thread-safe: a dict, values fixed
@@ -305,6 +307,8 @@ class LexerAutomaton:
         self._shift_buf: np.ndarray | None = None  # ``_shift`` is its first n entries
         self._chains: dict[int, np.ndarray] = {}  # ``chain_take``
         self._chain_bytes = 0
+        self._loop_flags: dict[int, bool] = {}  # ``loops``
+        self._loop_sets = np.zeros((0, 2), dtype=np.uint64)  # ``loop_sets``, by state (to capacity)
         self._sync(table)
         self.shift()  # part of compiling: no mask should pay for it
         if not self.lazy:
@@ -551,8 +555,9 @@ class LexerAutomaton:
         state ``_ROW_BYTES`` for its row list (an upper bound: states not built yet share one)
         and ``_STATE_BYTES`` for the rest."""
         names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift_buf")
-        arrays = [getattr(self, name, None) for name in names]
-        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + self.n_states * (_ROW_BYTES + _STATE_BYTES)
+        arrays = [getattr(self, name, None) for name in names] + [self._loop_sets]
+        flags = len(self._loop_flags) * _FLAG_BYTES
+        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + flags + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
     def _successors(self, members: tuple) -> np.ndarray:
         if not members:
@@ -750,6 +755,45 @@ class LexerAutomaton:
                 out[s] = self._lazy_shift(s)
             self._shift = read_only(out[:n])  # a view: only this method writes the buffer, under the lock
         return self._shift
+
+    def looping(self, states: np.ndarray) -> np.ndarray:
+        """Per state of ``states``: does it loop on at least ``_LOOP_BYTES`` ASCII bytes (lead
+        back to itself on each)? A token whose bytes from some offset on are all in a state's
+        loop set stays in that state: the loop of ``[A-Za-z0-9_]*`` keeps every word-like token,
+        which a walk would follow byte by byte. Asked mostly of one or two states at a time."""
+        if len(states) <= 16:
+            return np.array([self.loops(x) for x in states.tolist()], dtype=bool)
+        distinct, _, inverse = unique_inverse(states)
+        return np.array([self.loops(x) for x in distinct.tolist()], dtype=bool)[inverse.ravel()]
+
+    def loops(self, state: int) -> bool:
+        """``looping`` of one state: found from its row on first ask and kept (a table of every
+        state would cost a 33,000-state lexer tens of ms); an unbuilt state has none, and is asked
+        again once built. The loop sets are kept for ``loop_sets``."""
+        flag = self._loop_flags.get(state)
+        if flag is not None:
+            return flag
+        if not self.built[state]:
+            return False
+        row = self.trans_list[state][:128]
+        flag = row.count(state) >= _LOOP_BYTES
+        if flag:
+            with self.lock:
+                n = self.n_states
+                sets = self._loop_sets
+                if len(sets) < n:  # capacity doubles
+                    grown = np.zeros((max(n, 2 * len(sets)), 2), dtype=np.uint64)
+                    grown[: len(sets)] = sets
+                    self._loop_sets = sets = grown
+                sets[state] = (sum(1 << b for b in range(64) if row[b] == state), sum(1 << b for b in range(64) if row[64 + b] == state))
+        self._loop_flags[state] = flag  # (after its sets: a reader that sees the flag finds them)
+        return flag
+
+    def loop_sets(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The loop sets of ``states``, each one ``loops`` said yes to, as bit sets (``uint64``
+        for bytes 0-63 and 64-127, as in ``TokenizerInfo.tail_sets``)."""
+        sets = self._loop_sets[states]
+        return sets[:, 0], sets[:, 1]
 
     def _single_lazy(self, state: int) -> bool:
         members = self._members[state]

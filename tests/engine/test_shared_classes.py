@@ -422,3 +422,70 @@ def test_counted_strings_of_equal_bounds_share_their_classifications(default_tok
         assert len(lazy) == 1
         keys.append(grammar.lexer._automaton_key(lazy[0], 7))
     assert keys[0] == keys[1] and keys[0][0] == "content"
+
+
+# Strings and words whose automata loop on a set of ASCII bytes without every JSON-safe character
+# agreeing (no ``shift``): the states where a subtree is settled by a subset test.
+LOOP_CASES = [
+    (JSONSchema({"type": "string", "pattern": "^[a-zA-Z][a-zA-Z0-9_]*[a-zA-Z0-9]$"}), '"customer_name_2"'),
+    (JSONSchema({"type": "object", "patternProperties": {"^[a-z][a-z0-9]*$": {"type": "string", "pattern": "^[0-9a-f]+$"}},
+                 "additionalProperties": False}), '{"alpha":"00ff","beta9":"deadbeef"}'),
+    (ctrldec.Grammar('start: WORD (" " WORD)* "."\nWORD: /[a-zA-Z0-9-]+/'), "Tokens like co-op and 2nd stay word-like."),
+]
+
+
+@pytest.mark.parametrize("case", range(len(LOOP_CASES)))
+def test_loop_subtrees_settled_by_a_subset_test_equal_a_walk(default_tokenizer, monkeypatch, case):
+    """A subtree entering a lexer state that loops on a set of ASCII bytes keeps the tokens whose
+    later bytes are all in the set there (``CompiledGrammar._looped``, in Python by
+    ``_FewNodes.assembled``) and walks the others: every lexer state met along a text classifies
+    every token as with no loop test, and the test is taken on both paths."""
+    constraint, text = LOOP_CASES[case]
+    info = fresh_info(default_tokenizer)
+    grammar = constraint.compile(info)
+    taken = []
+    looped = engine.CompiledGrammar._looped
+    monkeypatch.setattr(engine.CompiledGrammar, "_looped", lambda self, *a: taken.append("vectorised") or looped(self, *a))
+    m = grammar.matcher()
+    for i in [*info.encode(text), None]:
+        ((_, lex),) = m._configs
+        key = grammar.lexer.canonical(lex, grammar._max_token_len) if grammar.lexer.lazy else lex
+        grammar.lexer.build_many(np.array([key]))
+        forms = []
+        for tokens, depth, few in ((1, 1 << 30, 0), (1, 1 << 30, 1 << 30), (1 << 30, 0, 0)):
+            monkeypatch.setattr(engine, "_LOOP_TOKENS", tokens)
+            monkeypatch.setattr(engine, "_LOOP_DEPTH", depth)
+            for name in ("_FEW_NODES", "_FEW_TOKENS", "_FEW_ASSEMBLED"):
+                monkeypatch.setattr(engine, name, few)
+            forms.append(normal_form(grammar._classify_root(key)))
+        assert forms[0] == forms[2] and forms[1] == forms[2]
+        if i is not None:
+            assert m.accepts(i)
+            m.advance(i)
+    assert m.is_accepting()
+    assert "vectorised" in taken, "no subtree was settled by its loop: the case no longer covers it"
+
+
+def test_loop_sets_are_the_ascii_bytes_that_lead_back():
+    """``LexerAutomaton.loops`` and ``loop_sets`` read a state's row: the ASCII bytes that lead
+    back to it, and whether there are at least ``_LOOP_BYTES``; ``TokenizerInfo.tail_sets`` holds
+    each token's bytes after its first in the same layout."""
+    grammar = ctrldec.Grammar('start: WORD\nWORD: /[a-c_]x*[a-z0-9]*/').compile(TokenizerInfo([b"a", b"ab9", b"b\xc3\xa9", b"_x"]))
+    lexer_ = grammar.lexer
+    found = []
+    for state in range(lexer_.n_states):
+        lexer_.build(state)
+        row = lexer_.trans_list[state]
+        back = [b for b in range(128) if row[b] == state]
+        assert lexer_.loops(state) == (len(back) >= lexer._LOOP_BYTES)
+        if lexer_.loops(state):
+            low, high = lexer_.loop_sets(np.array([state]))
+            assert [b for b in range(128) if (int(low[0]) if b < 64 else int(high[0])) >> (b % 64) & 1] == back
+            found.append(back)
+    assert [*map(ord, "0123456789abcdefghijklmnopqrstuvwxyz")] in found
+    info = grammar.info
+    low, high, other = info.tail_sets()
+    for row, token in enumerate(info.trie().order.tolist()):
+        tail = info.token_bytes[token][1:]
+        assert other[row] == any(b >= 128 for b in tail)
+        assert {b for b in range(128) if (int(low[row]) if b < 64 else int(high[row])) >> (b % 64) & 1} == {b for b in tail if b < 128}
