@@ -1376,27 +1376,28 @@ class CompiledGrammar(ByteAutomaton):
             stay_lo.append(lo[idx[here]])
             stay_hi.append(lo[idx[here]] + level["ends"][idx[here]])
             stay_lex.append(nxt[here])
-        soak = shifting[nxt]
-        if soak.any():
-            # whole subtrees settle here, but for tokens that end exactly at this node
-            where = idx[soak]
+        def absorb(sel: np.ndarray, counted: bool) -> tuple[np.ndarray, np.ndarray]:
+            """Record the subtrees of nodes ``sel`` as absorbed (but for tokens that end exactly
+            at a node); the nodes left walk on."""
+            where = idx[sel]
             starts = lo[where] + level["ends"][where]
             sizes = hi[where] - starts
             rows = _expand(starts, hi[where])
-            # the subtree shares its first d + 1 bytes, so their character count is per node
-            before = self._char_starts[self.info.trie().order[lo[where]], d + 1].astype(np.int64)
-            absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[soak], sizes), np.repeat(before, sizes)))
-            idx, nxt = idx[~soak], nxt[~soak]
+            before = None  # a loop's subset test reads bytes, not character counts
+            if counted:  # the subtree shares its first d + 1 bytes, so their character count is per node
+                before = np.repeat(self._char_starts[self.info.trie().order[lo[where]], d + 1].astype(np.int64), sizes)
+            absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[sel], sizes), before))
+            return idx[~sel], nxt[~sel]
+
+        soak = shifting[nxt]
+        if soak.any():
+            idx, nxt = absorb(soak, True)
         big = hi[idx] - lo[idx] - level["ends"][idx] >= _LOOP_TOKENS if d < _LOOP_DEPTH else None
         if big is not None and big.any():  # a large subtree in a state looping on ASCII bytes: tested, not walked
             loop = np.zeros(len(idx), dtype=bool)
             loop[big] = self.lexer.looping(nxt[big])
-            if loop.any():  # (no character counts: ``_looped`` tests bytes)
-                where = idx[loop]
-                starts = lo[where] + level["ends"][where]
-                rows = _expand(starts, hi[where])
-                absorbed.append((rows, np.full(len(rows), d + 1), np.repeat(nxt[loop], hi[where] - starts), None))
-                idx, nxt = idx[~loop], nxt[~loop]
+            if loop.any():
+                idx, nxt = absorb(loop, False)
         return idx, nxt
 
     def _lexer_tables(self) -> tuple[np.ndarray, ...]:
