@@ -498,6 +498,8 @@ class LexerAutomaton:
         self._dirty.append(state)
         self.trans_list[state] = tuple(row.tolist())
         self.eager[state] = self.accept[state] >= 0 and not (row >= 0).any()
+        if self._shift is not None and state < len(self._shift) and self._single_lazy(state):
+            self._shift_buf[state] = self._lazy_shift(state)  # left unknown while unbuilt (``shift``)
         self.built[state] = True  # last: lock-free readers trust the row once this is set
 
     def _lazy_bits(self, members: tuple) -> int:
@@ -751,9 +753,10 @@ class LexerAutomaton:
             lazy = np.array([self._single_lazy(s) for s in range(m, n)], dtype=bool)
             if (~lazy).any():
                 out[new[~lazy]] = self._shift_of(new[~lazy])
-            for s in new[lazy].tolist():
-                out[s] = self._lazy_shift(s)
-            self._shift = read_only(out[:n])  # a view: only this method writes the buffer, under the lock
+            built = self.built
+            for s in new[lazy].tolist():  # an unbuilt one gets its shift when built (``_build``)
+                out[s] = self._lazy_shift(s) if built[s] else -2
+            self._shift = read_only(out[:n])  # a view: only this method and ``_build`` write the buffer, under the lock
         return self._shift
 
     def looping(self, states: np.ndarray) -> np.ndarray:
@@ -839,7 +842,9 @@ class LexerAutomaton:
         while len(chain) <= length:
             if x < 0:
                 break
-            y = int(shift[x]) if x < len(shift) else self._lazy_shift(x) if self._single_lazy(x) else -2
+            y = int(shift[x]) if x < len(shift) else -2
+            if y == -2 and self._single_lazy(x):  # past the table, or not built yet: ask the automaton
+                y = self._lazy_shift(x)
             if y == x:  # a fixed point: the rest of the chain is x
                 break
             chain.append(y)
