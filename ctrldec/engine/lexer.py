@@ -872,49 +872,44 @@ class LexerAutomaton:
         while queue and ok:
             u = queue.pop()
             self.build(u)
-            row = self.trans_list[u]
-            ascii_next = _safe_ascii(row)
-            if min(ascii_next) < 0:
-                break
+            ascii_next = _safe_ascii(self.trans_list[u])
             targets = set(ascii_next)
-            if any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets if self.built[t]):
-                break  # settled by the ASCII characters alone (a name's prefix leaving its name)
-            for seq in safe_multibyte_sequences():
-                cur = {u}
-                for lo, hi in seq:
-                    nxt: set[int] = set()
-                    for c in cur:
-                        self.build(c)
-                        part = self.trans_list[c][lo : hi + 1]
-                        if min(part) < 0:
-                            ok = False
-                            break
-                        nxt.update(part)
-                    if not ok:
-                        break
-                    cur = nxt
-                if not ok:
-                    break
-                targets |= cur
+            if min(ascii_next) < 0 or any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets if self.built[t]):
+                ok = False  # settled by the ASCII characters alone (a name's prefix leaving its name)
+                break
+            if not self._add_wide_targets(u, targets):
+                ok = False
+                break
             for t in targets:
-                if not ok:
-                    break
                 self.build(t)
                 if self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits:
                     ok = False
-                elif t not in seen:
+                    break
+                if t not in seen:
                     seen.add(t)
                     queue.append(t)
             if len(seen) > limit:
                 ok = False
-        else:
-            if ok:  # each one's characters lead only inside this set
-                for u in seen:
-                    self._closed[u] = True
-                return True
-        for u in seen:
-            self._closed[u] = False
-        return False
+        for u in seen:  # True: each one's characters lead only inside this set
+            self._closed[u] = ok
+        return ok
+
+    def _add_wide_targets(self, u: int, targets: set[int]) -> bool:
+        """Add to ``targets`` the states every multi-byte character leads to from ``u``
+        (``safe_closed``); False if one dies on the way."""
+        for seq in safe_multibyte_sequences():
+            cur = {u}
+            for lo, hi in seq:
+                nxt: set[int] = set()
+                for c in cur:
+                    self.build(c)
+                    part = self.trans_list[c][lo : hi + 1]
+                    if min(part) < 0:
+                        return False
+                    nxt.update(part)
+                cur = nxt
+            targets |= cur
+        return True
 
     @_locked
     def canonical(self, state: int, ahead: int) -> int:
