@@ -258,15 +258,43 @@ class LexerAutomaton:
         self._rows: list[np.ndarray | None] = []
         self.is_start: list[bool] = []
         self._single_ids: dict[int, np.ndarray] = {}  # ``_ids_alone``
-        starts: dict[tuple, int] = {}  # parser states share a few distinct sets of terminals
-        self.start = []
+        self.start = self._intern_starts(contexts, ignored)
+        self._build_first()
+        table = self._tabulate()
+        self._capacity = 0
+        self._synced = 0
+        self._dirty: list[int] = []
+        self._closed: dict[int, bool] = {}
+        self._ready = True
+        self._shift: np.ndarray | None = None
+        self._shift_buf: np.ndarray | None = None  # ``_shift`` is its first n entries
+        self._chains: dict[int, np.ndarray] = {}  # ``chain_take``
+        self._chain_bytes = 0
+        self._loop_flags: dict[int, bool] = {}  # ``loops``
+        self._loop_sets = np.zeros((0, 2), dtype=np.uint64)  # ``loop_sets``, by state (to capacity)
+        self._sync(table)
+        self.shift()  # part of compiling: no mask should pay for it
+        if not self.lazy:
+            self._freeze()
+
+    def _intern_starts(self, contexts: Sequence[Sequence[int]], ignored: list[int]) -> list[int]:
+        """Each parser context's lexeme start state (parser states share a few distinct sets of
+        terminals: one state per set)."""
+        starts: dict[tuple, int] = {}
+        out = []
         for ctx in contexts:
             key = tuple(ctx)  # (already a tuple from ``build_tables``)
             state = starts.get(key)
             if state is None:
-                members = tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not terminals[t].dfa.empty)
+                members = tuple((t, 0) for t in sorted(set(ctx) | set(ignored)) if not self.terminals[t].dfa.empty)
                 state = starts[key] = self._intern(members, start=True)
-            self.start.append(state)
+            out.append(state)
+        return out
+
+    def _build_first(self) -> None:
+        """Build every state reachable from the starts but the deferred ones (``_is_deferred``):
+        a terminal alone by its whole automaton at once, a trie of literals at once, the rest
+        state by state."""
         done = 0
         while done < len(self._members):
             if done % 64 == 0:
@@ -283,6 +311,10 @@ class LexerAutomaton:
                 self.built[done] = True
             done += 1
         self._single_ids.clear()  # only the first build uses them
+
+    def _tabulate(self) -> np.ndarray:
+        """The first build's rows as one table, and the per-state lists read from it (accepting
+        terminals, eager ends, completable bits); returns the table."""
         n = len(self._members)
         self.accepts = [() if first else self._choose(m) for first, m in zip(self.is_start, self._members)]
         self.accept = [a[0] if a else -1 for a in self.accepts]
@@ -298,21 +330,7 @@ class LexerAutomaton:
         self.completable = self._completable(table)
         self.completable_values = sorted(set(self.completable))  # distinct completable bitsets
         self._value_ids = {v: i for i, v in enumerate(self.completable_values)}
-        self._capacity = 0
-        self._synced = 0
-        self._dirty: list[int] = []
-        self._closed: dict[int, bool] = {}
-        self._ready = True
-        self._shift: np.ndarray | None = None
-        self._shift_buf: np.ndarray | None = None  # ``_shift`` is its first n entries
-        self._chains: dict[int, np.ndarray] = {}  # ``chain_take``
-        self._chain_bytes = 0
-        self._loop_flags: dict[int, bool] = {}  # ``loops``
-        self._loop_sets = np.zeros((0, 2), dtype=np.uint64)  # ``loop_sets``, by state (to capacity)
-        self._sync(table)
-        self.shift()  # part of compiling: no mask should pay for it
-        if not self.lazy:
-            self._freeze()
+        return table
 
     def _freeze(self) -> None:
         """An automaton with no lazy terminal is complete once built: its per-state lists become
