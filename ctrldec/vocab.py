@@ -13,6 +13,7 @@ b'aba'
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -507,6 +508,34 @@ class TokenTrie:
         for level in self.levels:
             for array in level.values():
                 _frozen(array)
+
+    def rows_along(self, text: bytes) -> list[tuple[int, int]]:
+        """Rows (ranges of ``order``) of the tokens that are a proper prefix of ``text``, and of
+        those that begin with all of it: the only tokens a walk of ``text``'s bytes can follow
+        past its first byte or to its end. A walk down the levels, ``len(text)`` binary searches.
+
+        >>> trie = TokenTrie([b"a", b"ab", b"abc", b"b"])
+        >>> [trie.order[lo:hi].tolist() for lo, hi in trie.rows_along(b"ab")]
+        [[0], [1, 2]]
+        """
+        out: list[tuple[int, int]] = []
+        first, last = 0, len(self.levels[0]["lo"]) if self.levels else 0
+        for d, b in enumerate(text):
+            if d >= len(self.levels):
+                break
+            level = self.levels[d]
+            node = bisect.bisect_left(level["byte"], b, first, last)
+            if node >= last or level["byte"].item(node) != b:
+                break
+            lo = level["lo"].item(node)
+            if d + 1 == len(text):
+                out.append((lo, level["hi"].item(node)))
+                break
+            ends = level["ends"].item(node)
+            if ends:
+                out.append((lo, lo + ends))
+            first, last = level["kids_lo"].item(node), level["kids_hi"].item(node)
+        return out
 
     @property
     def n_nodes(self) -> int:

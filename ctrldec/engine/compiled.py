@@ -1431,13 +1431,19 @@ class CompiledGrammar(ByteAutomaton):
         per_count = self.info.safe_char_words()
         settled: dict[int, np.ndarray] = {}
         unknown = []
+        counted = self._counted_position(start) if closed_form else None
+        # past a counted string's room its tokens die (a tabulated one's last count reads -2:
+        # its multi-byte characters die at their first byte, which ``shift`` does not tell apart)
+        room = counted[2] if counted is not None and counted[2] is not None else len(per_count)
         for c, f in enumerate(final[: len(per_count)]):
             if f == -2:
-                unknown.append(c)
+                if c <= room:
+                    unknown.append(c)
             elif f >= 0:  # (a count the lexeme cannot take: its tokens are dropped)
                 bits = lexer.completable_values[int(lexer.completable_id[f])]
                 settled[bits] = settled[bits] | per_count[c] if bits in settled else per_count[c].copy()
-        counted = self._counted_position(start) if closed_form and not unknown else None
+        if unknown:
+            counted = None
         if counted is not None:
             group = self._counted_unsafe(start, *counted)
         else:
@@ -1462,11 +1468,18 @@ class CompiledGrammar(ByteAutomaton):
             return None
         ((t, s),) = members
         dfa = lexer.terminals[t].dfa
-        at = dfa.position(s) if isinstance(dfa, CountedString) else None
+        length = dfa.__dict__.get("_length")
+        if isinstance(dfa, CountedString):
+            at, lo, hi = dfa.position(s), dfa.lo, dfa.hi
+        elif length is not None:  # a tabulated one (``strings.string_dfa``): state 1 + k * m + c
+            lo, hi, m = length
+            at = divmod(s - 1, m) if 0 < s < dfa.n_states - 1 else None
+        else:
+            return None
         if at is None or at[1]:
             return None
         k = at[0]
-        return t, max(dfa.lo - k, 0), None if dfa.hi is None else dfa.hi - k
+        return t, max(lo - k, 0), None if hi is None else hi - k
 
     def _counted_unsafe(self, start: int, t: int, need: int, room: int | None) -> _Group:
         """The tokens with a quote, a backslash, a control or a multi-byte character, classified
@@ -1557,6 +1570,10 @@ class CompiledGrammar(ByteAutomaton):
         elsewhere (the characters it tracks, the quote that ends it). The result is a ``_Split``:
         the walk, and the two pickings from ``U``'s classifications, read at collection time."""
         lexer = self.lexer
+        if lexer.accept[state] < 0:
+            rests = lexer.literal_rests(state)
+            if rests is not None:
+                return self._classify_literals(state, rests)
         row = lexer.trans[state]
         live = row >= 0
         if not live.any() or (lexer.shift()[state] == -2 and lexer.safe_closed(state)):
@@ -1591,6 +1608,24 @@ class CompiledGrammar(ByteAutomaton):
                 subtrees = self._pack(self.info.trie().order[_expand(level["lo"][nodes], level["hi"][nodes])])
                 after = subtrees if after is None else after | subtrees
         return _Split(rest, int(np.flatnonzero(row == u)[0]), as_words, after)
+
+    def _classify_literals(self, state: int, rests: list[bytes]) -> _Group:
+        """``_classify_root`` of a state where only literals are alive (``rests``: the bytes
+        each still needs) and no lexeme has ended: a token lives past its first byte only if it
+        is a prefix of one of them or begins with one (a token that leaves every literal before
+        one is complete dies, and with it no lexeme ends), so only those few are walked, found
+        by ``TokenTrie.rows_along`` instead of a walk of the trie's first level. The keys of a
+        closed object, typed a few bytes at a time, are such states: a trie walk of each cost
+        ~0.4 ms, mostly numpy's cost per call."""
+        trie = self.info.trie()
+        spans = [span for rest in rests for span in trie.rows_along(rest)]
+        if not spans:
+            return _Group()
+        lo, hi = np.array(spans, dtype=np.int64).T
+        tokens = np.unique(trie.order[_expand(lo, hi)]) if len(spans) > 1 else trie.order[lo[0] : hi[0]]
+        group = _Group()
+        self._fill_group(group, *self._walk(tokens, np.zeros(len(tokens), np.int64), np.full(len(tokens), state, np.int32)))
+        return group
 
     def _split_parts(self, state: int, split: _Split) -> None:
         """Fill a split's ``parts`` with this grammar's classifications of its interior."""

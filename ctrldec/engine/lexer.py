@@ -70,6 +70,9 @@ def _reachable_key(dfa: ByteDFA, state: int) -> tuple | None:
     minus = dfa.__dict__.get("_minus")
     if minus is not None:
         return _minus_key(minus, state)
+    length = dfa.__dict__.get("_length")
+    if length is not None:  # a tabulated string of bounded length: its layout is fixed by the bounds
+        return ("length", *length, state)
     if len(dfa.trans) > _CONTENT_STATES:
         return _reachable(dfa, state)
     content = dfa.__dict__.get("_content")
@@ -1061,6 +1064,17 @@ class LexerAutomaton:
         """The table state that stands for ``state`` in everything but stepping and masks: the
         base of a folded state (see above), else the state itself."""
         return state if state < VIRTUAL else (state - VIRTUAL) % _STRIDE
+
+    def literal_rests(self, state: int) -> list[bytes] | None:
+        """The bytes each member of ``state`` still needs, where every member is a literal (an
+        object's closed set of property names, keywords, punctuation); None otherwise."""
+        rests = []
+        for t, s in self._members[state]:
+            text = self._literals[t]
+            if text is None:
+                return None
+            rests.append(text[s:])
+        return rests
 
     def members(self, state: int) -> tuple[tuple[int, int], ...]:
         """The (terminal, state of its automaton) pairs alive in table state ``state``."""

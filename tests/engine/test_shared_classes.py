@@ -384,7 +384,8 @@ def test_counted_strings_read_from_the_string_scan_equal_a_walk(default_tokenize
     """Inside a counted string at a character boundary, the tokens with a quote, an escape or a
     multi-byte character are classified from the tokenizer's string scan
     (``CompiledGrammar._counted_unsafe``): equal, count by count, to walking them, on a
-    byte-level BPE vocabulary and on one of single bytes (which ends tokens inside characters)."""
+    byte-level BPE vocabulary and on one of single bytes (which ends tokens inside characters),
+    for lengths counted as the text goes and for short ones tabulated."""
     hi = None if extra is None else lo + extra
     schema = {"type": "string", "minLength": lo, **({} if hi is None else {"maxLength": hi})}
     info = _wordy_info() if wordy else fresh_info(default_tokenizer)
@@ -405,23 +406,25 @@ def test_counted_strings_read_from_the_string_scan_equal_a_walk(default_tokenize
         if not m.accepts(x):
             break
         m.advance(x)
-    if lo > 32 or (hi is not None and hi > 32):  # ``LAZY_LENGTH_FROM``: counted, not tabulated
+    if lo > 0 or hi is not None:  # counted (past ``LAZY_LENGTH_FROM``) or tabulated (``string_dfa``'s ``_length``)
         assert compared, "no counted state met: the test no longer covers the string scan"
 
 
-def test_counted_strings_of_equal_bounds_share_their_classifications(default_tokenizer):
-    """A counted string numbers its states by formula, so two grammars' strings of the same
-    bounds have the same automaton keys (and share classifications) though they are distinct
-    objects."""
+@pytest.mark.parametrize("bound, kind", [(64, "content"), (20, "length")])
+def test_counted_strings_of_equal_bounds_share_their_classifications(default_tokenizer, bound, kind):
+    """A counted string numbers its states by formula, and a short one is tabulated in a layout
+    fixed by its bounds (``string_dfa``), so two grammars' strings of the same bounds have the
+    same automaton keys (and share classifications) though they are distinct objects."""
     info = fresh_info(default_tokenizer)
     keys = []
-    for schema in ({"type": "object", "properties": {"a": {"type": "string", "maxLength": 64}}},
-                   {"type": "array", "items": {"type": "string", "maxLength": 64}}):
+    for schema in ({"type": "object", "properties": {"a": {"type": "string", "maxLength": bound}}},
+                   {"type": "array", "items": {"type": "string", "maxLength": bound}}):
         grammar = JSONSchema(schema, extra_properties="forbid").compile(info)
-        lazy = [t for t in range(len(grammar.lexer.terminals)) if grammar.lexer._lazy_terms[t]]
-        assert len(lazy) == 1
-        keys.append(grammar.lexer._automaton_key(lazy[0], 7))
-    assert keys[0] == keys[1] and keys[0][0] == "content"
+        lexer_ = grammar.lexer
+        counted = [t for t, term in enumerate(lexer_.terminals) if lexer_._lazy_terms[t] or "_length" in term.dfa.__dict__]
+        assert len(counted) == 1
+        keys.append(lexer_._automaton_key(counted[0], 7))
+    assert keys[0] == keys[1] and keys[0][0] == kind
 
 
 # Strings and words whose automata loop on a set of ASCII bytes without every JSON-safe character
@@ -489,3 +492,54 @@ def test_loop_sets_are_the_ascii_bytes_that_lead_back():
         tail = info.token_bytes[token][1:]
         assert other[row] == any(b >= 128 for b in tail)
         assert {b for b in range(128) if (int(low[row]) if b < 64 else int(high[row])) >> (b % 64) & 1} == {b for b in tail if b < 128}
+
+
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(st.text("abc", min_size=1, max_size=5), min_size=1, max_size=6, unique=True),
+       extra=st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(97 + x % 4 for x in b)), max_size=40))
+def test_states_of_literals_alone_walk_only_the_tokens_along_them(words, extra):
+    """A state where only literals are alive and none is complete walks only the tokens that are
+    a prefix of one or begin with one (``CompiledGrammar._classify_literals``): equal to a walk
+    of the whole vocabulary, for keywords that are prefixes of each other and tokens that run
+    on past them into the next word (every byte, and random runs of the words' letters)."""
+    alternatives = " | ".join(json.dumps(w) for w in words)
+    grammar = ctrldec.Grammar(f"start: item+\nitem: {alternatives}").compile(
+        TokenizerInfo([bytes([b]) for b in range(256)] + sorted(set(extra) - {bytes([b]) for b in range(256)}), eos_token_ids=[0]))
+    lexer_ = grammar.lexer
+    compared = 0
+    for state in range(lexer_.n_states):
+        lexer_.build(state)
+        rests = lexer_.literal_rests(state)
+        if rests is None or lexer_.accept[state] >= 0:
+            continue
+        assert normal_form(grammar._classify_literals(state, rests)) == normal_form(grammar._classify_root(state))
+        compared += 1
+    assert compared
+
+
+def test_a_closed_objects_keys_are_classified_along_the_names(default_tokenizer):
+    """The keys of an object with no other properties: every state inside a name classifies as
+    a walk of the vocabulary does, and the masks along an instance equal the reference."""
+    schema = {"type": "object", "properties": {k: {"type": "integer"} for k in ("name", "names", "nickname", "id", "identity")},
+              "additionalProperties": False}
+    info = fresh_info(default_tokenizer)
+    compiled = JSONSchema(schema, property_order="any").compile(info)
+    lexer_ = compiled.lexer
+    literal_states = [s for s in range(lexer_.n_states) if lexer_.literal_rests(s) is not None and lexer_.accept[s] < 0]
+    assert len(literal_states) > 10
+    for state in literal_states:
+        assert normal_form(compiled._classify_literals(state, lexer_.literal_rests(state))) == normal_form(compiled._classify_root(state))
+    assert replay(compiled, info, '{"nickname":1,"identity":2,"names":3}') > 5
+
+
+def test_a_lexeme_at_its_last_count_still_ends_before_a_character():
+    """``/.{1,4}/`` at its fourth character rejects every character, multi-byte ones at their
+    first byte, yet accepts: a token that fills it and goes on (``bcd;`` after ``a``) ends the
+    lexeme there and continues in the next, so its counts must not read as dead."""
+    vocab = [bytes([b]) for b in range(256)] + [b"bcd;", b"bcde", "bé;".encode()]
+    grammar = ctrldec.Grammar('start: A ";"\nA: /.{1,4}/').compile(TokenizerInfo(vocab, eos_token_ids=[0]))
+    m = grammar.matcher()
+    m.advance(ord("a"))
+    allowed = set(m.allowed_token_ids().tolist())
+    assert {256, 258} <= allowed and 257 not in allowed
+    np.testing.assert_array_equal(m.mask(), reference_mask(m))

@@ -587,7 +587,13 @@ def string_dfa(
     body = bodies[0] if bodies else compile_regex(ANY_STRING_BODY)
     for other in bodies[1:]:
         body = product(body, other, "and")
-    return concat_bytes(b'"', body, b'"')
+    out = concat_bytes(b'"', body, b'"')
+    if len(bodies) == 1 and not patterns and not formats and not out.empty:
+        # the lexer's key and the masks' closed form for counted strings (``CountedString``)
+        # read its layout: state 1 + k * m + c has k characters done, in state c of the m
+        # one-character states (c = 0: between characters)
+        object.__setattr__(out, "_length", (min_length, max_length, len(_one_char_states())))
+    return out
 
 
 def counted_string(
