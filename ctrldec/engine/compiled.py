@@ -1125,6 +1125,13 @@ class CompiledGrammar(ByteAutomaton):
         if done.any():
             group.always = self._pack(idx[done])
             idx, pos = idx[~done], pos[~done]
+        if len(idx) > _FEW_TOKENS and self.lexer.accept[start] < 0:
+            rests = self.lexer.literal_rests(start)
+            if rests is not None:  # only literals alive: the tokens along them (``_classify_literals``)
+                flags = np.zeros(self.vocab_size, dtype=bool)
+                flags[self._along(rests)] = True
+                keep = flags[idx] | (pos > 0)
+                idx, pos = idx[keep], pos[keep]
         self._fill_group(group, *self._walk(idx, pos, np.full(len(idx), start, dtype=np.int32)))
         return group
 
@@ -1617,15 +1624,21 @@ class CompiledGrammar(ByteAutomaton):
         by ``TokenTrie.rows_along`` instead of a walk of the trie's first level. The keys of a
         closed object, typed a few bytes at a time, are such states: a trie walk of each cost
         ~0.4 ms, mostly numpy's cost per call."""
-        trie = self.info.trie()
-        spans = [span for rest in rests for span in trie.rows_along(rest)]
-        if not spans:
+        tokens = self._along(rests)
+        if not len(tokens):
             return _Group()
-        lo, hi = np.array(spans, dtype=np.int64).T
-        tokens = np.unique(trie.order[_expand(lo, hi)]) if len(spans) > 1 else trie.order[lo[0] : hi[0]]
         group = _Group()
         self._fill_group(group, *self._walk(tokens, np.zeros(len(tokens), np.int64), np.full(len(tokens), state, np.int32)))
         return group
+
+    def _along(self, rests: list[bytes]) -> np.ndarray:
+        """The tokens that are a proper prefix of one of ``rests`` or begin with one, ascending."""
+        trie = self.info.trie()
+        spans = [span for rest in rests for span in trie.rows_along(rest)]
+        if not spans:
+            return np.zeros(0, dtype=np.int64)
+        lo, hi = np.array(spans, dtype=np.int64).T
+        return np.unique(trie.order[_expand(lo, hi)])
 
     def _split_parts(self, state: int, split: _Split) -> None:
         """Fill a split's ``parts`` with this grammar's classifications of its interior."""

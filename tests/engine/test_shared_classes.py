@@ -499,8 +499,8 @@ def test_loop_sets_are_the_ascii_bytes_that_lead_back():
        extra=st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(97 + x % 4 for x in b)), max_size=40))
 def test_states_of_literals_alone_walk_only_the_tokens_along_them(words, extra):
     """A state where only literals are alive and none is complete walks only the tokens that are
-    a prefix of one or begin with one (``CompiledGrammar._classify_literals``): equal to a walk
-    of the whole vocabulary, for keywords that are prefixes of each other and tokens that run
+    a prefix of one or begin with one (``CompiledGrammar._classify_literals``, and ``_classify``
+    of the tokens that enter it at their first byte): equal to a walk of the whole vocabulary, for keywords that are prefixes of each other and tokens that run
     on past them into the next word (every byte, and random runs of the words' letters)."""
     alternatives = " | ".join(json.dumps(w) for w in words)
     grammar = ctrldec.Grammar(f"start: item+\nitem: {alternatives}").compile(
@@ -512,7 +512,12 @@ def test_states_of_literals_alone_walk_only_the_tokens_along_them(words, extra):
         rests = lexer_.literal_rests(state)
         if rests is None or lexer_.accept[state] >= 0:
             continue
-        assert normal_form(grammar._classify_literals(state, rests)) == normal_form(grammar._classify_root(state))
+        plain = normal_form(grammar._classify_root(state))
+        assert normal_form(grammar._classify_literals(state, rests)) == plain
+        # the tokens after a lexeme that ended at their first byte, classified from here (a
+        # child classification): only those along the literals are walked, the same result
+        every = np.arange(grammar.vocab_size, dtype=np.int64)
+        assert normal_form(grammar._classify(every, np.zeros(len(every), np.int64), state)) == plain
         compared += 1
     assert compared
 
