@@ -178,6 +178,12 @@ class Limits:
     max_cached_string_bodies: int = 1024
     """JSON Schema ``pattern``/``format`` string-body automata memoised per process. Why: as above."""
 
+    max_cached_string_automata: int = 256
+    """Whole JSON Schema string automata (quotes, patterns, formats and length together)
+    memoised per process. Why: the same object in every grammar that asks for the same string
+    lets grammars share the token classifications of its states (a format's automaton is too
+    large to be keyed by content); 256 covers a benchmark run's distinct strings."""
+
     max_cached_length_automata: int = 512
     """Tabulated string-length automata (one per (minLength, maxLength)) memoised per process.
     Why: at most 256 levels each; real schemas use a few dozen distinct bounds."""

@@ -27,22 +27,28 @@ def test_a_stored_format_is_the_automaton_its_regex_builds(name: str) -> None:
 def test_an_edited_regex_is_built_not_read_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(strings.FORMATS, "date", "[0-9]{4}")
     strings._format_body.cache_clear()
+    strings._string_dfa.cache_clear()  # whole string automata are memoised too
     try:
         assert strings._stored_format("date") is None
         assert strings.string_dfa(fmt="date").matches(b'"2024"')
         assert not strings.string_dfa(fmt="date").matches(b'"2024-02-01"')
     finally:
         strings._format_body.cache_clear()
+        strings._string_dfa.cache_clear()
+    strings._string_dfa.cache_clear()  # whole string automata are memoised too
 
 
 def test_without_the_file_formats_are_built(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setattr(strings, "STORED_FORMATS", tmp_path / "missing.npz")
     strings._format_body.cache_clear()
+    strings._string_dfa.cache_clear()  # whole string automata are memoised too
     try:
         assert strings._stored_format("uuid") is None
         assert strings.string_dfa(fmt="uuid").matches(b'"123e4567-e89b-12d3-a456-426614174000"')
     finally:
         strings._format_body.cache_clear()
+        strings._string_dfa.cache_clear()
+    strings._string_dfa.cache_clear()  # whole string automata are memoised too
 
 
 def test_store_formats_round_trips(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -577,9 +577,18 @@ def string_dfa(
     min_length: int = 0,
     max_length: int | None = None,
 ) -> ByteDFA:
-    """The JSON form (quotes included) of strings matching every pattern/format and the lengths."""
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
-    formats = [fmt] if isinstance(fmt, str) else list(fmt or [])
+    """The JSON form (quotes included) of strings matching every pattern/format and the lengths.
+
+    Memoised per process (``Limits.max_cached_string_automata``): every grammar that asks for
+    the same string gets the same object, so the token classifications of its states, keyed by
+    the object where the automaton is too large to key by content (a format's), are shared."""
+    patterns = (pattern,) if isinstance(pattern, str) else tuple(pattern or ())
+    formats = (fmt,) if isinstance(fmt, str) else tuple(fmt or ())
+    return _string_dfa(patterns, formats, min_length, max_length)
+
+
+@lru_cache(maxsize=DEFAULT_LIMITS.max_cached_string_automata)
+def _string_dfa(patterns: tuple[str, ...], formats: tuple[str, ...], min_length: int, max_length: int | None) -> ByteDFA:
     bodies = [pattern_body(p) for p in patterns]
     bodies += [_format_body(f) for f in formats]
     if min_length > 0 or max_length is not None:
