@@ -537,6 +537,39 @@ class TokenTrie:
             first, last = level["kids_lo"].item(node), level["kids_hi"].item(node)
         return out
 
+    def rows_along_all(self, texts: list[bytes]) -> list[tuple[int, int]]:
+        """``rows_along`` of every text of ``texts``, their shared prefixes walked once (an
+        enum's values, a closed object's names); ranges may overlap.
+
+        >>> trie = TokenTrie([b"a", b"ab", b"abc", b"b"])
+        >>> sorted(trie.order[lo:hi].tolist() for lo, hi in trie.rows_along_all([b"ab", b"ac", b"b"]))
+        [[0], [1, 2], [3]]
+        """
+        out: list[tuple[int, int]] = []
+        todo = [(0, 0, len(self.levels[0]["lo"]) if self.levels else 0, sorted({t for t in texts if t}))]
+        while todo:
+            d, first, last, group = todo.pop()  # texts longer than d, sharing their first d bytes
+            if d >= len(self.levels):
+                continue
+            level = self.levels[d]
+            i = 0
+            while i < len(group):
+                b, j = group[i][d], i + 1
+                while j < len(group) and group[j][d] == b:
+                    j += 1
+                node = bisect.bisect_left(level["byte"], b, first, last)
+                if node < last and level["byte"].item(node) == b:
+                    lo = level["lo"].item(node)
+                    if len(group[i]) == d + 1:  # a text ends here (sorted: the shortest first): its whole subtree
+                        out.append((lo, level["hi"].item(node)))
+                    else:
+                        ends = level["ends"].item(node)
+                        if ends:
+                            out.append((lo, lo + ends))
+                        todo.append((d + 1, level["kids_lo"].item(node), level["kids_hi"].item(node), group[i:j]))
+                i = j
+        return out
+
     @property
     def n_nodes(self) -> int:
         return sum(len(level["lo"]) for level in self.levels)

@@ -48,6 +48,10 @@ _MAX_CODEPOINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
 
 
+_LISTED_STATES = 4096  # automata up to this size may list a state's finite language (``finite_rests``)
+_LISTED_DEPTH = 256  # bytes a listed string may have
+
+
 class RegexCompileError(ValueError):
     """interegular could not compile the pattern (lookaround, backreference, bad syntax, ...)."""
 
@@ -779,6 +783,50 @@ def strings(values: list[bytes]) -> ByteDFA:
     for v in values:
         accepting[index[v]] = True
     return ByteDFA(trans, accepting)
+
+
+_NO_RESTS = object()
+
+
+def finite_rests(dfa: ByteDFA, state: int, limit: int) -> tuple[bytes, ...] | None:
+    """The strings that lead from ``state`` to acceptance, where there are at most ``limit`` of
+    them (an enum's values, a closed set of names): None where there are more, or infinitely
+    many. Found for the state and every state below it in one pass over the automaton's
+    transitions, and kept on the automaton (an automaton of more than ``_LISTED_STATES`` states
+    is not listed: None). The search stops at a cycle or past ``limit`` strings, so it visits at
+    most about ``limit`` states per byte of the longest string."""
+    cache = dfa.__dict__.get("_rests")
+    if cache is None:
+        if dfa.n_states > _LISTED_STATES or not isinstance(dfa.trans, np.ndarray):
+            return None
+        cache = {}
+        object.__setattr__(dfa, "_rests", cache)  # a dict shared by threads: a race lists a state twice, alike
+    found = cache.get(state, _NO_RESTS)
+    if found is _NO_RESTS:
+        trans, accepting = dfa.trans, dfa.accepting
+
+        def rests(x: int, depth: int) -> tuple[bytes, ...] | None:
+            known = cache.get(x, _NO_RESTS)
+            if known is not _NO_RESTS:
+                return known  # type: ignore[return-value]
+            cache[x] = None  # on the path: a cycle reaching it again means infinitely many strings
+            row = trans[x]
+            live = np.flatnonzero(row >= 0)
+            out: list[bytes] | None = [b""] if accepting[x] else []
+            if len(live) > limit:  # each live byte leads to a string of its own (the automaton is trimmed)
+                live, out = live[:0], None
+            for b, y in zip(live.tolist(), row[live].tolist()):
+                below = rests(y, depth + 1) if depth < _LISTED_DEPTH else None
+                if below is None or len(out) + len(below) > limit:  # type: ignore[arg-type]
+                    out = None
+                    break
+                head = bytes([b])
+                out += [head + r for r in below]  # type: ignore[operator]
+            cache[x] = found = tuple(out) if out is not None else None
+            return found
+
+        found = rests(state, 0)
+    return found  # type: ignore[return-value]
 
 
 def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:

@@ -1634,7 +1634,7 @@ class CompiledGrammar(ByteAutomaton):
     def _along(self, rests: list[bytes]) -> np.ndarray:
         """The tokens that are a proper prefix of one of ``rests`` or begin with one, ascending."""
         trie = self.info.trie()
-        spans = [span for rest in rests for span in trie.rows_along(rest)]
+        spans = trie.rows_along_all(rests)
         if not spans:
             return np.zeros(0, dtype=np.int64)
         lo, hi = np.array(spans, dtype=np.int64).T

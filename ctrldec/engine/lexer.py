@@ -25,8 +25,8 @@ import numpy as np
 
 from ..limits import DEFAULT_LIMITS
 from .bytedfa import (
-    SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, read_only, safe_multibyte_sequences, successor_lists, uniform_successor, unique,
-    unique_inverse,
+    SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, finite_rests, read_only, safe_multibyte_sequences, successor_lists, uniform_successor,
+    unique, unique_inverse,
 )
 
 __all__ = ["Terminal", "LexerAutomaton", "VIRTUAL"]
@@ -44,6 +44,7 @@ _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list
 
 _GATHER_ROWS = 4096  # rows ``_build_literal_tree`` gathers at once (4 MB)
 _FEW_BYTES = 24  # live bytes up to which a state's combinations of next states are grouped in Python
+_LISTED_RESTS = 64  # strings an automaton's member may have left for ``literal_rests`` to list them
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
@@ -1066,14 +1067,20 @@ class LexerAutomaton:
         return state if state < VIRTUAL else (state - VIRTUAL) % _STRIDE
 
     def literal_rests(self, state: int) -> list[bytes] | None:
-        """The bytes each member of ``state`` still needs, where every member is a literal (an
-        object's closed set of property names, keywords, punctuation); None otherwise."""
+        """The bytes each member of ``state`` may still need, where every member has a few: a
+        literal (an object's closed set of property names, keywords, punctuation), or an
+        automaton with at most ``_LISTED_RESTS`` strings left (an enum's values,
+        ``finite_rests``); None otherwise."""
         rests = []
         for t, s in self._members[state]:
             text = self._literals[t]
-            if text is None:
+            if text is not None:
+                rests.append(text[s:])
+                continue
+            listed = None if self._lazy_terms[t] else finite_rests(self.terminals[t].dfa, s, _LISTED_RESTS)
+            if listed is None:
                 return None
-            rests.append(text[s:])
+            rests += listed
         return rests
 
     def members(self, state: int) -> tuple[tuple[int, int], ...]:

@@ -505,8 +505,15 @@ def test_states_of_literals_alone_walk_only_the_tokens_along_them(words, extra):
     alternatives = " | ".join(json.dumps(w) for w in words)
     grammar = ctrldec.Grammar(f"start: item+\nitem: {alternatives}").compile(
         TokenizerInfo([bytes([b]) for b in range(256)] + sorted(set(extra) - {bytes([b]) for b in range(256)}), eos_token_ids=[0]))
+    assert check_listed_states(grammar)[0]
+
+
+def check_listed_states(grammar) -> tuple[int, int]:
+    """Every non-accepting lexer state whose members' strings are listed (``literal_rests``)
+    classifies along them as a walk of the whole vocabulary does; (states compared, those with
+    an automaton's strings listed)."""
     lexer_ = grammar.lexer
-    compared = 0
+    compared = listed = 0
     for state in range(lexer_.n_states):
         lexer_.build(state)
         rests = lexer_.literal_rests(state)
@@ -519,7 +526,8 @@ def test_states_of_literals_alone_walk_only_the_tokens_along_them(words, extra):
         every = np.arange(grammar.vocab_size, dtype=np.int64)
         assert normal_form(grammar._classify(every, np.zeros(len(every), np.int64), state)) == plain
         compared += 1
-    assert compared
+        listed += any(lexer_._literals[t] is None for t, _ in lexer_.members(state))
+    return compared, listed
 
 
 def test_a_closed_objects_keys_are_classified_along_the_names(default_tokenizer):
@@ -548,3 +556,59 @@ def test_a_lexeme_at_its_last_count_still_ends_before_a_character():
     allowed = set(m.allowed_token_ids().tolist())
     assert {256, 258} <= allowed and 257 not in allowed
     np.testing.assert_array_equal(m.mask(), reference_mask(m))
+
+
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(st.text("abc", min_size=1, max_size=5), min_size=1, max_size=6, unique=True),
+       extra=st.lists(st.binary(min_size=1, max_size=6).map(lambda b: bytes(97 + x % 4 for x in b)), max_size=40),
+       looped=st.booleans())
+def test_states_of_a_finite_automaton_walk_only_the_tokens_along_its_strings(words, extra, looped):
+    """An enum-like terminal (one automaton for several words, some prefixes of others): its
+    states list their strings left (``finite_rests``) and classify as ``_classify_literals``
+    does, equal to a walk of the whole vocabulary (with a loop beside the words, the states
+    where it is alive list nothing)."""
+    pattern = "|".join(words) + ("|c(ab)*" if looped else "")
+    grammar = ctrldec.Grammar(f'start: item+\nitem: WORD ";"\nWORD: /({pattern})/').compile(
+        TokenizerInfo([bytes([b]) for b in range(256)] + sorted(set(extra) - {bytes([b]) for b in range(256)}), eos_token_ids=[0]))
+    _, listed = check_listed_states(grammar)
+    assert listed or looped  # without a loop, the state after the start lists the words
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.binary(max_size=5).map(lambda b: bytes(97 + x % 3 for x in b)), min_size=1, max_size=12),
+       loop=st.sampled_from(["", "b*", "(ab)+c"]), limit=st.integers(1, 12))
+def test_finite_rests_list_exactly_the_strings_left(words, loop, limit):
+    """``finite_rests`` from each state of an automaton: the strings that lead to acceptance,
+    when there are at most ``limit`` of them; None when there are more, or infinitely many."""
+    dfa = bytedfa.strings(words)
+    if loop:
+        dfa = bytedfa.product(dfa, bytedfa.compile_regex(loop), "or")
+    for state in range(dfa.n_states):
+        got = bytedfa.finite_rests(dfa, state, limit)
+        # every string of up to 12 bytes from ``state`` (the words have at most 5; loops go longer)
+        found, frontier = set(), [(state, b"")]
+        while frontier:
+            x, text = frontier.pop()
+            if dfa.accepting[x]:
+                found.add(text)
+            if len(text) < 12:
+                frontier += [(int(dfa.trans[x, b]), text + bytes([b])) for b in range(256) if dfa.trans[x, b] >= 0]
+        infinite = any(len(t) >= 6 for t in found)
+        if infinite or len(found) > limit:
+            assert got is None
+        else:
+            assert got is not None and sorted(got) == sorted(found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tokens=st.lists(st.binary(min_size=1, max_size=5).map(lambda b: bytes(97 + x % 3 for x in b)), min_size=1, max_size=40, unique=True),
+       texts=st.lists(st.binary(max_size=6).map(lambda b: bytes(97 + x % 3 for x in b)), max_size=8))
+def test_rows_along_all_texts_are_the_rows_along_each(tokens, texts):
+    """``TokenTrie.rows_along_all``, which walks shared prefixes once, finds the tokens that
+    ``rows_along`` finds for the texts one by one."""
+    from ctrldec.vocab import TokenTrie
+
+    trie = TokenTrie(tokens)
+    each = {t for text in texts for lo, hi in trie.rows_along(text) for t in trie.order[lo:hi].tolist()}
+    assert {t for lo, hi in trie.rows_along_all(texts) for t in trie.order[lo:hi].tolist()} == each
+
