@@ -34,7 +34,6 @@ time.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -63,6 +62,8 @@ _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens 
 _FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
 _LOOP_DEPTH = 1  # trie levels (from the first byte) where subtrees are tested for loops: deeper, the test costs more than it saves
 _LOOP_TOKENS = 8  # a subtree of at least this many tokens entering a state that loops on ASCII bytes is settled by a subset test
+_PICKED_CHILD = 1024  # tokens of a child classification past which, all at offset 0, they are picked from the state's own
+_HASHED_TOKENS = 256  # token arrays up to this length are interned by their bytes; longer ones by a fingerprint
 _PICKS = 1024  # first-byte picks kept per tokenizer (``_first_byte_words``), ~6 KB each for 49,152 tokens
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
 
@@ -178,7 +179,7 @@ class _SharedGroups:
         self.lock = threading.Lock()
         self.entries: OrderedDict[tuple, tuple[_Group, int, tuple]] = OrderedDict()
         self.bytes = 0
-        self.arrays: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray]] = {}  # ``intern``
+        self.arrays: dict[tuple, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}  # ``intern``: by content key, the pairs with it
         self.array_bytes = 0
         self.picks: dict[bytes, np.ndarray] = {}  # ``CompiledGrammar._first_byte_words``
 
@@ -202,15 +203,20 @@ class _SharedGroups:
         ``limit`` bytes the table starts afresh (the arrays live on in the groups that hold
         them; a later equal pair is then a new object, which costs only a shared child)."""
         idx, pos = idx.astype(np.int64, copy=False), pos.astype(np.int64, copy=False)
-        key = (len(idx), hashlib.blake2b(idx.tobytes() + pos.tobytes(), digest_size=16).digest())
+        if len(idx) <= _HASHED_TOKENS:
+            key: tuple = (len(idx), idx.tobytes(), pos.tobytes())
+        else:  # a fingerprint, and the arrays compared on a match: hashing ~48,000 tokens cost ~0.2 ms
+            key = (len(idx), int(idx[0]), int(idx[-1]), int(idx.sum()), int(pos.sum()), int(np.dot(idx, pos + 1)))
         with self.lock:
-            found = self.arrays.get(key)
-            if found is None:
-                if self.array_bytes > self.limit // 4:
-                    self.arrays.clear()
-                    self.array_bytes = 0
-                found = self.arrays[key] = (read_only(idx), read_only(pos))
-                self.array_bytes += idx.nbytes + pos.nbytes
+            for found in self.arrays.get(key, ()):
+                if len(idx) <= _HASHED_TOKENS or np.array_equal(found[0], idx) and np.array_equal(found[1], pos):
+                    return found
+            if self.array_bytes > self.limit // 4:
+                self.arrays.clear()
+                self.array_bytes = 0
+            found = (read_only(idx), read_only(pos))
+            self.arrays[key] = self.arrays.get(key, ()) + (found,)
+            self.array_bytes += (idx.nbytes + pos.nbytes) * (2 if len(idx) <= _HASHED_TOKENS else 1)  # a short pair's key holds its bytes
         return found
 
     def put(self, key: tuple, group: _Group, keep: tuple) -> None:
@@ -1243,6 +1249,9 @@ class CompiledGrammar(ByteAutomaton):
         if not len(e_lex):
             return []
         lexer = self.lexer
+        one = int(e_lex[0])
+        if len(e_lex) > _FEW_TOKENS and not (e_lex != one).any():  # one state ended them all (every token whose first byte ends it)
+            return [(t, e_idx, e_pos) for t in sorted(lexer.accepts[one])]
         by_t: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
         first = lexer.accept_np[e_lex]
         for t in np.flatnonzero(np.bincount(first)).tolist():
@@ -1662,12 +1671,21 @@ class CompiledGrammar(ByteAutomaton):
             self._group_bytes += group.nbytes()
         return group
 
-    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group:
+    def _child(self, idx: np.ndarray, pos: np.ndarray, start: int) -> _Group | _Split:
         """``_classify(idx, pos, start)``, shared like the root classifications: the same tokens
         end a lexeme the same way after a property name in every schema. The arrays are named by
         identity, and every classification's arrays are interned by content
         (``_SharedGroups.intern``), so equal arrays are one object and the same name; the entry
-        keeps them alive, so an identity in a key is never another array's."""
+        keeps them alive, so an identity in a key is never another array's.
+
+        Many tokens that all start their next lexeme at their first byte (every token but the
+        digits, after a number) classify as from ``start`` itself: they are picked from its root
+        classification (a ``_Split`` with no walk of its own) instead of walked again."""
+        if len(idx) > _PICKED_CHILD and not pos.any():
+            words = self._pack(idx)
+            pick = _Split(_Group(), -1, words, None)
+            pick.parts = ((self._root_group(start), words),)
+            return pick
         return self._shared(start, ("tokens", id(idx), id(pos)), lambda: self._classify(idx, pos, start), (idx, pos))
 
     def _shared(self, state: int, kind: object, build: Callable[[], Any], keep: tuple = ()) -> Any:

@@ -143,12 +143,22 @@ def test_split_and_shared_classifications_equal_a_plain_walk(default_tokenizer, 
         return root_group(self, key, split)
 
     monkeypatch.setattr(engine.CompiledGrammar, "_root_group", root_spy)
+    picked = []  # tokens that a number's end leaves, picked from the next state's own classification
+    child = engine.CompiledGrammar._child
+
+    def child_spy(self, idx, pos, start):
+        group = child(self, idx, pos, start)
+        picked.append(isinstance(group, engine._Split))
+        return group
+
+    monkeypatch.setattr(engine.CompiledGrammar, "_child", child_spy)
     compared = 0
     for schema, instance in CASES + CASES:  # the second round takes classifications from the first
         compiled = JSONSchema(schema, property_order=order, extra_properties="allow").compile(info)
         compared += replay(compiled, info, json.dumps(instance, ensure_ascii=False, separators=(",", ":")))
     assert splits, "no lexer state took the first-byte split: the test no longer covers it"
     assert any(whole), "no split took its successor's own classification: the test no longer covers it"
+    assert any(picked), "no child classification was picked from a root one: the test no longer covers it"
     assert info._classes is not None and len(info._classes.entries) > 0
     assert compared > 100
 
@@ -612,3 +622,19 @@ def test_rows_along_all_texts_are_the_rows_along_each(tokens, texts):
     each = {t for text in texts for lo, hi in trie.rows_along(text) for t in trie.order[lo:hi].tolist()}
     assert {t for lo, hi in trie.rows_along_all(texts) for t in trie.order[lo:hi].tolist()} == each
 
+
+def test_long_token_arrays_with_one_fingerprint_stay_apart():
+    """``_SharedGroups.intern`` keys long arrays by a fingerprint and compares them on a match:
+    two different pairs with the same length, ends, sums and dot product are two entries, and an
+    equal copy of either is that entry."""
+    shared = engine._SharedGroups(1 << 30)
+    n = engine._HASHED_TOKENS + 10
+    a = np.arange(n, dtype=np.int64)
+    b = a.copy()
+    b[1], b[2] = a[2], a[1]  # same length, ends and sum; offsets all zero: the same dot product
+    pos = np.zeros(n, dtype=np.int64)
+    first, second = shared.intern(a, pos), shared.intern(b, pos.copy())
+    assert first[0] is not second[0]
+    np.testing.assert_array_equal(second[0], b)
+    assert shared.intern(a.copy(), pos.copy())[0] is first[0]
+    assert shared.intern(b.copy(), pos.copy())[0] is second[0]
