@@ -152,7 +152,10 @@ class _Split:
     state had paid a merge, a key and a renumbering of ``U``'s tokens, and every stack a
     collection of them, at each position of a property name. ``byte`` is a first byte that
     leads from the state to ``U``: the shared form names no grammar's states, and each grammar
-    finds its ``U`` through it (``parts``: the grammar's two groups and their picks)."""
+    finds its ``U`` through it (``parts``: the grammar's two groups and their picks). A child
+    classification picked whole from a root one (``CompiledGrammar._child``) is a split with no
+    walk, ``byte`` -1 and its one part set directly: it is never shared, so no grammar looks
+    for its ``U``."""
 
     __slots__ = ("rest", "byte", "as_u", "after", "parts")
 
