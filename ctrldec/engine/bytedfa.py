@@ -50,6 +50,8 @@ _SURROGATES = (0xD800, 0xDFFF)
 
 _LISTED_STATES = 4096  # automata up to this size may list a state's finite language (``finite_rests``)
 _LISTED_DEPTH = 256  # bytes a listed string may have
+_FOLD_STATES = 1 << 16  # automata up to this size fold their states for masks (``fold_classes``)
+_ROW_WEIGHTS = np.zeros(0, dtype=np.int64)  # ``_unique_rows``'s hash, grown as needed (a swap of arrays: thread-safe)
 
 
 class RegexCompileError(ValueError):
@@ -252,6 +254,12 @@ def unique(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(s[1:], s[:-1], out=keep[1:])
     return s[keep]
+
+
+def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenate the integer ranges ``[lo[i], hi[i])``."""
+    lens = hi - lo
+    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
 
 
 def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -827,6 +835,97 @@ def finite_rests(dfa: ByteDFA, state: int, limit: int) -> tuple[bytes, ...] | No
 
         found = rests(state, 0)
     return found  # type: ignore[return-value]
+
+
+def fold_classes(dfa: ByteDFA, ahead: int) -> np.ndarray | None:
+    """Per state, the lowest state that no text of up to ``ahead`` bytes tells apart from it:
+    from both, the same such texts are accepted and the same ones die (Moore's refinement of
+    the states, stopped after ``ahead`` rounds). A classification of tokens of at most
+    ``ahead`` bytes from one holds for the other, so masks key it by the class (see
+    ``LexerAutomaton.automata_key``): a pattern that counts words, ``(?:\\S+\\s+){0,99}``,
+    has a state per word and position in it, but far from the bound every count reads alike;
+    and automata built through UTF-8 byte sequences hold many states of one language. None for
+    an automaton of more than ``_FOLD_STATES`` states, or not a dense table. Kept per
+    ``ahead`` on the automaton.
+
+    Each round re-reads only the states with a successor whose class split in the round before
+    (a class whose other members had none keeps its id), so a counter's rounds cost as much as
+    the states near its bound, not the whole automaton.
+
+    >>> words = compile_regex("(?:a+ ){0,40}a+")
+    >>> folds = fold_classes(words, 4)
+    >>> bool(folds[words.trans[0, ord("a")]] == folds[words.trans[words.trans[words.trans[0, 97], 32], 97]])  # one word done, or none
+    True
+    >>> len(set(fold_classes(words, 200).tolist())) == words.n_states  # all 40 counts within reach
+    True
+    """
+    trans = dfa.trans
+    if not isinstance(trans, np.ndarray) or not 1 < len(trans) <= _FOLD_STATES:
+        return None
+    folds = dfa.__dict__.get("_folds")
+    if folds is None:
+        folds = {}
+        object.__setattr__(dfa, "_folds", folds)  # a dict shared by threads: a race computes it twice, alike
+    found = folds.get(ahead)
+    if found is not None:
+        return found
+    n = len(trans)
+    table = trans[:, _unique_rows(trans.T)[0]]  # bytes that every state treats alike count once
+    live = table >= 0
+    safe = np.where(live, table, 0)
+    sources = np.repeat(np.arange(n), table.shape[1])[live.ravel()]
+    targets = table[live]
+    order = np.argsort(targets, kind="stable")
+    preds = sources[order]  # predecessors, grouped by target
+    bounds = np.searchsorted(targets[order], np.arange(n + 1))
+    cls = np.asarray(dfa.accepting).astype(np.int64)
+    size = np.zeros(n + 2, dtype=np.int64)
+    size[:2] = np.bincount(cls, minlength=2)
+    next_id = 2
+    todo = np.arange(n)
+    for _ in range(ahead):
+        sig = np.concatenate([cls[todo, None], np.where(live[todo], cls[safe[todo]], -1)], axis=1)
+        first, inverse = _unique_rows(sig)
+        block, counts = sig[first, 0], np.bincount(inverse)
+        # a class all of whose members were re-read keeps its id for its largest part; any other
+        # part (and every part of a class with members not re-read) takes a new id
+        by = np.lexsort((-counts, block))
+        lead = np.ones(len(by), dtype=bool)
+        lead[1:] = block[by[1:]] != block[by[:-1]]
+        whole = np.bincount(block, weights=counts, minlength=len(size))[block] == size[block]
+        keep = np.zeros(len(by), dtype=bool)
+        keep[by[lead]] = True
+        keep &= whole
+        moved = np.flatnonzero(~keep)
+        if not len(moved):
+            break  # stable: no text of any length tells the classes apart any further
+        ids = np.arange(next_id, next_id + len(moved))
+        next_id += len(moved)
+        group_id = block.copy()
+        group_id[moved] = ids
+        size[ids] = counts[moved]
+        np.subtract.at(size, block[moved], counts[moved])
+        changed = todo[~keep[inverse]]
+        cls[todo] = group_id[inverse]
+        todo = np.unique(preds[expand_ranges(bounds[changed], bounds[changed + 1])])
+        if not len(todo):
+            break
+    low = np.full(next_id, n, dtype=np.int64)
+    np.minimum.at(low, cls, np.arange(n))
+    found = folds[ahead] = read_only(low[cls])
+    return found
+
+
+def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, axis=0, return_index=True, return_inverse=True)`` but the values,
+    grouped by a hash of each row and checked (a sort of rows as records cost ~10x more)."""
+    global _ROW_WEIGHTS
+    if len(_ROW_WEIGHTS) < rows.shape[1]:
+        _ROW_WEIGHTS = np.random.default_rng(0).integers(1, 1 << 62, size=rows.shape[1], dtype=np.int64)
+    _, first, inverse = np.unique(rows.astype(np.int64) @ _ROW_WEIGHTS[: rows.shape[1]], return_index=True, return_inverse=True)
+    if not (rows == rows[first[inverse]]).all():  # two rows hashed alike
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
 
 
 def minus_strings(dfa: ByteDFA, values: list[bytes]) -> ByteDFA:

@@ -45,7 +45,7 @@ from ..errors import DeadEndError, InvalidTokenError, TokenizerError
 from ..limits import DEFAULT_LIMITS, Limits
 from ..vocab import TokenizerInfo
 from .bitmask import unpack, words_for, write_words
-from .bytedfa import CountedString, json_char, read_only, unique_inverse
+from .bytedfa import CountedString, expand_ranges, json_char, read_only, unique_inverse
 from .completion import Completions
 from .grammar import ENTRY_BYTES, GrammarTables
 from .lalr import ACCEPT, Stacks
@@ -65,13 +65,9 @@ _LOOP_TOKENS = 8  # a subtree of at least this many tokens entering a state that
 _PICKED_CHILD = 1024  # tokens of a child classification past which, all at offset 0, they are picked from the state's own
 _HASHED_TOKENS = 256  # token arrays up to this length are interned by their bytes; longer ones by a fingerprint
 _PICKS = 1024  # first-byte picks kept per tokenizer (``_first_byte_words``), ~6 KB each for 49,152 tokens
+_FOLD_MARGIN = 4  # bytes past the longest token that a shared classification's states must agree on: a
+# split reads its interior's classification one byte in, and a token's end reads one byte more
 _BUDGET_TABLES = 512  # per-state budget tables kept (each a few bitmasks); the cache is cleared past it
-
-
-def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Concatenate the integer ranges ``[lo[i], hi[i])``."""
-    lens = hi - lo
-    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
 
 
 def _groups(keys: np.ndarray, values: np.ndarray):
@@ -445,11 +441,11 @@ class _FewNodes:
         if self.soaks:
             lo, hi, depth, lex, before = np.array(self.soaks, dtype=np.int64).T
             sizes = hi - lo
-            absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), np.repeat(before, sizes)))
+            absorbed.append((expand_ranges(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), np.repeat(before, sizes)))
         if self.loops:
             lo, hi, depth, lex = np.array(self.loops, dtype=np.int64).T
             sizes = hi - lo
-            absorbed.append((_expand(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), None))
+            absorbed.append((expand_ranges(lo, hi), np.repeat(depth, sizes), np.repeat(lex.astype(np.int32), sizes), None))
 
 
 class _BudgetTable:
@@ -1093,6 +1089,8 @@ class CompiledGrammar(ByteAutomaton):
         self._first_byte = info.first_bytes()  # 256: no bytes
         counts = np.bincount(self._first_byte, minlength=257)
         self._first_counts = counts[:256]  # tokens per first byte
+        self._first_total = int(self._first_counts.sum())
+        self._top_byte = int(self._first_counts.argmax())  # the first byte of the most tokens
         self._has_first = counts > 0  # [257]: some token begins so (256: tokens without bytes)
         self._group_bytes = 0  # ``_Group.nbytes`` of every group made, children included
         self._pool: dict[bytes, np.ndarray] = {}
@@ -1333,7 +1331,7 @@ class CompiledGrammar(ByteAutomaton):
                 above = trie_levels[d - 1]
                 kids_lo, kids_hi = above["kids_lo"][idx], above["kids_hi"][idx]
                 parent_state = np.repeat(nxt, kids_hi - kids_lo)  # only live nodes are visited
-                idx = _expand(kids_lo, kids_hi)
+                idx = expand_ranges(kids_lo, kids_hi)
                 if not len(idx):
                     break
             if d == 0 and first is not None:
@@ -1401,7 +1399,7 @@ class CompiledGrammar(ByteAutomaton):
             where = idx[sel]
             starts = lo[where] + level["ends"][where]
             sizes = hi[where] - starts
-            rows = _expand(starts, hi[where])
+            rows = expand_ranges(starts, hi[where])
             before = None  # a loop's subset test reads bytes, not character counts
             if counted:  # the subtree shares its first d + 1 bytes, so their character count is per node
                 before = np.repeat(self._char_starts[self.info.trie().order[lo[where]], d + 1].astype(np.int64), sizes)
@@ -1529,7 +1527,7 @@ class CompiledGrammar(ByteAutomaton):
         e_t, e_lo, e_hi, e_pos = (_cat(x) for x in events)
         n_s, n_e = s_hi - s_lo, e_hi - e_lo
         parts = [
-            (trie.order[_expand(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[_expand(e_lo, e_hi)], np.repeat(e_pos, n_e))
+            (trie.order[expand_ranges(s_lo, s_hi)], np.repeat(lexes, n_s), np.repeat(e_t, n_e), trie.order[expand_ranges(e_lo, e_hi)], np.repeat(e_pos, n_e))
         ]
         for rows, depth, lex, before in absorbed:
             parts += self._absorbed(rows, depth, lex, before, shift) if before is not None else self._looped(rows, depth, lex)
@@ -1597,11 +1595,8 @@ class CompiledGrammar(ByteAutomaton):
         live = row >= 0
         if not live.any() or (lexer.shift()[state] == -2 and lexer.safe_closed(state)):
             return self._classify_root(state)  # nothing to share, or the fast path applies
-        targets, _, inverse = unique_inverse(row[live])
-        weight = np.bincount(inverse, weights=self._first_counts[live])
-        total = self._first_counts.sum()
-        u = int(targets[int(weight.argmax())])
-        if weight.max() * 2 < total or u == state or lexer.eager[u]:
+        u = self._majority(row, live)
+        if u is None or u == state or lexer.eager[u]:
             return self._classify_root(state)  # most tokens would be walked anyway
         lexer.build_many(np.array([u]))
         if lexer.shift()[u] != u:  # not a string interior: ``u``'s classification would serve this state alone
@@ -1624,9 +1619,25 @@ class CompiledGrammar(ByteAutomaton):
             if handed:
                 nodes = _cat(handed)
                 level = self.info.trie().levels[1]
-                subtrees = self._pack(self.info.trie().order[_expand(level["lo"][nodes], level["hi"][nodes])])
+                subtrees = self._pack(self.info.trie().order[expand_ranges(level["lo"][nodes], level["hi"][nodes])])
                 after = subtrees if after is None else after | subtrees
         return _Split(rest, int(np.flatnonzero(row == u)[0]), as_words, after)
+
+    def _majority(self, row: np.ndarray, live: np.ndarray) -> int | None:
+        """The state that the first bytes of at least half the tokens lead to from a state of
+        row ``row`` (``live``: its bytes that do not die), the lowest at a tie; None if none.
+        The successor of the byte most tokens begin with is tried first: it is the answer in
+        almost every state that has one, and proving it takes a comparison and a sum."""
+        top = self._top_byte
+        if live[top]:
+            guess = row[top]
+            if int(self._first_counts[row == guess].sum()) * 2 > self._first_total:
+                return int(guess)  # past half: the only one
+        targets, _, inverse = unique_inverse(row[live])
+        weight = np.bincount(inverse, weights=self._first_counts[live])
+        if weight.max() * 2 < self._first_total:
+            return None
+        return int(targets[int(weight.argmax())])
 
     def _classify_literals(self, state: int, rests: list[bytes]) -> _Group:
         """``_classify_root`` of a state where only literals are alive (``rests``: the bytes
@@ -1650,7 +1661,7 @@ class CompiledGrammar(ByteAutomaton):
         if not spans:
             return np.zeros(0, dtype=np.int64)
         lo, hi = np.array(spans, dtype=np.int64).T
-        return np.unique(trie.order[_expand(lo, hi)])
+        return np.unique(trie.order[expand_ranges(lo, hi)])
 
     def _split_parts(self, state: int, split: _Split) -> None:
         """Fill a split's ``parts`` with this grammar's classifications of its interior."""
@@ -1695,7 +1706,7 @@ class CompiledGrammar(ByteAutomaton):
         """``build()``, or the same classification made by another grammar for this tokenizer
         from a lexer state with the same automata (``_SharedGroups``)."""
         lexer = self.lexer
-        key, terms, named = lexer.automata_key(state)
+        key, terms, named = lexer.automata_key(state, self._max_token_len + _FOLD_MARGIN)
         key = (kind, key)
         n = len(terms)
         shared = self._shared_groups()

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..limits import DEFAULT_LIMITS
 from .bytedfa import (
-    SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, finite_rests, read_only, safe_multibyte_sequences, successor_lists, uniform_successor,
+    SAFE_ASCII, ByteDFA, LazyDFA, MinusParts, check_budget, finite_rests, fold_classes, read_only, safe_multibyte_sequences, successor_lists, uniform_successor,
     unique, unique_inverse,
 )
 
@@ -47,6 +47,7 @@ _FEW_BYTES = 24  # live bytes up to which a state's combinations of next states 
 _LISTED_RESTS = 64  # strings an automaton's member may have left for ``literal_rests`` to list them
 _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is its reachable part
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
+_FOLD_AFTER = 4  # states of an automaton named by identity asked for before its states are folded (``_folded``)
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
 _LOOP_BYTES = 8  # ASCII bytes looping on a state from which masks settle tokens by a subset test
 _CLOSED_STATES = 512  # states ``safe_closed`` searches before it answers False (an unanchored
@@ -895,8 +896,13 @@ class LexerAutomaton:
             u = queue.pop()
             self.build(u)
             ascii_next = _safe_ascii(self.trans_list[u])
+            if min(ascii_next) < 0:
+                ok = False
+                break
             targets = set(ascii_next)
-            if min(ascii_next) < 0 or any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets if self.built[t]):
+            for t in targets:
+                self.build(t)  # the loop below builds them anyway; built, they can settle it here
+            if any(self._closed.get(t) is False or self.eager[t] or self.completable[t] != bits for t in targets):
                 ok = False  # settled by the ASCII characters alone (a name's prefix leaving its name)
                 break
             if not self._add_wide_targets(u, targets):
@@ -1015,29 +1021,51 @@ class LexerAutomaton:
             return None
         return VIRTUAL + (dfa.depth(s) - dfa.depth(c)) * _STRIDE + self._intern_locked(((t, c),))
 
-    def automata_key(self, state: int) -> tuple[tuple, list[int], tuple]:
+    def automata_key(self, state: int, ahead: int | None = None) -> tuple[tuple, list[int], tuple]:
         """What a token classification from table state ``state`` depends on, the same in every
         grammar whose lexer has such a state: its alive terminals' automata and DFA states
         (``_automaton_key``), which of them are ``%ignore`` and their order
         (which wins a tie), and whether it starts a lexeme. Returns (key, the terminals in the
         key's order, the automata the key names by identity, to be kept alive with it). Kept
-        per state: a state's members never change."""
+        per state: a state's members never change.
+
+        ``ahead``: the classification reads at most this many bytes past the state (a token's,
+        and a few more), so an automaton named by identity is named with the class of its state
+        that no such text tells apart (``fold_classes``): the states of a pattern counting
+        words, far from its bound, share one classification."""
         keys = self.__dict__.setdefault("_state_keys", {})
-        found = keys.get(state)
+        found = keys.get((state, ahead))
         if found is None:
-            found = keys[state] = self._state_key(state)
+            found = keys[(state, ahead)] = self._state_key(state, ahead)
         return found
 
-    def _state_key(self, state: int) -> tuple[tuple, list[int], tuple]:
+    def _state_key(self, state: int, ahead: int | None) -> tuple[tuple, list[int], tuple]:
         members = self._members[state]
         terms = [t for t, _ in members]
         by_order = sorted(range(len(terms)), key=lambda i: self.terminals[terms[i]].order)
         rank = [0] * len(terms)
         for r, i in enumerate(by_order):
             rank[i] = r
-        parts = tuple((*self._automaton_key(t, s), self.terminals[t].ignore, r) for (t, s), r in zip(members, rank))
+        parts = tuple((*self._folded(t, s, ahead), self.terminals[t].ignore, r) for (t, s), r in zip(members, rank))
         named = tuple(self.terminals[t].dfa for (t, _), part in zip(members, parts) if part[0] == "object")
         return (self.is_start[state], self.ambiguous, parts), terms, named
+
+    def _folded(self, t: int, s: int, ahead: int | None) -> tuple:
+        """``_automaton_key(t, s)``, an automaton named by identity named with ``s``'s class
+        for texts of ``ahead`` bytes (``automata_key``), once ``_FOLD_AFTER`` of its states
+        have been asked for (folding costs ~1-40 ms once per automaton; most automata are read
+        at a state or two, a word counter at one per word). A state keyed before that keeps
+        its own key: it is only shared less."""
+        key = self._automaton_key(t, s)
+        if ahead is None or key[0] != "object" or self._lazy_terms[t]:
+            return key
+        dfa = self.terminals[t].dfa
+        asked = dfa.__dict__.get("_fold_asks", 0) + 1
+        object.__setattr__(dfa, "_fold_asks", asked)  # a race loses a count: folding comes a state later
+        if asked < _FOLD_AFTER:
+            return key
+        folds = fold_classes(dfa, ahead)
+        return key if folds is None else ("object", key[1], int(folds[s]))
 
     def _automaton_key(self, t: int, s: int) -> tuple:
         """Terminal ``t``'s automaton from its state ``s`` on: the part reachable from ``s``,

@@ -638,3 +638,85 @@ def test_long_token_arrays_with_one_fingerprint_stay_apart():
     np.testing.assert_array_equal(second[0], b)
     assert shared.intern(a.copy(), pos.copy())[0] is first[0]
     assert shared.intern(b.copy(), pos.copy())[0] is second[0]
+
+
+def _texts_within(dfa: ByteDFA, state: int, ahead: int) -> set:
+    """The texts of up to ``ahead`` bytes that live from ``state``, with their acceptance (a
+    text that dies is absent)."""
+    return reachable_language(dfa, state, ahead + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fold_classes_join_the_states_no_short_text_tells_apart(data):
+    """``fold_classes(dfa, ahead)`` puts two states in one class (named by its lowest state)
+    exactly when every text of up to ``ahead`` bytes is accepted from both or neither, and dies
+    from both or neither: checked against the texts themselves, and against Moore's rounds
+    done whole (the function re-reads only the states a split can reach)."""
+    n = data.draw(st.integers(2, 7))
+    dfa = random_dfa(data.draw, n)
+    ahead = data.draw(st.integers(0, 4))
+    folds = bytedfa.fold_classes(dfa, ahead)
+    for a in range(n):
+        assert folds[a] <= a and folds[folds[a]] == folds[a]
+        for b in range(a):
+            assert (folds[a] == folds[b]) == (_texts_within(dfa, a, ahead) == _texts_within(dfa, b, ahead)), (a, b)
+    cls = dfa.accepting.astype(np.int64)
+    for _ in range(ahead):  # whole rounds: (class, successors' classes) per state
+        rows = [(int(cls[s]), *[int(cls[t]) if t >= 0 else -1 for t in dfa.trans[s]]) for s in range(n)]
+        ids = {row: i for i, row in enumerate(dict.fromkeys(rows))}
+        cls = np.array([ids[row] for row in rows])
+    assert [min(np.flatnonzero(cls == cls[s])) for s in range(n)] == folds.tolist()
+    assert bytedfa.fold_classes(dfa, ahead) is folds  # kept on the automaton
+
+
+def fold_spy(monkeypatch) -> list[bool]:
+    """Whether each automaton ``fold_classes`` was asked about folded some states, as asked."""
+    folded: list[bool] = []
+    fold = lexer.fold_classes
+
+    def spy(dfa, ahead):
+        found = fold(dfa, ahead)
+        folded.append(found is not None and len(set(found.tolist())) < dfa.n_states)
+        return found
+
+    monkeypatch.setattr(lexer, "fold_classes", spy)
+    return folded
+
+
+def test_a_counting_pattern_shares_one_classification_far_from_its_bound(default_tokenizer, monkeypatch):
+    """A counter has a lexer state per count; those further from the bound than the longest
+    token (80 ``#``) are keyed by their fold class and share one classification, and every
+    mask up to the bound still equals a plain walk's: 80 ``#`` fit from count 40, not from 41
+    (folding for shorter texts than a token makes those two one class, and fails here)."""
+    info = fresh_info(default_tokenizer)
+    folded = fold_spy(monkeypatch)
+    compiled = ctrldec.Grammar("start: HASHES\nHASHES: /#{1,120}/").compile(info)
+    (hash_id,) = info.encode("#")
+    m = compiled.matcher()
+    for _ in range(120):
+        check_classification(m)
+        m.advance(hash_id)
+    check_classification(m)
+    assert any(folded), "no automaton was folded: the test no longer covers it"
+    ahead = compiled._max_token_len + engine._FOLD_MARGIN
+    keys = {compiled.lexer.automata_key(state, ahead)[0] for state in compiled._groups}
+    assert len(keys) < len(compiled._groups) - 20  # the counts far from the bound share a key
+
+
+def test_a_word_counting_pattern_shares_one_classification_per_word_far_from_its_bound(default_tokenizer, monkeypatch):
+    """A pattern that counts words has a lexer state per word; far from the bound (more bytes
+    away than the longest token) those states are keyed by their fold class and share one
+    classification, and every mask along an instance that reaches the bound still equals a
+    plain walk's (folding for texts shorter than a token fails here)."""
+    info = fresh_info(default_tokenizer)
+    folded = fold_spy(monkeypatch)
+    schema = {"type": "object", "properties": {"text": {"type": "string", "pattern": r"^(?:\S+\s+){0,60}\S+$"}}, "required": ["text"]}
+    compiled = JSONSchema(schema).compile(info)
+    text = " ".join(["word"] * 45 + ["élan", "x"] * 8)  # 61 words: the last ones are at the bound
+    replay(compiled, info, json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":")))
+    assert any(folded), "no automaton was folded: the test no longer covers it"
+    lexer_ = compiled.lexer
+    ahead = compiled._max_token_len + engine._FOLD_MARGIN
+    keys = {lexer_.automata_key(state, ahead)[0] for state in compiled._groups}
+    assert len(keys) < len(compiled._groups) - 10  # most words' states share a key
