@@ -387,7 +387,8 @@ class TokenizerInfo:
 
     def _find_first_bytes(self) -> np.ndarray:
         table, lengths = self.byte_table()
-        return _frozen(np.where(lengths > 0, table[:, 0] if table.shape[1] else 0, 256).astype(np.int16))
+        first = table[:, 0].astype(np.int16) if table.shape[1] else np.zeros(len(lengths), dtype=np.int16)
+        return _frozen(np.where(lengths > 0, first, np.int16(256)))  # int16 before the 256: uint8 would wrap it to 0
 
     def first_byte_words(self) -> np.ndarray:
         """uint32[258, words]: row ``b`` is the bitmask (``engine.bitmask`` layout) of the tokens

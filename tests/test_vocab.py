@@ -102,3 +102,14 @@ def test_byte_table_pads_tokens():
     table, lengths = info.byte_table()
     assert lengths.tolist() == [1, 3, 0]
     assert bytes(table[1, :3]) == b"bcd"
+
+
+def test_tokens_without_bytes_have_first_byte_256():
+    """``first_bytes`` gives a token without bytes (a special token) 256, and ``first_byte_words``
+    puts it in row 256 alone: read as byte 0 (a uint8 table's 256 wraps), it was picked with every
+    token that begins with a NUL byte."""
+    info = TokenizerInfo([b"\x00a", b"a", b"", b"\x00"], special_ids={2})
+    assert info.first_bytes().tolist() == [0, 97, 256, 0]
+    words = info.first_byte_words()
+    assert words[256, 0] == 1 << 2
+    assert words[0, 0] == (1 << 0) | (1 << 3)
