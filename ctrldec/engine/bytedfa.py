@@ -866,6 +866,13 @@ def fold_classes(dfa: ByteDFA, ahead: int) -> np.ndarray | None:
     found = folds.get(ahead)
     if found is not None:
         return found
+    found = folds[ahead] = read_only(_refined(trans, np.asarray(dfa.accepting), ahead))
+    return found
+
+
+def _refined(trans: np.ndarray, accepting: np.ndarray, ahead: int) -> np.ndarray:
+    """``fold_classes`` worked out: each state's class after ``ahead`` rounds, as its lowest
+    state (int32)."""
     n = len(trans)
     table = trans[:, _unique_rows(trans.T)[0]]  # bytes that every state treats alike count once
     live = table >= 0
@@ -875,42 +882,47 @@ def fold_classes(dfa: ByteDFA, ahead: int) -> np.ndarray | None:
     order = np.argsort(targets, kind="stable")
     preds = sources[order]  # predecessors, grouped by target
     bounds = np.searchsorted(targets[order], np.arange(n + 1))
-    cls = np.asarray(dfa.accepting).astype(np.int64)
-    size = np.zeros(n + 2, dtype=np.int64)
+    cls = accepting.astype(np.int64)
+    size = np.zeros(n + 2, dtype=np.int64)  # members per class id (at most n classes, ids from 2 on)
     size[:2] = np.bincount(cls, minlength=2)
-    next_id = 2
     todo = np.arange(n)
+    next_id = 2
     for _ in range(ahead):
         sig = np.concatenate([cls[todo, None], np.where(live[todo], cls[safe[todo]], -1)], axis=1)
-        first, inverse = _unique_rows(sig)
-        block, counts = sig[first, 0], np.bincount(inverse)
-        # a class all of whose members were re-read keeps its id for its largest part; any other
-        # part (and every part of a class with members not re-read) takes a new id
-        by = np.lexsort((-counts, block))
-        lead = np.ones(len(by), dtype=bool)
-        lead[1:] = block[by[1:]] != block[by[:-1]]
-        whole = np.bincount(block, weights=counts, minlength=len(size))[block] == size[block]
-        keep = np.zeros(len(by), dtype=bool)
-        keep[by[lead]] = True
-        keep &= whole
-        moved = np.flatnonzero(~keep)
-        if not len(moved):
+        changed, next_id = _split_classes(cls, size, next_id, todo, sig)
+        if not len(changed):
             break  # stable: no text of any length tells the classes apart any further
-        ids = np.arange(next_id, next_id + len(moved))
-        next_id += len(moved)
-        group_id = block.copy()
-        group_id[moved] = ids
-        size[ids] = counts[moved]
-        np.subtract.at(size, block[moved], counts[moved])
-        changed = todo[~keep[inverse]]
-        cls[todo] = group_id[inverse]
         todo = np.unique(preds[expand_ranges(bounds[changed], bounds[changed + 1])])
-        if not len(todo):
-            break
     low = np.full(next_id, n, dtype=np.int64)
     np.minimum.at(low, cls, np.arange(n))
-    found = folds[ahead] = read_only(low[cls].astype(np.int32))
-    return found
+    return low[cls].astype(np.int32)
+
+
+def _split_classes(cls: np.ndarray, size: np.ndarray, next_id: int, todo: np.ndarray, sig: np.ndarray) -> tuple[np.ndarray, int]:
+    """One round of ``_refined``: the states ``todo`` re-read, with their signatures ``sig``
+    (own class, then each byte class's successor's class or -1), take the classes their
+    signatures make (``cls`` and ``size`` updated in place). A class all of whose members were
+    re-read keeps its id for its largest part; any other part (and every part of a class with
+    members not re-read, which differ from all of those) takes a new id. Returns (the states
+    whose id changed, the next free id)."""
+    first, inverse = _unique_rows(sig)
+    block, counts = sig[first, 0], np.bincount(inverse)
+    by = np.lexsort((-counts, block))
+    lead = np.ones(len(by), dtype=bool)
+    lead[1:] = block[by[1:]] != block[by[:-1]]
+    whole = np.bincount(block, weights=counts, minlength=len(size))[block] == size[block]
+    keep = np.zeros(len(by), dtype=bool)
+    keep[by[lead]] = True
+    keep &= whole
+    moved = np.flatnonzero(~keep)
+    ids = np.arange(next_id, next_id + len(moved))
+    group_id = block.copy()
+    group_id[moved] = ids
+    size[ids] = counts[moved]
+    np.subtract.at(size, block[moved], counts[moved])
+    changed = todo[~keep[inverse]]
+    cls[todo] = group_id[inverse]
+    return changed, next_id + len(moved)
 
 
 def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
