@@ -1053,7 +1053,7 @@ class LexerAutomaton:
     def _folded(self, t: int, s: int, ahead: int | None) -> tuple:
         """``_automaton_key(t, s)``, an automaton named by identity named with ``s``'s class
         for texts of ``ahead`` bytes (``automata_key``), once ``_FOLD_AFTER`` of its states
-        have been asked for (folding costs ~1-40 ms once per automaton; most automata are read
+        have been asked for (folding costs ~1-50 ms once per automaton; most automata are read
         at a state or two, a word counter at one per word). A state keyed before that keeps
         its own key: it is only shared less."""
         key = self._automaton_key(t, s)
