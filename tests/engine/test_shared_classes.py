@@ -720,3 +720,13 @@ def test_a_word_counting_pattern_shares_one_classification_per_word_far_from_its
     ahead = compiled._max_token_len + engine._FOLD_MARGIN
     keys = {lexer_.automata_key(state, ahead)[0] for state in compiled._groups}
     assert len(keys) < len(compiled._groups) - 10  # most words' states share a key
+
+
+def test_fold_classes_are_the_same_when_every_row_hashes_alike(monkeypatch):
+    """``_unique_rows`` groups rows by a hash and checks the grouping; when rows collide (here:
+    every row, with all weights 0) it falls back to comparing them whole, with the same classes."""
+    pairs = bytedfa.compile_regex("(?:ab|c){0,20}d?")
+    hashed = bytedfa._refined(pairs.trans, np.asarray(pairs.accepting), 12)
+    monkeypatch.setattr(bytedfa, "_ROW_WEIGHTS", np.zeros(1024, dtype=np.int64))
+    np.testing.assert_array_equal(bytedfa._refined(pairs.trans, np.asarray(pairs.accepting), 12), hashed)
+    assert len(set(hashed.tolist())) < pairs.n_states  # something folded: the fallback had work to do
