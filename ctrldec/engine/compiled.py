@@ -60,6 +60,7 @@ _FEW_NODES = 12  # from a trie level of at most this many live nodes on, and whi
 # four times as many, ``_classify_root`` walks node by node (``_FewNodes``)
 _FEW_TOKENS = 48  # ``_walk`` goes token by token once at most this many tokens are left
 _FEW_ASSEMBLED = 512  # a walk that found at most this many tokens, node by node, is assembled in Python
+_FEW_SOAKED = 64  # ... with the tokens of its absorbed subtrees sorted out by numpy past this many
 _LOOP_DEPTH = 1  # trie levels (from the first byte) where subtrees are tested for loops: deeper, the test costs more than it saves
 _LOOP_TOKENS = 8  # a subtree of at least this many tokens entering a state that loops on ASCII bytes is settled by a subset test
 _PICKED_CHILD = 1024  # tokens of a child classification past which, all at offset 0, they are picked from the state's own
@@ -346,6 +347,22 @@ class _FewNodes:
             return False
         return True
 
+    def settle(self, level: dict[str, np.ndarray], d: int, idx: np.ndarray, states: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``_settle_level`` of nodes ``idx`` of ``level`` (depth ``d``), reached lexer states
+        ``states`` from ``parents``, node by node; the nodes that walk on and their states."""
+        lexer = self.g.lexer
+        self.shift = lexer.shift()
+        lo_at, hi_at, ends_at = level["lo"], level["hi"], level["ends"]
+        up: list[int] = []
+        at: list[int] = []
+        for i, x, p in zip(idx.tolist(), states.tolist(), parents.tolist()):
+            if self._node(p, x, lo_at.item(i), hi_at.item(i), ends_at.item(i), d):
+                up.append(i)
+                at.append(x)
+        if self.grew:
+            lexer.sync()
+        return np.array(up, dtype=np.int64), np.array(at, dtype=np.int32)
+
     def walk_first(self, levels: list[dict[str, np.ndarray]], start: int, first: np.ndarray, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
         """The first trie level's nodes ``kept`` from lexer state ``start``, whose row ``first``
         replaces (``_classify_root``), then ``walk`` on; its answer."""
@@ -392,15 +409,18 @@ class _FewNodes:
             e_lex += [x] * (hi - lo)
             e_pos += [p] * (hi - lo)
         walk: tuple[list[int], list[int], list[int]] = ([], [], [])
-        for (lo, hi, depth, x, before), y in zip(self.soaks, into):  # safe characters end in ``y`` (``x`` if none)
-            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
-                if unsafe.item(row) < depth:
-                    s_idx.append(tok)
-                    s_lex.append(y if chars.item(tok) > before else x)
-                else:
-                    walk[0].append(tok)
-                    walk[1].append(depth)
-                    walk[2].append(x)
+        if sum(hi - lo for lo, hi, *_ in self.soaks) > _FEW_SOAKED:  # a few numpy calls: ~0.4 us a token in Python
+            self._soaked_np(into, s_idx, s_lex, walk)
+        else:
+            for (lo, hi, depth, x, before), y in zip(self.soaks, into):  # safe characters end in ``y`` (``x`` if none)
+                for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
+                    if unsafe.item(row) < depth:
+                        s_idx.append(tok)
+                        s_lex.append(y if chars.item(tok) > before else x)
+                    else:
+                        walk[0].append(tok)
+                        walk[1].append(depth)
+                        walk[2].append(x)
         tail_lo, tail_hi, other = g.info.tail_sets()
         for lo, hi, depth, x in self.loops:  # tokens of the loop's bytes stay in ``x``
             loop_lo, loop_hi = g.lexer.loop_sets(np.array([x]))
@@ -423,6 +443,24 @@ class _FewNodes:
         g._fill_group(group, np.array(s_idx, dtype=np.int64), np.array(s_lex, dtype=np.int32), np.array(e_lex, dtype=np.int32),
                       np.array(e_idx, dtype=np.int64), np.array(e_pos, dtype=np.int64))
         return group
+
+    def _soaked_np(self, into: list[int], s_idx: list[int], s_lex: list[int], walk: tuple[list[int], ...]) -> None:
+        """``assembled``'s loop over the soaks' tokens, vectorised: a token safe past the soak's
+        depth stays, in ``y`` if it has characters past the soak's (``x`` if none); the rest walk."""
+        g = self.g
+        lo, hi, depth, x, before = np.array(self.soaks, dtype=np.int64).T
+        sizes = hi - lo
+        rows = expand_ranges(lo, hi)
+        tokens = g.info.trie().order[rows]
+        depth, x = np.repeat(depth, sizes), np.repeat(x, sizes)
+        settled = g._unsafe_sorted[rows] < depth
+        lex = np.where(g._char_total[tokens] > np.repeat(before, sizes), np.repeat(np.array(into, dtype=np.int64), sizes), x)
+        s_idx += tokens[settled].tolist()
+        s_lex += lex[settled].tolist()
+        if not settled.all():
+            rest = ~settled
+            for got, part in zip(walk, (tokens[rest], depth[rest], x[rest])):
+                got += part.tolist()
 
     def flush(self, stay_lo: list[np.ndarray], stay_hi: list[np.ndarray], stay_lex: list[np.ndarray], ev_t: list[np.ndarray],
               ev_lo: list[np.ndarray], ev_hi: list[np.ndarray], ev_pos: list[np.ndarray], absorbed: list[tuple]) -> None:
@@ -1345,9 +1383,15 @@ class CompiledGrammar(ByteAutomaton):
                     if hand.any():
                         handed.append(idx[hand])
                         idx, nxt, parent_state = idx[~hand], nxt[~hand], parent_state[~hand]
-            if self.lexer.build_many(nxt):
-                flat, accept, eager, shift, shifting = self._lexer_tables()
-            idx, nxt = self._settle_level(found, level, d, idx, nxt, parent_state, (accept, eager, shifting))
+            if len(idx) <= _FEW_NODES:  # few nodes left (the rest handed over): settled node by node
+                idx, nxt = few.settle(level, d, idx, nxt, parent_state)
+                if few.grew:
+                    flat, accept, eager, shift, shifting = self._lexer_tables()
+                    few.grew = False
+            else:
+                if self.lexer.build_many(nxt):
+                    flat, accept, eager, shift, shifting = self._lexer_tables()
+                idx, nxt = self._settle_level(found, level, d, idx, nxt, parent_state, (accept, eager, shifting))
             d += 1
         if few.handed:
             handed.append(np.array(few.handed, dtype=np.int64))
