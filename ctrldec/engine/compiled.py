@@ -275,7 +275,7 @@ class _FewNodes:
         self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
-        self.loops: list[tuple[int, int, int, int]] = []  # (lo, hi, depth, lexer state looping on ASCII bytes)
+        self.loops: list[tuple[int, int, int, int]] = []  # (lo, hi, depth, lexer state beginning a run of ASCII bytes)
         lexer = grammar.lexer
         self.accept, self.eager, self.built = lexer.accept, lexer.eager, lexer.built  # lists the lexer grows in place
         self.order = grammar.info.trie().order
@@ -342,7 +342,7 @@ class _FewNodes:
             if hi > lo + e:  # the subtree shares its first d + 1 bytes: one character count
                 self.soaks.append((lo + e, hi, d + 1, x, int(self.g._char_starts[self.order[lo], d + 1])))
             return False
-        if d < _LOOP_DEPTH and hi - lo - e >= max(_LOOP_TOKENS, 1) and self.g.lexer.loops(x):
+        if d < _LOOP_DEPTH and hi - lo - e >= max(_LOOP_TOKENS, 1) and self.g.lexer.runs(x):
             self.loops.append((lo + e, hi, d + 1, x))
             return False
         return True
@@ -422,13 +422,14 @@ class _FewNodes:
                         walk[1].append(depth)
                         walk[2].append(x)
         tail_lo, tail_hi, other = g.info.tail_sets()
-        for lo, hi, depth, x in self.loops:  # tokens of the loop's bytes stay in ``x``
-            loop_lo, loop_hi = g.lexer.loop_sets(np.array([x]))
-            out_lo, out_hi = ~loop_lo.item(0), ~loop_hi.item(0)
+        lengths = g._tok_len
+        for lo, hi, depth, x in self.loops:  # tokens of the run's bytes end where it leads
+            ends, run_lo, run_hi = (a.tolist() for a in g.lexer.run_chain(x, int(lengths[order[lo:hi]].max()) - depth))
             for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
-                if not (tail_lo.item(row) & out_lo or tail_hi.item(row) & out_hi or other.item(row)):
+                k = lengths.item(tok) - depth
+                if ends[k] >= 0 and not (tail_lo.item(row) & ~run_lo[k] or tail_hi.item(row) & ~run_hi[k] or other.item(row)):
                     s_idx.append(tok)
-                    s_lex.append(x)
+                    s_lex.append(ends[k])
                 else:
                     walk[0].append(tok)
                     walk[1].append(depth)
@@ -1454,9 +1455,9 @@ class CompiledGrammar(ByteAutomaton):
         if soak.any():
             idx, nxt = absorb(soak, True)
         big = hi[idx] - lo[idx] - level["ends"][idx] >= _LOOP_TOKENS if d < _LOOP_DEPTH else None
-        if big is not None and big.any():  # a large subtree in a state looping on ASCII bytes: tested, not walked
+        if big is not None and big.any():  # a large subtree in a state that begins a run of ASCII bytes: tested, not walked
             loop = np.zeros(len(idx), dtype=bool)
-            loop[big] = self.lexer.looping(nxt[big])
+            loop[big] = self.lexer.running(nxt[big])
             if loop.any():
                 idx, nxt = absorb(loop, False)
         return idx, nxt
@@ -1601,15 +1602,26 @@ class CompiledGrammar(ByteAutomaton):
 
     def _looped(self, rows: np.ndarray, depth: np.ndarray, lex: np.ndarray) -> list[tuple]:
         """``_walk``'s results for the tokens (trie rows) of subtrees that entered lexer states
-        ``lex`` at ``depth`` bytes, each state looping on a set of ASCII bytes
-        (``LexerAutomaton.loop_sets``): a token whose bytes after its first are all in its state's
-        set stays there; the others are walked."""
+        ``lex`` at ``depth`` bytes, each beginning a run of ASCII bytes
+        (``LexerAutomaton.run_chain``): a token whose bytes after its first are all in the sets
+        of its state's run for its remaining length ends where the run leads (its own state,
+        where the run is a loop); the others are walked. (The bytes after the first are a
+        superset of those after ``depth``: the test is safe at any depth.)"""
         tokens = self.info.trie().order[rows]
         tail_lo, tail_hi, other = self.info.tail_sets()
-        loop_lo, loop_hi = self.lexer.loop_sets(lex)
-        keep = ((tail_lo[rows] & ~loop_lo) == 0) & ((tail_hi[rows] & ~loop_hi) == 0) & ~other[rows]
+        steps = self._tok_len[tokens] - depth
+        if len(lex) and (lex == lex[0]).all():  # the common case: one state
+            ends, run_lo, run_hi = (a.take(steps) for a in self.lexer.run_chain(int(lex[0]), int(steps.max())))
+        else:
+            ends = np.empty(len(lex), np.int32)
+            run_lo, run_hi = np.empty(len(lex), np.uint64), np.empty(len(lex), np.uint64)
+            for x in np.unique(lex).tolist():
+                at = lex == x
+                for out, chain in zip((ends, run_lo, run_hi), self.lexer.run_chain(x, int(steps[at].max()))):
+                    out[at] = chain.take(steps[at])
+        keep = ((tail_lo[rows] & ~run_lo) == 0) & ((tail_hi[rows] & ~run_hi) == 0) & ~other[rows] & (ends >= 0)
         empty = np.zeros(0, np.int64)
-        out = [(tokens[keep], lex[keep], empty, empty, empty)]
+        out = [(tokens[keep], ends[keep], empty, empty, empty)]
         if not keep.all():
             walk = ~keep
             out.append(self._walk(tokens[walk], depth[walk].astype(np.int64), lex[walk]))

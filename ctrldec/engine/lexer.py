@@ -37,7 +37,7 @@ _STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base sta
 FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
 _safe_ascii = operator.itemgetter(*SAFE_ASCII.tolist())  # a row's entries for the safe ASCII bytes
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
-_FLAG_BYTES = 100  # a dict entry of ints (``loops``), estimated
+_FLAG_BYTES = 100  # a dict entry and its tuple (``run_chain``), estimated
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
@@ -49,7 +49,9 @@ _SHARE_STATES = 64  # reachable DFA states up to which a lexer state's key is it
 _DENSE_SUCCESSORS = 256  # automata up to this size list every state's successors at once
 _FOLD_AFTER = 4  # states of an automaton named by identity asked for before its states are folded (``_folded``)
 _CONTENT_STATES = 127  # automata up to this size share their keys by content across grammars
-_LOOP_BYTES = 8  # ASCII bytes looping on a state from which masks settle tokens by a subset test
+_LOOP_BYTES = 8  # ASCII bytes leading to one state, from which masks settle tokens by a subset test (``runs``)
+_RUN_BYTES = 32  # ... leading on to another state: fewer (hex digits, say) and most tokens fail the test, to be walked one by one
+_ALL_BITS = (1 << 64) - 1
 _CLOSED_STATES = 512  # states ``safe_closed`` searches before it answers False (an unanchored
 # ``[0-9a-f]{40}`` tracks 40 run lengths and their multi-byte states; each walked whole cost 7-12 ms)
 _KEYS_BY_CONTENT: dict[tuple[bytes, int], tuple | None] = {}  # thread-safe: a dict, values fixed
@@ -275,8 +277,9 @@ class LexerAutomaton:
         self._shift_buf: np.ndarray | None = None  # ``_shift`` is its first n entries
         self._chains: dict[int, np.ndarray] = {}  # ``chain_take``
         self._chain_bytes = 0
-        self._loop_flags: dict[int, bool] = {}  # ``loops``
-        self._loop_sets = np.zeros((0, 2), dtype=np.uint64)  # ``loop_sets``, by state (to capacity)
+        self._runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # ``run_chain``
+        self._run_flags: dict[int, bool] = {}  # ``runs``
+        self._run_bytes = 0
         self._sync(table)
         self.shift()  # part of compiling: no mask should pay for it
         if not self.lazy:
@@ -580,9 +583,8 @@ class LexerAutomaton:
         state ``_ROW_BYTES`` for its row list (an upper bound: states not built yet share one)
         and ``_STATE_BYTES`` for the rest."""
         names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift_buf")
-        arrays = [getattr(self, name, None) for name in names] + [self._loop_sets]
-        flags = len(self._loop_flags) * _FLAG_BYTES
-        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + flags + self.n_states * (_ROW_BYTES + _STATE_BYTES)
+        arrays = [getattr(self, name, None) for name in names]
+        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + self._run_bytes + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
     def _successors(self, members: tuple) -> np.ndarray:
         if not members:
@@ -782,44 +784,81 @@ class LexerAutomaton:
             self._shift = read_only(out[:n])  # a view: only this method and ``_build`` write the buffer, under the lock
         return self._shift
 
-    def looping(self, states: np.ndarray) -> np.ndarray:
-        """Per state of ``states``: does it loop on at least ``_LOOP_BYTES`` ASCII bytes (lead
-        back to itself on each)? A token whose bytes from some offset on are all in a state's
-        loop set stays in that state: the loop of ``[A-Za-z0-9_]*`` keeps every word-like token,
-        which a walk would follow byte by byte. Asked mostly of one or two states at a time."""
+    def running(self, states: np.ndarray) -> np.ndarray:
+        """Per state of ``states``: ``runs``. Asked mostly of one or two states at a time."""
         if len(states) <= 16:
-            return np.array([self.loops(x) for x in states.tolist()], dtype=bool)
+            return np.array([self.runs(x) for x in states.tolist()], dtype=bool)
         distinct, _, inverse = unique_inverse(states)
-        return np.array([self.loops(x) for x in distinct.tolist()], dtype=bool)[inverse.ravel()]
+        return np.array([self.runs(x) for x in distinct.tolist()], dtype=bool)[inverse.ravel()]
 
-    def loops(self, state: int) -> bool:
-        """``looping`` of one state: found from its row on first ask and kept (a table of every
-        state would cost a 33,000-state lexer tens of ms); an unbuilt state has none, and is asked
-        again once built. The loop sets are kept for ``loop_sets``."""
-        flag = self._loop_flags.get(state)
-        if flag is not None:
-            return flag
-        if not self.built[state]:
-            return False
-        row = self.trans_list[state][:128]
-        flag = row.count(state) >= _LOOP_BYTES
-        if flag:
-            with self.lock:
-                n = self.n_states
-                sets = self._loop_sets
-                if len(sets) < n:  # capacity doubles
-                    grown = np.zeros((max(n, 2 * len(sets)), 2), dtype=np.uint64)
-                    grown[: len(sets)] = sets
-                    self._loop_sets = sets = grown
-                sets[state] = (sum(1 << b for b in range(64) if row[b] == state), sum(1 << b for b in range(64) if row[64 + b] == state))
-        self._loop_flags[state] = flag  # (after its sets: a reader that sees the flag finds them)
-        return flag
+    def runs(self, state: int) -> bool:
+        """Does ``state`` begin a run: do at least ``_LOOP_BYTES`` ASCII bytes lead to one live
+        state that does not end the lexeme? A token whose later bytes all lie in the run's sets
+        (``run_chain``) ends where the run leads, which masks find by a subset test instead of a
+        walk: the loop of ``[A-Za-z0-9_]*`` keeps every word-like token in place, and the
+        counted groups of a pattern like a UUID's (``[0-9a-f]{8}-...``) move it one count per
+        byte. An unbuilt state has none, and is asked again once built."""
+        known = self._run_flags.get(state)
+        if known is None:
+            if not self.built[state]:
+                return False
+            known = self._run_flags[state] = self._run_step(state) is not None
+        return known
 
-    def loop_sets(self, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The loop sets of ``states``, each one ``loops`` said yes to, as bit sets (``uint64``
-        for bytes 0-63 and 64-127, as in ``TokenizerInfo.tail_sets``)."""
-        sets = self._loop_sets[states]
-        return sets[:, 0], sets[:, 1]
+    def _run_step(self, x: int) -> tuple[int, int, int] | None:
+        """A run's step from built state ``x``: (the state, the bytes leading there as bit sets for
+        0-63 and 64-127), or None where fewer than ``_LOOP_BYTES`` agree, or they lead into a
+        state that ends the lexeme or that ``shift`` settles (a string interior: a property
+        name's next letter leads out of the name into it, and the walk hands such tokens over)."""
+        ascii_row = self.trans_list[x][:128]
+        live = set(ascii_row)
+        live.discard(-1)
+        y = max(live, key=ascii_row.count, default=-1)
+        if y < 0 or ascii_row.count(y) < (_LOOP_BYTES if y == x else _RUN_BYTES):
+            return None
+        self.build(y)
+        if self.eager[y] or self.shift()[y] != -2:  # (a state that shifts is settled by ``shift``: its run is no help)
+            return None
+        low, high = np.packbits(np.array(ascii_row) == y, bitorder="little").view("<u8").tolist()
+        return y, low, high
+
+    @_locked
+    def run_chain(self, state: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The run from ``state`` (``runs``), ``length`` + 1 entries: ``states[k]`` is where ``k``
+        bytes of the run lead, and ``low[k]``, ``high[k]`` the ASCII bytes (bit sets, as in
+        ``TokenizerInfo.tail_sets``) that lead on at each of those ``k`` steps; -1 and empty sets
+        past the run's end (a step with fewer than ``_LOOP_BYTES`` such bytes, or into a state that
+        ends the lexeme). A token of ``k`` more bytes, all in ``low[k]``/``high[k]``, ends in
+        ``states[k]``. Built states only; kept per state, and longer on a longer ask."""
+        known = self._runs.get(state)
+        if known is not None and len(known[0]) > length:
+            return known
+        states, low, high = [state], [_ALL_BITS], [_ALL_BITS]
+        x, lo, hi = state, _ALL_BITS, _ALL_BITS
+        while len(states) <= length:
+            self.build(x)
+            step = self._run_step(x)
+            if step is None:
+                break
+            y, step_lo, step_hi = step
+            lo, hi = lo & step_lo, hi & step_hi
+            if not (lo or hi):
+                break
+            if y == x:  # a loop: every later step is the same
+                states += [x] * (length + 1 - len(states))
+                low += [lo] * (length + 1 - len(low))
+                high += [hi] * (length + 1 - len(high))
+                break
+            states.append(y)
+            low.append(lo)
+            high.append(hi)
+            x = y
+        pad = length + 1 - len(states)
+        found = (read_only(np.array(states + [-1] * pad, dtype=np.int32)), read_only(np.array(low + [0] * pad, dtype=np.uint64)),
+                 read_only(np.array(high + [0] * pad, dtype=np.uint64)))
+        self._runs[state] = found
+        self._run_bytes += sum(a.nbytes for a in found) + _FLAG_BYTES
+        return found
 
     def _single_lazy(self, state: int) -> bool:
         members = self._members[state]

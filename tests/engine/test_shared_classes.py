@@ -10,6 +10,7 @@ that state gives (``_classify_root``), which the exactness tests check against a
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -444,6 +445,11 @@ LOOP_CASES = [
     (JSONSchema({"type": "object", "patternProperties": {"^[a-z][a-z0-9]*$": {"type": "string", "pattern": "^[0-9a-f]+$"}},
                  "additionalProperties": False}), '{"alpha":"00ff","beta9":"deadbeef"}'),
     (ctrldec.Grammar('start: WORD (" " WORD)* "."\nWORD: /[a-zA-Z0-9-]+/'), "Tokens like co-op and 2nd stay word-like."),
+    # runs that count: each position of an identifier's groups, a word of bounded length
+    (JSONSchema({"type": "string", "pattern": "^[0-9a-zA-Z]{8}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{12}$"}), '"3f2504e0-4f89-0305e82c3301"'),
+    (JSONSchema({"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Za-z0-9_]{3,10}$"},
+                                                  "zip": {"type": "string", "pattern": "^[0-9]{5}$"}}}),
+     '{"code":"alpha_2","zip":"90210"}'),
 ]
 
 
@@ -479,29 +485,74 @@ def test_loop_subtrees_settled_by_a_subset_test_equal_a_walk(default_tokenizer, 
     assert "vectorised" in taken, "no subtree was settled by its loop: the case no longer covers it"
 
 
-def test_loop_sets_are_the_ascii_bytes_that_lead_back():
-    """``LexerAutomaton.loops`` and ``loop_sets`` read a state's row: the ASCII bytes that lead
-    back to it, and whether there are at least ``_LOOP_BYTES``; ``TokenizerInfo.tail_sets`` holds
+def test_runs_are_the_ascii_bytes_that_lead_on_together():
+    """``LexerAutomaton.run_chain`` follows, from a state, the one state that at least
+    ``_LOOP_BYTES`` ASCII bytes lead back to (``_RUN_BYTES`` on to another), step by step: any
+    ``k`` bytes each in the ``k``-th sets
+    walk to ``states[k]`` without ending the lexeme, the first step's set is every byte that
+    leads there, and the run ends where fewer bytes agree. ``TokenizerInfo.tail_sets`` holds
     each token's bytes after its first in the same layout."""
-    grammar = ctrldec.Grammar('start: WORD\nWORD: /[a-c_]x*[a-z0-9]*/').compile(TokenizerInfo([b"a", b"ab9", b"b\xc3\xa9", b"_x"]))
+    grammar = ctrldec.Grammar('start: WORD\nWORD: /[a-c_]x*[a-z0-9]*/ | /#[0-9a-zA-Z]{3}-[0-9]{2}/').compile(
+        TokenizerInfo([b"a", b"ab9", b"b\xc3\xa9", b"_x", b"#"]))
     lexer_ = grammar.lexer
-    found = []
+    rng = random.Random(0)
+    lengths = []
     for state in range(lexer_.n_states):
         lexer_.build(state)
-        row = lexer_.trans_list[state]
-        back = [b for b in range(128) if row[b] == state]
-        assert lexer_.loops(state) == (len(back) >= lexer._LOOP_BYTES)
-        if lexer_.loops(state):
-            low, high = lexer_.loop_sets(np.array([state]))
-            assert [b for b in range(128) if (int(low[0]) if b < 64 else int(high[0])) >> (b % 64) & 1] == back
-            found.append(back)
-    assert [*map(ord, "0123456789abcdefghijklmnopqrstuvwxyz")] in found
+        ends, low, high = lexer_.run_chain(state, 6)
+        bits = lambda k: [b for b in range(128) if (int(low[k]) if b < 64 else int(high[k])) >> (b % 64) & 1]  # noqa: E731
+        row = lexer_.trans_list[state][:128]
+        live = [y for y in set(row) if y >= 0]
+        top = max(live, key=row.count, default=-1)
+        if top < 0 or row.count(top) < (lexer._LOOP_BYTES if top == state else lexer._RUN_BYTES) or lexer_.eager[top]:
+            assert ends[1] == -1 and not lexer_.runs(state)
+            continue
+        assert lexer_.runs(state) and ends[1] == top and bits(1) == [b for b in range(128) if row[b] == top]
+        steps = int((ends >= 0).sum()) - 1
+        lengths.append(steps)
+        for k in range(1, steps + 1):
+            for _ in range(20):  # random texts of k bytes from the k-th sets end in ends[k]
+                x = state
+                for _ in range(k):
+                    x = lexer_.trans_list[x][rng.choice(bits(k))]
+                    lexer_.build(x)
+                    assert x >= 0 and not lexer_.eager[x]
+                assert x == ends[k]
+        assert all(not bits(k) for k in range(steps + 1, 7))
+    assert 6 in lengths and 3 in lengths  # the loop of [a-z0-9]* and the three letters or digits (two digits alone are too few)
     info = grammar.info
     low, high, other = info.tail_sets()
     for row, token in enumerate(info.trie().order.tolist()):
         tail = info.token_bytes[token][1:]
         assert other[row] == any(b >= 128 for b in tail)
         assert {b for b in range(128) if (int(low[row]) if b < 64 else int(high[row])) >> (b % 64) & 1} == {b for b in tail if b < 128}
+
+
+_RUN_PIECES = st.sampled_from(["[a-h]", "[a-h0-3]", "[0-3]", "[a-h_-]", "-", "x"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.lists(st.tuples(_RUN_PIECES, st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=4),
+       extra=st.lists(st.text("abcdh013_-x", min_size=2, max_size=9), max_size=60), star=st.booleans())
+def test_run_subtrees_settled_by_a_subset_test_equal_a_walk(pieces, extra, star):
+    """Tokens settled by their state's run (``run_chain``: loops, counted character classes and
+    their ends) classify as a walk of every token does, from every lexer state of random
+    patterns of counted character classes, with tokens that stay inside a run, leave it, or
+    outlast it (thresholds lowered so that these small classes make runs)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lexer, "_LOOP_BYTES", 3)
+        patch.setattr(lexer, "_RUN_BYTES", 3)
+        pattern = "x" + "".join(f"{c}{{{lo},{lo + more}}}" for c, lo, more in pieces) + ("[a-h]*" if star else "")
+        vocab = [bytes([b]) for b in range(32, 127)] + sorted({t.encode() for t in extra} - {bytes([b]) for b in range(256)})
+        grammar = ctrldec.Grammar(f'start: "<" WORD ">"\nWORD: /{pattern}/').compile(TokenizerInfo(vocab, eos_token_ids=[0]))
+        lexer_ = grammar.lexer
+        for state in range(lexer_.n_states):
+            lexer_.build(state)
+            forms = []
+            for tokens in (1, 1 << 30):  # every subtree tested against its state's run, or none
+                patch.setattr(engine, "_LOOP_TOKENS", tokens)
+                forms.append(normal_form(grammar._classify_root(state)))
+            assert forms[0] == forms[1], (pattern, state)
 
 
 @settings(max_examples=40, deadline=None)
