@@ -792,12 +792,12 @@ class LexerAutomaton:
         return np.array([self.runs(x) for x in distinct.tolist()], dtype=bool)[inverse.ravel()]
 
     def runs(self, state: int) -> bool:
-        """Does ``state`` begin a run: do at least ``_LOOP_BYTES`` ASCII bytes lead to one live
-        state that does not end the lexeme? A token whose later bytes all lie in the run's sets
-        (``run_chain``) ends where the run leads, which masks find by a subset test instead of a
-        walk: the loop of ``[A-Za-z0-9_]*`` keeps every word-like token in place, and the
-        counted groups of a pattern like a UUID's (``[0-9a-f]{8}-...``) move it one count per
-        byte. An unbuilt state has none, and is asked again once built."""
+        """Does ``state`` begin a run: do at least ``_LOOP_BYTES`` ASCII bytes lead back to it,
+        or ``_RUN_BYTES`` on to one other state (``_run_step``)? A token whose later bytes all lie
+        in the run's sets (``run_chain``) ends where the run leads, which masks find by a subset
+        test instead of a walk: the loop of ``[A-Za-z0-9_]*`` keeps every word-like token in
+        place, and the counted groups of an identifier pattern (``[0-9a-zA-Z]{8}-...``) move it
+        one count per byte. An unbuilt state has none, and is asked again once built."""
         known = self._run_flags.get(state)
         if known is None:
             if not self.built[state]:
@@ -807,7 +807,8 @@ class LexerAutomaton:
 
     def _run_step(self, x: int) -> tuple[int, int, int] | None:
         """A run's step from built state ``x``: (the state, the bytes leading there as bit sets for
-        0-63 and 64-127), or None where fewer than ``_LOOP_BYTES`` agree, or they lead into a
+        0-63 and 64-127), or None where fewer than ``_LOOP_BYTES`` agree (``_RUN_BYTES`` where
+        they lead to another state than ``x``), or they lead into a
         state that ends the lexeme or that ``shift`` settles (a string interior: a property
         name's next letter leads out of the name into it, and the walk hands such tokens over)."""
         ascii_row = self.trans_list[x][:128]
@@ -827,9 +828,10 @@ class LexerAutomaton:
         """The run from ``state`` (``runs``), ``length`` + 1 entries: ``states[k]`` is where ``k``
         bytes of the run lead, and ``low[k]``, ``high[k]`` the ASCII bytes (bit sets, as in
         ``TokenizerInfo.tail_sets``) that lead on at each of those ``k`` steps; -1 and empty sets
-        past the run's end (a step with fewer than ``_LOOP_BYTES`` such bytes, or into a state that
-        ends the lexeme). A token of ``k`` more bytes, all in ``low[k]``/``high[k]``, ends in
-        ``states[k]``. Built states only; kept per state, and longer on a longer ask."""
+        past the run's end (where ``_run_step`` finds no step, or the sets' intersection is
+        empty). A token of ``k`` more bytes, all in ``low[k]``/``high[k]``, ends in
+        ``states[k]``. Builds the states it passes (a walk of those tokens would): ask for as
+        many steps as the tokens need. Kept per state, and made longer on a longer ask."""
         known = self._runs.get(state)
         if known is not None and len(known[0]) > length:
             return known

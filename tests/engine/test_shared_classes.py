@@ -438,8 +438,8 @@ def test_counted_strings_of_equal_bounds_share_their_classifications(default_tok
     assert keys[0] == keys[1] and keys[0][0] == kind
 
 
-# Strings and words whose automata loop on a set of ASCII bytes without every JSON-safe character
-# agreeing (no ``shift``): the states where a subtree is settled by a subset test.
+# Strings and words whose automata loop on a set of ASCII bytes, or count one (runs), without every
+# JSON-safe character agreeing (no ``shift``): the states where a subtree is settled by a subset test.
 LOOP_CASES = [
     (JSONSchema({"type": "string", "pattern": "^[a-zA-Z][a-zA-Z0-9_]*[a-zA-Z0-9]$"}), '"customer_name_2"'),
     (JSONSchema({"type": "object", "patternProperties": {"^[a-z][a-z0-9]*$": {"type": "string", "pattern": "^[0-9a-f]+$"}},
@@ -455,8 +455,8 @@ LOOP_CASES = [
 
 @pytest.mark.parametrize("case", range(len(LOOP_CASES)))
 def test_loop_subtrees_settled_by_a_subset_test_equal_a_walk(default_tokenizer, monkeypatch, case):
-    """A subtree entering a lexer state that loops on a set of ASCII bytes keeps the tokens whose
-    later bytes are all in the set there (``CompiledGrammar._looped``, in Python by
+    """A subtree entering a lexer state that begins a run of ASCII bytes keeps the tokens whose
+    later bytes are all in the run's sets where it leads (``CompiledGrammar._looped``, in Python by
     ``_FewNodes.assembled``) and walks the others: every lexer state met along a text classifies
     every token as with no loop test, and the test is taken on both paths."""
     constraint, text = LOOP_CASES[case]
