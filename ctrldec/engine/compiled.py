@@ -271,7 +271,6 @@ class _FewNodes:
     def __init__(self, grammar: CompiledGrammar) -> None:
         self.g = grammar
         self.grew = False  # states were built since the caller last read the numpy tables
-        self.built_any = False
         self.stays: list[tuple[int, int, int]] = []  # (lo, hi, lexer state)
         self.emits: list[tuple[int, int, int, int]] = []  # (lexer state it ended in, lo, hi, next offset)
         self.soaks: list[tuple[int, int, int, int, int]] = []  # (lo, hi, depth, lexer state, characters before)
@@ -330,7 +329,7 @@ class _FewNodes:
             return False
         if not self.built[x]:  # a lazy lexer's state met for the first time
             self.g.lexer.build(x)
-            self.grew = self.built_any = True
+            self.grew = True
         if self.eager[x]:
             self.emits.append((x, lo, hi, d + 1))
             return False
@@ -395,7 +394,7 @@ class _FewNodes:
         into = [int(shift[x]) for _, _, _, x, _ in self.soaks]
         if sum(hi - lo for lo, hi in spans) > _FEW_ASSEMBLED or any(y < 0 or shift[y] != y for y in into):
             return None
-        order, unsafe, chars = g.info.trie().order, g._unsafe_sorted, g._char_total
+        order = g.info.trie().order
         s_idx: list[int] = []
         s_lex: list[int] = []
         e_lex: list[int] = []
@@ -412,28 +411,8 @@ class _FewNodes:
         if sum(hi - lo for lo, hi, *_ in self.soaks) > _FEW_SOAKED:  # a few numpy calls: ~0.4 us a token in Python
             self._soaked_np(into, s_idx, s_lex, walk)
         else:
-            for (lo, hi, depth, x, before), y in zip(self.soaks, into):  # safe characters end in ``y`` (``x`` if none)
-                for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
-                    if unsafe.item(row) < depth:
-                        s_idx.append(tok)
-                        s_lex.append(y if chars.item(tok) > before else x)
-                    else:
-                        walk[0].append(tok)
-                        walk[1].append(depth)
-                        walk[2].append(x)
-        tail_lo, tail_hi, other = g.info.tail_sets()
-        lengths = g._tok_len
-        for lo, hi, depth, x in self.loops:  # tokens of the run's bytes end where it leads
-            ends, run_lo, run_hi = (a.tolist() for a in g.lexer.run_chain(x, int(lengths[order[lo:hi]].max()) - depth))
-            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
-                k = lengths.item(tok) - depth
-                if ends[k] >= 0 and not (tail_lo.item(row) & ~run_lo[k] or tail_hi.item(row) & ~run_hi[k] or other.item(row)):
-                    s_idx.append(tok)
-                    s_lex.append(ends[k])
-                else:
-                    walk[0].append(tok)
-                    walk[1].append(depth)
-                    walk[2].append(x)
+            self._soaked(into, s_idx, s_lex, walk)
+        self._ran(s_idx, s_lex, walk)
         found: tuple[list, ...] = ([], [], [], [], [])
         if walk[0]:
             g._walk_few(np.array(walk[0], dtype=np.int64), np.array(walk[1], dtype=np.int64), np.array(walk[2], dtype=np.int32), found)
@@ -444,6 +423,41 @@ class _FewNodes:
         g._fill_group(group, np.array(s_idx, dtype=np.int64), np.array(s_lex, dtype=np.int32), np.array(e_lex, dtype=np.int32),
                       np.array(e_idx, dtype=np.int64), np.array(e_pos, dtype=np.int64))
         return group
+
+    def _soaked(self, into: list[int], s_idx: list[int], s_lex: list[int], walk: tuple[list[int], ...]) -> None:
+        """``assembled``'s tokens of the soaks, one by one: a token safe past the soak's depth
+        stays, in ``y`` (``into``) if it has characters past the soak's (``x`` if none); the rest
+        walk."""
+        g = self.g
+        order, unsafe, chars = g.info.trie().order, g._unsafe_sorted, g._char_total
+        for (lo, hi, depth, x, before), y in zip(self.soaks, into):
+            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
+                if unsafe.item(row) < depth:
+                    s_idx.append(tok)
+                    s_lex.append(y if chars.item(tok) > before else x)
+                else:
+                    walk[0].append(tok)
+                    walk[1].append(depth)
+                    walk[2].append(x)
+
+    def _ran(self, s_idx: list[int], s_lex: list[int], walk: tuple[list[int], ...]) -> None:
+        """``assembled``'s tokens of the subtrees that entered a run, one by one: those whose
+        bytes after their first lie in the run's sets for their length end where it leads; the
+        rest walk."""
+        g = self.g
+        order, lengths = g.info.trie().order, g._tok_len
+        tail_lo, tail_hi, other = g.info.tail_sets()
+        for lo, hi, depth, x in self.loops:
+            ends, run_lo, run_hi = (a.tolist() for a in g.lexer.run_chain(x, int(lengths[order[lo:hi]].max()) - depth))
+            for row, tok in zip(range(lo, hi), order[lo:hi].tolist()):
+                k = lengths.item(tok) - depth
+                if ends[k] >= 0 and not (tail_lo.item(row) & ~run_lo[k] or tail_hi.item(row) & ~run_hi[k] or other.item(row)):
+                    s_idx.append(tok)
+                    s_lex.append(ends[k])
+                else:
+                    walk[0].append(tok)
+                    walk[1].append(depth)
+                    walk[2].append(x)
 
     def _soaked_np(self, into: list[int], s_idx: list[int], s_lex: list[int], walk: tuple[list[int], ...]) -> None:
         """``assembled``'s loop over the soaks' tokens, vectorised: a token safe past the soak's
@@ -1324,34 +1338,46 @@ class CompiledGrammar(ByteAutomaton):
         level-1 node indices): its subtree classifies as from that state at the same depth, which
         the caller takes from another classification.
         """
-        trie = self.info.trie()
         if first is None and self.lexer.shift()[start] == -2 and self.lexer.safe_closed(start):
             return self._classify_safe_closed(start)
-        # read the tables after safe_closed, which may have built states; re-read them where a
-        # lazy lexer's states are met for the first time
-        flat, accept, eager, shift, shifting = self._lexer_tables()
-        if first is None and shifting[start]:
+        if first is None and self.lexer.shift()[start] != -2:  # (re-read: safe_closed may have built states)
             return self._classify_shifting(start)
         # (stay lo, hi, lexer state), (event lexer state, lo, hi, next offset), and subtrees
         # entering a state that absorbs safe characters: (rows, depth, state, characters before)
         found: tuple[list, ...] = ([], [], [], [], [], [], [], [])
-        stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed = found
-        trie_levels = trie.levels
-        idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         few = _FewNodes(self)
         if second is not None:
             few.second = second.tolist()
+        self._walk_trie(start, first, second, handed, found, few)
+        if few.handed:
+            handed.append(np.array(few.handed, dtype=np.int64))  # type: ignore[union-attr]
+        stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed = found
+        if not (stay_lo or ev_t or absorbed):  # everything was found node by node
+            group = few.assembled()
+            if group is not None:
+                return group
+        few.flush(*found)
+        return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, self.lexer.shift())
+
+    def _walk_trie(self, start: int, first: np.ndarray | None, second: np.ndarray | None, handed: list[np.ndarray] | None,
+                   found: tuple[list, ...], few: _FewNodes) -> None:
+        """``_classify_root``'s walk, level by level: vectorised levels record into ``found``,
+        levels of a few nodes go to ``few``. The lexer's tables are re-read where a lazy lexer's
+        states are met for the first time."""
+        trie_levels = self.info.trie().levels
+        flat, accept, eager, _, shifting = self._lexer_tables()
+        idx = nxt = np.zeros(0, dtype=np.int64)  # the nodes still walking, and their states
         d = 0
         if first is not None:
             row0 = first[trie_levels[0]["byte"]]
             kept = np.flatnonzero((row0 >= 0) | (row0 == -1) & (accept[start] >= 0))  # a dead byte matters if ``start`` accepts
             if len(kept) <= _FEW_NODES:  # the split's few first bytes: node by node from the start
                 back = few.walk_first(trie_levels, start, first, kept)
-                if few.grew:
-                    flat, accept, eager, shift, shifting = self._lexer_tables()
-                    few.grew = False
                 d, idx, nxt = back if back is not None else (len(trie_levels), idx, nxt)
         while d < len(trie_levels):
+            if few.grew:
+                flat, accept, eager, _, shifting = self._lexer_tables()
+                few.grew = False
             level = trie_levels[d]
             if d == 0:
                 idx = np.arange(len(level["lo"]))
@@ -1359,14 +1385,14 @@ class CompiledGrammar(ByteAutomaton):
             else:
                 if len(idx) <= _FEW_NODES:  # numpy's cost per call would dominate: node by node
                     back = few.walk(trie_levels, d, idx, nxt)
-                    if few.grew:
-                        flat, accept, eager, shift, shifting = self._lexer_tables()
-                        few.grew = False
                     if back is None:
                         break
                     if back[0] != d:  # the walk went on past level d
                         d, idx, nxt = back
                         continue
+                    if few.grew:
+                        flat, accept, eager, _, shifting = self._lexer_tables()
+                        few.grew = False
                 above = trie_levels[d - 1]
                 kids_lo, kids_hi = above["kids_lo"][idx], above["kids_hi"][idx]
                 parent_state = np.repeat(nxt, kids_hi - kids_lo)  # only live nodes are visited
@@ -1382,28 +1408,15 @@ class CompiledGrammar(ByteAutomaton):
                 if d == 1 and second is not None:
                     hand = (nxt >= 0) & (nxt == second[level["byte"][idx]])
                     if hand.any():
-                        handed.append(idx[hand])
+                        handed.append(idx[hand])  # type: ignore[union-attr]
                         idx, nxt, parent_state = idx[~hand], nxt[~hand], parent_state[~hand]
             if len(idx) <= _FEW_NODES:  # few nodes left (the rest handed over): settled node by node
                 idx, nxt = few.settle(level, d, idx, nxt, parent_state)
-                if few.grew:
-                    flat, accept, eager, shift, shifting = self._lexer_tables()
-                    few.grew = False
             else:
                 if self.lexer.build_many(nxt):
-                    flat, accept, eager, shift, shifting = self._lexer_tables()
+                    flat, accept, eager, _, shifting = self._lexer_tables()
                 idx, nxt = self._settle_level(found, level, d, idx, nxt, parent_state, (accept, eager, shifting))
             d += 1
-        if few.handed:
-            handed.append(np.array(few.handed, dtype=np.int64))
-        if not (stay_lo or ev_t or absorbed):  # everything was found node by node
-            group = few.assembled()
-            if group is not None:
-                return group
-        few.flush(stay_lo, stay_hi, stay_lex, ev_t, ev_lo, ev_hi, ev_pos, absorbed)
-        if few.built_any:
-            shift = self.lexer.shift()
-        return self._assembled((stay_lo, stay_hi, stay_lex), (ev_t, ev_lo, ev_hi, ev_pos), absorbed, shift)
 
     def _settle_level(self, found: tuple[list, ...], level: dict[str, np.ndarray], d: int, idx: np.ndarray, nxt: np.ndarray,
                       parent_state: np.ndarray, tables: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
