@@ -37,7 +37,7 @@ _STRIDE = 1 << 32  # a folded state is VIRTUAL + levels * _STRIDE + its base sta
 FOLD_AHEAD = 256  # bytes of look-ahead a folded state's base stands for (see ``arrive``)
 _safe_ascii = operator.itemgetter(*SAFE_ASCII.tolist())  # a row's entries for the safe ASCII bytes
 _UNBUILT: tuple[int, ...] = (-1,) * 256  # the row of a state not built yet (shared, immutable)
-_FLAG_BYTES = 100  # a dict entry and its tuple (``run_chain``), estimated
+_FLAG_BYTES = 100  # a dict entry of ``runs``, or of ``run_chain`` beside its arrays, estimated
 _STATE_BYTES = 200  # a state's members tuple, index entry and per-state list slots (estimated)
 _ROW_BYTES = 256 * 8 + 40  # a built state's row as a Python tuple (``trans_list``), small ints shared
 
@@ -584,7 +584,8 @@ class LexerAutomaton:
         and ``_STATE_BYTES`` for the rest."""
         names = ("_trans_buf", "_accept_buf", "_multi_buf", "_eager_buf", "_built_buf", "_cid_buf", "_shift_buf")
         arrays = [getattr(self, name, None) for name in names]
-        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + self._run_bytes + self.n_states * (_ROW_BYTES + _STATE_BYTES)
+        runs = self._run_bytes + len(self._run_flags) * _FLAG_BYTES
+        return sum(a.nbytes for a in arrays if a is not None) + self._chain_bytes + runs + self.n_states * (_ROW_BYTES + _STATE_BYTES)
 
     def _successors(self, members: tuple) -> np.ndarray:
         if not members:
